@@ -1,0 +1,72 @@
+//! What the relay prints when it starts: where people can open it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+/// The URLs that reach a relay listening on `listen`: loopback first, then every non-loopback
+/// IPv4 address of this machine when it listens on all interfaces.
+pub fn urls(listen: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
+    let port = listen.port();
+    if !listen.ip().is_unspecified() {
+        return vec![format!("http://{listen}")];
+    }
+    let lan = interfaces
+        .iter()
+        .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .map(|ip| format!("http://{ip}:{port}"));
+    std::iter::once(format!("http://{}:{port}", Ipv4Addr::LOCALHOST))
+        .chain(lan)
+        .collect()
+}
+
+/// This machine's interface addresses (empty if they cannot be listed).
+pub fn interface_addresses() -> Vec<IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|interfaces| interfaces.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}
+
+/// Prints the banner to stdout, for the person who started the relay.
+pub fn print(listen: SocketAddr) {
+    let urls = urls(listen, &interface_addresses());
+    println!("Comfy Relay is running. Open it at:");
+    for (index, url) in urls.iter().enumerate() {
+        let label = if index == 0 {
+            "this machine"
+        } else {
+            "on the LAN"
+        };
+        println!("  {url}   ({label})");
+    }
+    if listen.ip().is_unspecified() && urls.len() == 1 {
+        println!("  (no LAN address found: is this machine on a network?)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_everywhere_lists_loopback_then_each_lan_ipv4() {
+        let interfaces: Vec<IpAddr> = ["127.0.0.1", "192.168.1.20", "::1", "fe80::1", "10.0.0.7"]
+            .iter()
+            .map(|ip| ip.parse().unwrap())
+            .collect();
+        assert_eq!(
+            urls("0.0.0.0:8189".parse().unwrap(), &interfaces),
+            [
+                "http://127.0.0.1:8189",
+                "http://192.168.1.20:8189",
+                "http://10.0.0.7:8189"
+            ]
+        );
+    }
+
+    #[test]
+    fn listening_on_one_address_lists_only_it() {
+        assert_eq!(
+            urls("127.0.0.1:9000".parse().unwrap(), &[]),
+            ["http://127.0.0.1:9000"]
+        );
+    }
+}

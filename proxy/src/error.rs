@@ -1,0 +1,112 @@
+//! The relay's errors and how each becomes an HTTP answer a person can read.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::api::ErrorBody;
+
+/// Everything the relay itself can answer with instead of ComfyUI's response.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Nothing accepts connections at ComfyUI's address.
+    #[error("ComfyUI is not reachable at {url}. Is it running? Comfy Relay keeps retrying.")]
+    UpstreamUnreachable {
+        /// The address tried.
+        url: String,
+        /// The connection error.
+        detail: String,
+    },
+    /// ComfyUI accepted the connection but did not answer in time.
+    #[error("ComfyUI did not answer within {seconds} s.")]
+    UpstreamTimeout {
+        /// The address tried.
+        url: String,
+        /// The time allowed.
+        seconds: u64,
+    },
+    /// The exchange with ComfyUI broke for another reason.
+    #[error("The exchange with ComfyUI failed: {detail}")]
+    UpstreamFailed {
+        /// The address tried.
+        url: String,
+        /// What broke.
+        detail: String,
+    },
+    /// An `/api/...` path the relay does not serve.
+    #[error("Comfy Relay has no API route {method} {path}.")]
+    NoSuchRoute {
+        /// The method asked for.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
+}
+
+impl RelayError {
+    /// Classifies a failed request to ComfyUI.
+    pub fn from_upstream(url: &url::Url, error: reqwest::Error, timeout_secs: u64) -> Self {
+        let url = url.as_str().to_owned();
+        if error.is_connect() {
+            Self::UpstreamUnreachable {
+                url,
+                detail: error_chain(&error),
+            }
+        } else if error.is_timeout() {
+            Self::UpstreamTimeout {
+                url,
+                seconds: timeout_secs,
+            }
+        } else {
+            Self::UpstreamFailed {
+                url,
+                detail: error_chain(&error),
+            }
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoSuchRoute { .. } => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::UpstreamUnreachable { url, detail } | Self::UpstreamFailed { url, detail } => {
+                Some(serde_json::json!({ "comfyui_url": url, "cause": detail }))
+            }
+            Self::UpstreamTimeout { url, .. } => Some(serde_json::json!({ "comfyui_url": url })),
+            Self::NoSuchRoute { .. } => None,
+        }
+    }
+}
+
+/// An error and its sources on one line: reqwest's own message says little.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, detail = ?self.detail(), "relay error");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            detail: self.detail(),
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,253 @@
+//! Where ComfyUI is, whether it answers, and how requests are addressed to it.
+//!
+//! Without an explicit URL the relay tries ComfyUI's default port and then the desktop app's,
+//! uses whichever answers, and keeps checking: a relay started before ComfyUI, or across a
+//! ComfyUI restart, must never need restarting itself.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+use shared::comfy::SystemStats;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::error::error_chain;
+
+/// How long a health probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the last probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not probed yet.
+    Unknown,
+    /// ComfyUI answered `/system_stats`.
+    Up {
+        /// Its version, when it says.
+        version: Option<String>,
+    },
+    /// None of the candidates answered.
+    Down {
+        /// Why the preferred candidate did not answer.
+        reason: String,
+    },
+}
+
+/// ComfyUI's address as the relay knows it now.
+#[derive(Debug)]
+pub struct Upstream {
+    candidates: Vec<Url>,
+    current: RwLock<Url>,
+    reachability: RwLock<Reachability>,
+}
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No connection or no answer.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Something answered, but not as ComfyUI does.
+    #[error("it answered /system_stats with {0}; is this really ComfyUI?")]
+    NotComfyUi(String),
+}
+
+/// Asks `base` for `/system_stats`, as the Python executor's health check did.
+pub async fn probe(client: &reqwest::Client, base: &Url) -> Result<SystemStats, ProbeError> {
+    let url = base
+        .join("system_stats")
+        .expect("a fixed relative path joins");
+    let response = client
+        .get(url)
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| ProbeError::Unreachable(error_chain(&e)))?;
+    if !response.status().is_success() {
+        return Err(ProbeError::NotComfyUi(format!(
+            "status {}",
+            response.status()
+        )));
+    }
+    response
+        .json::<SystemStats>()
+        .await
+        .map_err(|e| ProbeError::NotComfyUi(error_chain(&e)))
+}
+
+impl Upstream {
+    /// Starts with the first candidate; [`Upstream::check`] moves to another that answers.
+    pub fn new(candidates: Vec<Url>) -> Self {
+        let first = candidates
+            .first()
+            .cloned()
+            .expect("at least one ComfyUI URL");
+        Self {
+            candidates,
+            current: RwLock::new(first),
+            reachability: RwLock::new(Reachability::Unknown),
+        }
+    }
+
+    /// The base URL requests go to now.
+    pub fn base(&self) -> Url {
+        self.current.read().expect("lock never poisoned").clone()
+    }
+
+    /// What the last check found.
+    pub fn reachability(&self) -> Reachability {
+        self.reachability
+            .read()
+            .expect("lock never poisoned")
+            .clone()
+    }
+
+    /// ComfyUI's URL for a path and query as the browser sent them (`/prompt`, `/api/view?...`).
+    pub fn url_for(&self, path_and_query: &str) -> Url {
+        let mut url = self.base();
+        let (path, query) = path_and_query
+            .split_once('?')
+            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+        let prefix = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{prefix}{path}"));
+        url.set_query(query);
+        url
+    }
+
+    /// The WebSocket URL for a path and query (`ws://` or `wss://`).
+    pub fn ws_url_for(&self, path_and_query: &str) -> Url {
+        let mut url = self.url_for(path_and_query);
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        url.set_scheme(scheme)
+            .expect("ws and wss are valid schemes");
+        url
+    }
+
+    /// Probes the current URL, then the other candidates, switches to the first that answers,
+    /// and records the result. Returns the result and whether it changed.
+    pub async fn check(&self, client: &reqwest::Client) -> (Reachability, bool) {
+        let current = self.base();
+        let ordered = std::iter::once(current.clone())
+            .chain(self.candidates.iter().filter(|c| **c != current).cloned());
+        let mut first_failure = None;
+        let mut found = None;
+        for candidate in ordered {
+            match probe(client, &candidate).await {
+                Ok(stats) => {
+                    found = Some((candidate, stats.system.comfyui_version));
+                    break;
+                }
+                Err(error) => {
+                    first_failure.get_or_insert(error.to_string());
+                }
+            }
+        }
+        let now = match found {
+            Some((url, version)) => {
+                *self.current.write().expect("lock never poisoned") = url;
+                Reachability::Up { version }
+            }
+            None => Reachability::Down {
+                reason: first_failure.unwrap_or_default(),
+            },
+        };
+        let mut slot = self.reachability.write().expect("lock never poisoned");
+        let changed = !matches!(
+            (&*slot, &now),
+            (Reachability::Up { .. }, Reachability::Up { .. })
+                | (Reachability::Down { .. }, Reachability::Down { .. })
+        ) || (current != self.base());
+        *slot = now.clone();
+        (now, changed)
+    }
+
+    /// Describes the candidates for a person: "http://a or http://b".
+    fn candidates_text(&self) -> String {
+        self.candidates
+            .iter()
+            .map(|url| url.as_str().trim_end_matches('/').to_owned())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+
+    /// Checks every `interval` until cancelled, telling the operator when ComfyUI comes or goes.
+    pub async fn watch(
+        &self,
+        client: reqwest::Client,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let (now, changed) = self.check(&client).await;
+            if changed {
+                match now {
+                    Reachability::Up { version } => tracing::info!(
+                        "ComfyUI {} answers at {}",
+                        version.as_deref().unwrap_or("(unknown version)"),
+                        self.base().as_str().trim_end_matches('/')
+                    ),
+                    Reachability::Down { reason } => tracing::warn!(
+                        "No ComfyUI answers at {} ({reason}); retrying every {} s. Start \
+                         ComfyUI, or pass --comfyui-url.",
+                        self.candidates_text(),
+                        interval.as_secs()
+                    ),
+                    Reachability::Unknown => {}
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(url: &str) -> Upstream {
+        Upstream::new(vec![Url::parse(url).unwrap()])
+    }
+
+    #[test]
+    fn paths_and_queries_are_kept_as_the_browser_sent_them() {
+        let upstream = upstream("http://127.0.0.1:8188");
+        assert_eq!(
+            upstream
+                .url_for("/api/view?filename=a%20b.png&type=output")
+                .as_str(),
+            "http://127.0.0.1:8188/api/view?filename=a%20b.png&type=output"
+        );
+        assert_eq!(
+            upstream.ws_url_for("/ws?clientId=abc").as_str(),
+            "ws://127.0.0.1:8188/ws?clientId=abc"
+        );
+    }
+
+    #[test]
+    fn a_comfyui_behind_a_path_prefix_keeps_its_prefix() {
+        let upstream = upstream("https://gpu.example/comfy/");
+        assert_eq!(
+            upstream.url_for("/prompt").as_str(),
+            "https://gpu.example/comfy/prompt"
+        );
+        assert_eq!(
+            upstream.ws_url_for("/ws").as_str(),
+            "wss://gpu.example/comfy/ws"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_nothing_answers_the_check_says_down_and_keeps_the_first_candidate() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let upstream = upstream(&url);
+        let (now, changed) = upstream.check(&reqwest::Client::new()).await;
+        assert!(matches!(now, Reachability::Down { .. }), "{now:?}");
+        assert!(changed);
+        assert_eq!(upstream.base().as_str().trim_end_matches('/'), url);
+    }
+}

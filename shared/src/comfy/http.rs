@@ -1,0 +1,361 @@
+//! ComfyUI's HTTP bodies (recorded in `tests/fixtures/comfyui/http/`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ws::NodeOutput;
+use crate::workflow::Workflow;
+
+/// The body of `POST /prompt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRequest {
+    /// The API-format workflow to run.
+    pub prompt: Workflow,
+    /// The WebSocket client that will receive the run's events. Without it nobody does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Passed through to the run (`preview_method`, `extra_pnginfo`, ...).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub extra_data: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /prompt` → 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptAccepted {
+    /// The id every later event and `/history` entry carries.
+    pub prompt_id: String,
+    /// Its place number in the queue.
+    pub number: i64,
+    /// Empty when accepted.
+    #[serde(default)]
+    pub node_errors: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /prompt` → 400: why ComfyUI refused to queue the prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRejected {
+    /// The overall reason.
+    pub error: PromptError,
+    /// Per node, what is wrong with its inputs.
+    #[serde(default)]
+    pub node_errors: BTreeMap<String, NodeErrors>,
+}
+
+/// The overall reason in a [`PromptRejected`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptError {
+    /// For example `prompt_outputs_failed_validation` or `invalid_prompt`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A sentence.
+    pub message: String,
+    /// More context, often empty.
+    #[serde(default)]
+    pub details: String,
+    /// Structured context.
+    #[serde(default)]
+    pub extra_info: serde_json::Value,
+}
+
+/// What is wrong with one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeErrors {
+    /// One entry per bad input.
+    pub errors: Vec<ValidationError>,
+    /// Output nodes that depend on it.
+    #[serde(default)]
+    pub dependent_outputs: Vec<String>,
+    /// The node's class.
+    pub class_type: String,
+}
+
+/// One validation failure, for example `value_smaller_than_min`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationError {
+    /// The failure's kind.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A sentence.
+    pub message: String,
+    /// Often the input's name or a longer explanation.
+    #[serde(default)]
+    pub details: String,
+    /// Names the input (`input_name`) and the value received.
+    #[serde(default)]
+    pub extra_info: ValidationExtra,
+}
+
+/// Structured context of a [`ValidationError`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidationExtra {
+    /// The input concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_name: Option<String>,
+    /// Everything else (`input_config`, `received_value`, ...).
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PromptRejected {
+    /// One line per problem, naming the node and input, for people.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (node_id, node) in &self.node_errors {
+            for error in &node.errors {
+                let input = error
+                    .extra_info
+                    .input_name
+                    .as_deref()
+                    .map(|name| format!(" input \"{name}\""))
+                    .unwrap_or_default();
+                let details = if error.details.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", error.details)
+                };
+                lines.push(format!(
+                    "node {node_id} ({}){input}: {}{details}",
+                    node.class_type, error.message
+                ));
+            }
+        }
+        if lines.is_empty() {
+            let details = if self.error.details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.error.details)
+            };
+            lines.push(format!("{}{details}", self.error.message));
+        }
+        lines
+    }
+}
+
+/// `POST /upload/image` → 200: where ComfyUI stored the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedImage {
+    /// The stored name; may differ from the one sent (`phone (1).png`).
+    pub name: String,
+    /// Folder inside the type's directory.
+    #[serde(default)]
+    pub subfolder: String,
+    /// `input`, `temp` or `output`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl UploadedImage {
+    /// The value a LoadImage `image` input takes to load this file.
+    pub fn load_image_value(&self) -> String {
+        if self.subfolder.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.subfolder, self.name)
+        }
+    }
+}
+
+/// `GET /system_stats`, the parts Comfy Relay reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemStats {
+    /// The machine and ComfyUI's version.
+    pub system: SystemInfo,
+}
+
+/// The `system` object of [`SystemStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    /// For example `0.3.64`; missing on old versions.
+    #[serde(default)]
+    pub comfyui_version: Option<String>,
+    /// For example `posix`.
+    #[serde(default)]
+    pub os: Option<String>,
+}
+
+/// `GET /history/{id}` → `{id: entry}`; an unknown id gives `{}`.
+pub type History = BTreeMap<String, HistoryEntry>;
+
+/// One finished (or failed, or interrupted) prompt in `/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// `[number, prompt_id, graph, extra_data, outputs_to_execute]`.
+    pub prompt: QueueItem,
+    /// Per output node, what it produced.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, NodeOutput>,
+    /// How it ended.
+    pub status: HistoryStatus,
+}
+
+/// How a prompt in `/history` ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryStatus {
+    /// `success` or `error` (an interrupt is an `error` with `execution_interrupted` inside).
+    pub status_str: String,
+    /// Whether it ran to the end.
+    pub completed: bool,
+    /// The run's events, as `[type, data]` pairs.
+    #[serde(default)]
+    pub messages: Vec<(String, serde_json::Value)>,
+}
+
+/// `[number, prompt_id, graph, extra_data, outputs_to_execute]`, as in `/queue` and `/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueItem(
+    /// The queue number.
+    pub i64,
+    /// The prompt id.
+    pub String,
+    /// The workflow.
+    pub serde_json::Value,
+    /// `extra_data`, including `client_id`.
+    pub serde_json::Value,
+    /// The output nodes to execute.
+    pub Vec<String>,
+);
+
+impl QueueItem {
+    /// The prompt id.
+    pub fn prompt_id(&self) -> &str {
+        &self.1
+    }
+}
+
+/// `GET /queue`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    /// The prompt running now (zero or one).
+    pub queue_running: Vec<QueueItem>,
+    /// Prompts waiting, in no guaranteed order.
+    pub queue_pending: Vec<QueueItem>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comfy::fixtures;
+
+    fn response_json(name: &str) -> serde_json::Value {
+        fixtures::http(name)["response"]["json"].clone()
+    }
+
+    #[test]
+    fn recorded_accepted_prompts_parse() {
+        for name in [
+            "prompt_ok",
+            "prompt_ok_legacy",
+            "prompt_cached_rerun",
+            "prompt_queue_a",
+        ] {
+            let accepted: PromptAccepted = serde_json::from_value(response_json(name)).unwrap();
+            assert!(!accepted.prompt_id.is_empty(), "{name}");
+            assert!(accepted.node_errors.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn recorded_prompt_requests_round_trip() {
+        for name in [
+            "prompt_ok",
+            "prompt_out_of_range",
+            "prompt_without_client_id",
+        ] {
+            let request = fixtures::http(name)["request"]["json"].clone();
+            let parsed: PromptRequest = serde_json::from_value(request.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), request, "{name}");
+        }
+    }
+
+    #[test]
+    fn every_recorded_validation_error_parses_and_names_its_input() {
+        let cases = [
+            (
+                "prompt_out_of_range",
+                "node 5 (EmptyImage) input \"width\": Value -5 smaller than min of 1",
+            ),
+            ("prompt_combo_not_in_list", "value_not_in_list"),
+            ("prompt_missing_input", "required_input_missing"),
+            ("prompt_wrong_type", "invalid_input_type"),
+            (
+                "prompt_load_missing_image",
+                "Invalid image file: does-not-exist.png",
+            ),
+            ("prompt_bad_link", "exception_during_validation"),
+            (
+                "prompt_unknown_class",
+                "Cannot execute because node NoSuchNode does not exist.",
+            ),
+            ("prompt_no_output_node", "Prompt has no outputs"),
+            (
+                "prompt_no_prompt_key",
+                "No prompt provided (No prompt provided)",
+            ),
+        ];
+        for (name, expected) in cases {
+            let exchange = fixtures::http(name);
+            assert_eq!(exchange["response"]["status"], 400, "{name}");
+            let rejected: PromptRejected =
+                serde_json::from_value(exchange["response"]["json"].clone())
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let described = rejected.describe().join("\n");
+            let kinds: Vec<_> = rejected
+                .node_errors
+                .values()
+                .flat_map(|n| n.errors.iter().map(|e| e.kind.clone()))
+                .collect();
+            assert!(
+                described.contains(expected) || kinds.iter().any(|k| k == expected),
+                "{name}: {described} / {kinds:?}"
+            );
+            assert!(!described.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn recorded_uploads_parse_including_renames_and_subfolders() {
+        let renamed: UploadedImage =
+            serde_json::from_value(response_json("upload_other_content_same_name")).unwrap();
+        assert_ne!(renamed.name, "phone.png");
+        let sub: UploadedImage = serde_json::from_value(response_json("upload_subfolder")).unwrap();
+        assert!(sub.load_image_value().contains('/'), "{sub:?}");
+        let plain: UploadedImage = serde_json::from_value(response_json("upload_ok")).unwrap();
+        assert_eq!(plain.load_image_value(), "phone.png");
+    }
+
+    #[test]
+    fn recorded_history_entries_parse_for_success_error_and_interrupt() {
+        for (name, status) in [
+            ("history_one", "success"),
+            ("history_error", "error"),
+            ("history_interrupted", "error"),
+            ("history_after_sleep", "success"),
+        ] {
+            let history: History = serde_json::from_value(response_json(name)).unwrap();
+            let entry = history
+                .values()
+                .next()
+                .unwrap_or_else(|| panic!("{name}: empty"));
+            assert_eq!(entry.status.status_str, status, "{name}");
+            assert_eq!(entry.prompt.prompt_id(), history.keys().next().unwrap());
+        }
+        let list: History = serde_json::from_value(response_json("history_list")).unwrap();
+        assert!(list.len() > 1);
+    }
+
+    #[test]
+    fn recorded_queues_parse() {
+        let busy: Queue = serde_json::from_value(response_json("get_queue_busy")).unwrap();
+        assert_eq!(busy.queue_running.len(), 1);
+        assert_eq!(busy.queue_pending.len(), 1);
+        let empty: Queue = serde_json::from_value(response_json("get_queue_empty")).unwrap();
+        assert_eq!(empty, Queue::default());
+    }
+
+    #[test]
+    fn recorded_system_stats_give_the_version() {
+        let stats: SystemStats = serde_json::from_value(response_json("get_system_stats")).unwrap();
+        assert_eq!(stats.system.comfyui_version.as_deref(), Some("0.3.64"));
+    }
+}

@@ -1,0 +1,15 @@
+//! ComfyUI's wire protocol, as recorded from a real server (see `tests/fixtures/comfyui/`).
+//!
+//! Every type here tolerates fields it does not know, and [`ServerMessage::Unknown`] keeps
+//! message types a newer ComfyUI may add, so a ComfyUI upgrade never breaks parsing.
+
+pub mod http;
+pub mod preview;
+pub mod ws;
+
+pub use http::*;
+pub use preview::{BinaryFrame, PreviewError, PreviewImage, PreviewMetadata};
+pub use ws::*;
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,11 @@
+//! The types both halves of Comfy Relay speak, compiled for native and wasm32.
+//!
+//! - [`comfy`]: what ComfyUI sends and accepts on the wire, modelled on recorded traffic.
+//! - [`workflow`]: the API-format workflow (`workflow_api.json`) and the inputs a person can edit.
+//! - [`progress`]: folding ComfyUI's execution events into one run's progress.
+//! - [`api`]: Comfy Relay's own HTTP bodies.
+
+pub mod api;
+pub mod comfy;
+pub mod progress;
+pub mod workflow;
