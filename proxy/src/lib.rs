@@ -73,8 +73,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` resolves, then closes relayed sockets
-/// (close code 1001) and waits briefly for them.
+/// Serves `app(state)` on `listener`, with the background task that watches ComfyUI, until
+/// `shutdown` resolves; then closes relayed sockets (close code 1001) and waits briefly for them.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -82,6 +82,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let tasks = state.tasks.clone();
+    let (upstream, client, interval) = (
+        state.upstream.clone(),
+        state.http.clone(),
+        state.probe_interval,
+    );
+    let cancel = token.clone();
+    tasks.spawn(async move { upstream.watch(client, interval, cancel).await });
     let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         // Upgraded sockets are not connections axum waits for: tell them to close.

@@ -25,15 +25,6 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     banner::print(listener.local_addr()?);
-
-    let upstream = state.upstream.clone();
-    let client = state.http.clone();
-    let cancel = state.shutdown.clone();
-    let interval = config.probe_interval();
-    state
-        .tasks
-        .spawn(async move { upstream.watch(client, interval, cancel).await });
-
     proxy::run(listener, state, shutdown::signal())
         .await
         .context("the server stopped with an error")

@@ -22,6 +22,8 @@ pub struct AppState {
     pub upstream: Arc<Upstream>,
     /// How long ComfyUI may take to start answering.
     pub upstream_timeout: Duration,
+    /// How often to check whether ComfyUI answers.
+    pub probe_interval: Duration,
     /// The built web app.
     pub static_dir: PathBuf,
     /// Cancelled when the relay shuts down; long-lived tasks and sockets watch it.
@@ -44,6 +46,7 @@ impl AppState {
             http,
             upstream: Arc::new(Upstream::new(config.comfyui_candidates())),
             upstream_timeout: config.upstream_timeout(),
+            probe_interval: config.probe_interval(),
             static_dir: config.static_dir.clone(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -1,1 +1,15 @@
-//! x
+//! Comfy Relay's test kit, shared by the end-to-end tests in `tests/tests/`:
+//!
+//! - [`comfyui`]: a ComfyUI double, a real axum server that answers from recorded traffic,
+//!   replays recorded run transcripts to the client that queued a prompt, enforces ComfyUI's
+//!   origin guard, and keeps every request it received.
+//! - [`stack`]: `spawn_stack()`, the double plus the real relay, both on port 0.
+//! - [`browser`]: headless Chromium driven over WebDriver, at phone and desktop sizes.
+//! - [`client`]: a WebSocket client that speaks as a browser would.
+//! - [`fixtures`]: recorded workflows and test images.
+
+pub mod browser;
+pub mod client;
+pub mod comfyui;
+pub mod fixtures;
+pub mod stack;

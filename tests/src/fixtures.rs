@@ -1,0 +1,24 @@
+//! Recorded workflows and test images, embedded so the double and tests work from anywhere.
+
+use std::path::PathBuf;
+
+/// The classic SD 1.5 text-to-image `workflow_api.json` (two prompt texts).
+pub const SD15_TXT2IMG: &str = include_str!("../fixtures/comfyui/workflows/sd15_txt2img.json");
+/// LoadImage → SlowProgress → ImageInvert → SaveImage: the workflow the runs were recorded with.
+pub const INVERT_SLOW: &str = include_str!("../fixtures/comfyui/workflows/invert_slow.json");
+/// EmptyImage → PreviewImage + SaveImage.
+pub const EMPTY_IMAGE: &str = include_str!("../fixtures/comfyui/workflows/empty_image.json");
+/// A workflow saved in the editor's UI format, which ComfyUI cannot run.
+pub const UI_FORMAT: &str = include_str!("../fixtures/comfyui/workflows/ui_format_not_api.json");
+
+/// A 64x64 PNG the double serves for every output image.
+pub const OUTPUT_PNG: &[u8] = include_bytes!("../fixtures/output.png");
+/// A 32x24 PNG to upload as a phone picture.
+pub const PHONE_PNG: &[u8] = include_bytes!("../fixtures/phone.png");
+
+/// The path of a file under `tests/fixtures/`, for a browser's file chooser.
+pub fn path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
