@@ -97,6 +97,15 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The innermost cause of an error ("Connection refused (os error 111)"), for short messages.
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 impl IntoResponse for RelayError {
     fn into_response(self) -> Response {
         let status = self.status();

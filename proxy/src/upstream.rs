@@ -11,7 +11,7 @@ use shared::comfy::SystemStats;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::error::error_chain;
+use crate::error::{error_chain, root_cause};
 
 /// How long a health probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,7 +62,7 @@ pub async fn probe(client: &reqwest::Client, base: &Url) -> Result<SystemStats, 
         .timeout(PROBE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| ProbeError::Unreachable(error_chain(&e)))?;
+        .map_err(|e| ProbeError::Unreachable(root_cause(&e)))?;
     if !response.status().is_success() {
         return Err(ProbeError::NotComfyUi(format!(
             "status {}",

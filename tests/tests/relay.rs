@@ -540,3 +540,28 @@ async fn a_large_upload_over_comfyuis_limit_gets_comfyuis_413_through_the_relay(
         "Maximum request body size 1000 exceeded."
     );
 }
+
+#[tokio::test]
+async fn built_assets_are_served_precompressed_when_the_browser_accepts_it() {
+    let dist = tempfile::tempdir().unwrap();
+    std::fs::write(dist.path().join("index.html"), "<!doctype html>").unwrap();
+    std::fs::write(dist.path().join("app-1a2b.wasm"), b"\0asm plain").unwrap();
+    std::fs::write(dist.path().join("app-1a2b.wasm.br"), b"brotli bytes").unwrap();
+    let stack = spawn_stack_with(StackOptions {
+        static_dir: Some(dist.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/app-1a2b.wasm", stack.relay_url());
+    let compressed = http()
+        .get(&url)
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "br");
+    assert_eq!(compressed.bytes().await.unwrap().as_ref(), b"brotli bytes");
+    let plain = http().get(&url).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.bytes().await.unwrap().as_ref(), b"\0asm plain");
+}
