@@ -1,7 +1,6 @@
 //! Comfy Relay's web app: pick an API-format workflow, edit its texts, queue it, watch it run.
 
 pub mod api;
-pub mod backoff;
 pub mod components;
 pub mod session;
 pub mod ws;

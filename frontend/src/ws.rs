@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::comfy::{BinaryFrame, FeatureFlags, ServerMessage};
 
-use crate::backoff::reconnect_delay;
+use shared::backoff::reconnect_delay;
 
 /// The socket's state, shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,43 @@ pub struct Config {
     /// Seconds between checks of whether ComfyUI answers.
     #[arg(long, env = "COMFY_RELAY_PROBE_INTERVAL", default_value_t = 5)]
     pub probe_interval_secs: u64,
+
+    /// How ComfyUI renders live previews of the jobs the relay queues. Newer ComfyUI shows none
+    /// unless a prompt asks.
+    #[arg(long, env = "COMFY_RELAY_PREVIEW_METHOD", value_enum, default_value_t = PreviewMethod::Auto)]
+    pub preview_method: PreviewMethod,
+
+    /// How many finished jobs the relay remembers; older ones are forgotten first.
+    #[arg(long, env = "COMFY_RELAY_MAX_FINISHED_JOBS", default_value_t = 200)]
+    pub max_finished_jobs: usize,
+}
+
+/// ComfyUI's `extra_data.preview_method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PreviewMethod {
+    /// ComfyUI picks (TAESD when installed, else latent2rgb).
+    Auto,
+    /// Fast, rough colours.
+    Latent2rgb,
+    /// Better previews; needs the TAESD models.
+    Taesd,
+    /// No previews.
+    None,
+    /// Do not ask: leave it to ComfyUI's `--preview-method`.
+    Server,
+}
+
+impl PreviewMethod {
+    /// The value for `extra_data.preview_method`, or `None` to send nothing.
+    pub fn as_extra_data(self) -> Option<&'static str> {
+        match self {
+            Self::Auto => Some("auto"),
+            Self::Latent2rgb => Some("latent2rgb"),
+            Self::Taesd => Some("taesd"),
+            Self::None => Some("none"),
+            Self::Server => None,
+        }
+    }
 }
 
 impl Config {

@@ -5,10 +5,13 @@
 //! real server on `127.0.0.1:0`.
 
 pub mod banner;
+pub mod comfy;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod headers;
 pub mod http_relay;
+pub mod jobs;
 pub mod shutdown;
 pub mod spa;
 pub mod state;
@@ -58,9 +61,23 @@ async fn no_such_api_route(request: Request) -> RelayError {
     }
 }
 
+/// The relay's own API: jobs, their event socket, device links.
+fn relay_routes() -> Router<AppState> {
+    use jobs::routes as job;
+    Router::new()
+        .route("/api/jobs", get(job::list).post(job::submit))
+        .route("/api/jobs/{id}", get(job::get))
+        .route("/api/jobs/{id}/preview", get(job::preview))
+        .route("/api/jobs/{id}/cancel", post(job::cancel))
+        .route("/api/jobs/{id}/requeue", post(job::requeue))
+        .route("/api/events", get(job::events))
+        .route("/api/device/link", post(device::create_link))
+        .route("/link/{code}", get(device::follow_link))
+}
+
 /// The whole HTTP surface of the relay.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new();
+    let mut router = relay_routes();
     for (path, route) in comfyui_routes() {
         router = router
             .route(path, route.clone())
@@ -69,6 +86,7 @@ pub fn app(state: AppState) -> Router {
     router
         .route("/api/{*rest}", any(no_such_api_route))
         .fallback(spa::serve)
+        .layer(axum::middleware::from_fn(device::identify))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -89,6 +107,15 @@ pub async fn run(
     );
     let cancel = token.clone();
     tasks.spawn(async move { upstream.watch(client, interval, cancel).await });
+    tasks.spawn(jobs::upstream::follow(
+        state.jobs.clone(),
+        state.upstream.clone(),
+        token.clone(),
+    ));
+    tasks.spawn(jobs::upstream::track_queue(
+        state.jobs.clone(),
+        token.clone(),
+    ));
     let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
         // Upgraded sockets are not connections axum waits for: tell them to close.

@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::comfy::ComfyClient;
 use crate::config::Config;
+use crate::device::DeviceLinks;
+use crate::jobs::Jobs;
 use crate::upstream::Upstream;
 
 /// How long to wait for a TCP connection to ComfyUI.
@@ -30,6 +33,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Long-lived tasks (relayed sockets, the upstream watcher), awaited at shutdown.
     pub tasks: TaskTracker,
+    /// Jobs queued through the relay and the sockets following them.
+    pub jobs: Arc<Jobs>,
+    /// One-time links that hand a device's identity to another browser.
+    pub device_links: Arc<DeviceLinks>,
 }
 
 impl AppState {
@@ -42,9 +49,17 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()?;
+        let upstream = Arc::new(Upstream::new(config.comfyui_candidates()));
+        let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
         Ok(Self {
+            jobs: Arc::new(Jobs::new(
+                comfy,
+                config.preview_method,
+                config.max_finished_jobs,
+            )),
+            device_links: Arc::new(DeviceLinks::default()),
             http,
-            upstream: Arc::new(Upstream::new(config.comfyui_candidates())),
+            upstream,
             upstream_timeout: config.upstream_timeout(),
             probe_interval: config.probe_interval(),
             static_dir: config.static_dir.clone(),

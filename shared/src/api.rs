@@ -1,6 +1,10 @@
-//! Comfy Relay's own HTTP bodies, as the proxy sends them and the web app reads them.
+//! Comfy Relay's own HTTP and WebSocket bodies, as the proxy sends them and the web app reads them.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::comfy::ImageRef;
+use crate::workflow::{InputError, Workflow};
 
 /// The JSON body of every error the relay itself answers: a sentence a person can read, and
 /// optionally structured detail (for example ComfyUI's own validation errors).
@@ -8,7 +12,222 @@ use serde::{Deserialize, Serialize};
 pub struct ErrorBody {
     /// What went wrong and, where it helps, what to do about it.
     pub error: String,
-    /// Structured context: the upstream URL, the failing input, ComfyUI's own answer.
+    /// Structured context: the upstream URL, the failing inputs, ComfyUI's own answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
+    pub detail: Option<Value>,
+}
+
+/// One input value to set before queueing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputEdit {
+    /// The node's id.
+    pub node_id: String,
+    /// The input's name.
+    pub input: String,
+    /// The new literal value.
+    pub value: Value,
+}
+
+impl InputEdit {
+    /// Applies edits to a workflow, stopping at the first that does not fit.
+    pub fn apply_all(edits: &[Self], workflow: &mut Workflow) -> Result<(), InputError> {
+        edits
+            .iter()
+            .try_for_each(|edit| workflow.set_input(&edit.node_id, &edit.input, edit.value.clone()))
+    }
+}
+
+/// `POST /api/jobs`: a workflow and the values to change in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// The API-format workflow, as JSON (checked by the relay, which explains what is wrong).
+    pub workflow: Value,
+    /// Values to set before queueing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<InputEdit>,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in ComfyUI's queue.
+    Queued,
+    /// Running now.
+    Running,
+    /// Every output node ran.
+    Succeeded,
+    /// A node raised.
+    Failed,
+    /// Interrupted, or cancelled before it started.
+    Interrupted,
+    /// ComfyUI forgot it (it restarted); it can be queued again.
+    Lost,
+}
+
+impl JobState {
+    /// Whether the job has ended.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// Where one node of a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRun {
+    /// Not reached yet (or not needed for the outputs).
+    Pending,
+    /// Skipped: its cached outputs are reused.
+    Cached,
+    /// Running now.
+    Running,
+    /// Done.
+    Finished,
+}
+
+/// One node of a job, with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: String,
+    /// Its title (or class).
+    pub title: String,
+    /// Its class.
+    pub class_type: String,
+    /// Where it is.
+    pub state: NodeRun,
+    /// Its step progress, 0 to 1.
+    pub fraction: f64,
+}
+
+/// Why a job failed or was lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobError {
+    /// A sentence for people.
+    pub message: String,
+    /// The node that raised, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Its class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// The Python traceback, when ComfyUI gave one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traceback: Vec<String>,
+}
+
+/// A job as the relay reports it: `GET /api/jobs/{id}` and every event about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job's id: ComfyUI's prompt id.
+    pub id: String,
+    /// ComfyUI's queue number.
+    pub number: i64,
+    /// Where it is.
+    pub state: JobState,
+    /// While it is queued: how many prompts are ahead of it, the running one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u32>,
+    /// Overall progress, 0 to 1.
+    pub progress: f64,
+    /// The node running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_node: Option<String>,
+    /// Every node of the workflow, in display order.
+    pub nodes: Vec<NodeStatus>,
+    /// Whether a live preview is available (`GET /api/jobs/{id}/preview`).
+    pub has_preview: bool,
+    /// Images produced so far.
+    pub outputs: Vec<ImageRef>,
+    /// Why it failed or was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    /// When it was queued, in milliseconds since the epoch.
+    pub created_at: u64,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+/// A text message on `GET /api/events`. Previews come as binary frames, exactly as ComfyUI
+/// sends them with metadata (the metadata's `prompt_id` is the job id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// Sent first on every connection: all of this device's jobs, newest first.
+    Snapshot {
+        /// The jobs.
+        jobs: Vec<Job>,
+        /// Whether the relay is connected to ComfyUI.
+        comfyui_connected: bool,
+    },
+    /// A job changed; this is its whole new state.
+    Job {
+        /// The job.
+        job: Box<Job>,
+    },
+    /// A finished job was forgotten to keep memory bounded.
+    Removed {
+        /// The job's id.
+        id: String,
+    },
+    /// The relay's connection to ComfyUI came or went.
+    Comfyui {
+        /// Whether it is connected.
+        connected: bool,
+    },
+}
+
+/// One problem with one input, from ComfyUI's validation or the relay's own checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputProblem {
+    /// The node.
+    pub node_id: String,
+    /// The node's title, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_title: Option<String>,
+    /// The input concerned, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_with_a_snake_case_type() {
+        let event = Event::Comfyui { connected: true };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            serde_json::json!({"type": "comfyui", "connected": true})
+        );
+        let back: Event = serde_json::from_str(r#"{"type":"removed","id":"p1"}"#).unwrap();
+        assert_eq!(back, Event::Removed { id: "p1".into() });
+    }
+
+    #[test]
+    fn edits_apply_in_order_and_stop_at_a_link() {
+        let mut workflow = Workflow::parse(
+            r#"{"1":{"class_type":"A","inputs":{"text":"a","x":["2",0]}},"2":{"class_type":"B","inputs":{}}}"#,
+        )
+        .unwrap();
+        let edits = [
+            InputEdit {
+                node_id: "1".into(),
+                input: "text".into(),
+                value: "b".into(),
+            },
+            InputEdit {
+                node_id: "1".into(),
+                input: "x".into(),
+                value: 3.into(),
+            },
+        ];
+        assert!(InputEdit::apply_all(&edits, &mut workflow).is_err());
+        assert_eq!(workflow.node("1").unwrap().inputs["text"], "b");
+    }
 }

@@ -3,9 +3,11 @@
 //! - [`comfy`]: what ComfyUI sends and accepts on the wire, modelled on recorded traffic.
 //! - [`workflow`]: the API-format workflow (`workflow_api.json`) and the inputs a person can edit.
 //! - [`progress`]: folding ComfyUI's execution events into one run's progress.
-//! - [`api`]: Comfy Relay's own HTTP bodies.
+//! - [`api`]: Comfy Relay's own HTTP and WebSocket bodies.
+//! - [`backoff`]: when to retry a dropped connection.
 
 pub mod api;
+pub mod backoff;
 pub mod comfy;
 pub mod progress;
 pub mod workflow;

@@ -92,3 +92,30 @@ pub fn texts(frames: &[Message]) -> Vec<Value> {
         })
         .collect()
 }
+
+/// Opens a WebSocket with a tiny receive buffer and never reads it: the slowest phone there is.
+/// The caller holds the returned socket for as long as it should stay stuck.
+pub async fn connect_unread(url: &str, cookie: &str) -> WebSocketStream<TcpStream> {
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request
+        .headers_mut()
+        .insert("cookie", cookie.parse().expect("a cookie header"));
+    let authority = request
+        .uri()
+        .authority()
+        .expect("a host")
+        .as_str()
+        .to_owned();
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .set_recv_buffer_size(2048)
+        .expect("a small receive buffer");
+    let stream = socket
+        .connect(authority.parse().expect("host:port"))
+        .await
+        .expect("the relay accepts");
+    let (socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the handshake completes");
+    socket
+}

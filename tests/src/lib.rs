@@ -5,11 +5,13 @@
 //!   origin guard, and keeps every request it received.
 //! - [`stack`]: `spawn_stack()`, the double plus the real relay, both on port 0.
 //! - [`browser`]: headless Chromium driven over WebDriver, at phone and desktop sizes.
+//! - [`device`]: a device speaking the jobs API and following its event socket.
 //! - [`client`]: a WebSocket client that speaks as a browser would.
 //! - [`fixtures`]: recorded workflows and test images.
 
 pub mod browser;
 pub mod client;
 pub mod comfyui;
+pub mod device;
 pub mod fixtures;
 pub mod stack;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::Parser as _;
 use proxy::{AppState, Config};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -19,6 +20,8 @@ pub struct StackOptions {
     pub static_dir: Option<PathBuf>,
     /// Seconds the relay waits for ComfyUI to answer.
     pub upstream_timeout_secs: u64,
+    /// More `comfy-relay` flags.
+    pub relay_args: Vec<String>,
 }
 
 impl Default for StackOptions {
@@ -27,6 +30,7 @@ impl Default for StackOptions {
             comfyui: Options::default(),
             static_dir: None,
             upstream_timeout_secs: 30,
+            relay_args: Vec::new(),
         }
     }
 }
@@ -37,6 +41,8 @@ pub struct Stack {
     pub comfyui: FakeComfyUi,
     /// Where the relay listens.
     pub relay_addr: SocketAddr,
+    /// The relay's state, for tests that look inside (a slow reader's backlog, say).
+    pub state: AppState,
     /// The page the temporary static dir serves, when no static dir was given.
     pub index_html: &'static str,
     stop_relay: Option<oneshot::Sender<()>>,
@@ -71,21 +77,25 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let relay_addr = listener.local_addr().expect("a bound address");
-    let config = Config {
-        listen: relay_addr,
-        comfyui_url: Some(comfyui.url().parse().expect("the double's URL parses")),
-        static_dir,
-        upstream_timeout_secs: options.upstream_timeout_secs,
-        probe_interval_secs: 1,
-    };
+    let mut args = vec![
+        "comfy-relay".to_owned(),
+        format!("--listen={relay_addr}"),
+        format!("--comfyui-url={}", comfyui.url()),
+        format!("--static-dir={}", static_dir.display()),
+        format!("--upstream-timeout-secs={}", options.upstream_timeout_secs),
+        "--probe-interval-secs=1".to_owned(),
+    ];
+    args.extend(options.relay_args.iter().cloned());
+    let config = Config::parse_from(args);
     let state = AppState::new(&config).expect("the relay's state builds");
     let (stop_relay, stopped) = oneshot::channel::<()>();
-    let relay = tokio::spawn(proxy::run(listener, state, async move {
+    let relay = tokio::spawn(proxy::run(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
     Stack {
         comfyui,
         relay_addr,
+        state,
         index_html: TEST_INDEX_HTML,
         stop_relay: Some(stop_relay),
         relay,

@@ -390,13 +390,11 @@ async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = format!("http://{}", listener.local_addr().unwrap());
-    let config = proxy::Config {
-        listen: listener.local_addr().unwrap(),
-        comfyui_url: Some(format!("http://{silent_addr}").parse().unwrap()),
-        static_dir: std::env::temp_dir(),
-        upstream_timeout_secs: 1,
-        probe_interval_secs: 60,
-    };
+    let config = <proxy::Config as clap::Parser>::parse_from([
+        "comfy-relay".to_owned(),
+        format!("--comfyui-url=http://{silent_addr}"),
+        "--upstream-timeout-secs=1".to_owned(),
+    ]);
     tokio::spawn(proxy::run(
         listener,
         proxy::AppState::new(&config).unwrap(),

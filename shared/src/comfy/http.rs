@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ws::NodeOutput;
+use super::ws::{NodeOutput, ServerMessage};
 use crate::workflow::Workflow;
 
 /// The body of `POST /prompt`.
@@ -187,6 +187,17 @@ pub struct HistoryEntry {
     pub outputs: BTreeMap<String, NodeOutput>,
     /// How it ended.
     pub status: HistoryStatus,
+}
+
+impl HistoryEntry {
+    /// The run's events as recorded in the history, in order (unknown or malformed ones
+    /// skipped).
+    pub fn events(&self) -> impl Iterator<Item = ServerMessage> + '_ {
+        self.status.messages.iter().filter_map(|(kind, data)| {
+            let frame = serde_json::json!({ "type": kind, "data": data });
+            ServerMessage::parse(&frame.to_string()).ok()
+        })
+    }
 }
 
 /// How a prompt in `/history` ended.

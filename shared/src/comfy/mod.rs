@@ -8,7 +8,7 @@ pub mod preview;
 pub mod ws;
 
 pub use http::*;
-pub use preview::{BinaryFrame, PreviewError, PreviewImage, PreviewMetadata};
+pub use preview::{BinaryFrame, PreviewError, PreviewImage, PreviewMetadata, with_metadata};
 pub use ws::*;
 
 #[cfg(test)]

@@ -77,6 +77,18 @@ fn be_u32(bytes: &[u8], at: usize) -> Result<u32, PreviewError> {
     Ok(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
 }
 
+/// Lays out a type-4 preview frame: type, metadata length, metadata JSON, image.
+pub fn with_metadata(metadata: &PreviewMetadata, image: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(metadata).expect("metadata serialises");
+    let len = u32::try_from(json.len()).expect("metadata is small");
+    let mut frame = Vec::with_capacity(8 + json.len() + image.len());
+    frame.extend_from_slice(&PREVIEW_IMAGE_WITH_METADATA.to_be_bytes());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&json);
+    frame.extend_from_slice(image);
+    frame
+}
+
 impl<'a> BinaryFrame<'a> {
     /// Splits a binary frame as ComfyUI lays it out.
     pub fn parse(frame: &'a [u8]) -> Result<Self, PreviewError> {
@@ -141,6 +153,24 @@ mod tests {
             }
         }
         assert_eq!(kinds.into_iter().collect::<Vec<_>>(), vec![1, 4]);
+    }
+
+    #[test]
+    fn a_frame_laid_out_with_metadata_splits_back_into_the_same_parts() {
+        let metadata = PreviewMetadata {
+            node_id: "3".into(),
+            prompt_id: "p".into(),
+            display_node_id: Some("3".into()),
+            parent_node_id: None,
+            real_node_id: Some("3".into()),
+            image_type: Some("image/jpeg".into()),
+        };
+        let frame = with_metadata(&metadata, &[0xFF, 0xD8, 1, 2]);
+        let BinaryFrame::Preview(preview) = BinaryFrame::parse(&frame).unwrap() else {
+            panic!("not a preview")
+        };
+        assert_eq!(preview.metadata, Some(metadata));
+        assert_eq!(preview.image, [0xFF, 0xD8, 1, 2]);
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub(crate) struct State {
     pub accepted: Vec<Value>,
     pub sockets: HashMap<String, Socket>,
     pub drop_sockets: CancellationToken,
+    pub refuse_sockets: bool,
     pub pending: VecDeque<Job>,
     pub running: Option<Running>,
     pub history: Map<String, Value>,
@@ -246,6 +247,7 @@ impl FakeComfyUi {
                 accepted: Vec::new(),
                 sockets: HashMap::new(),
                 drop_sockets: CancellationToken::new(),
+                refuse_sockets: false,
                 pending: VecDeque::new(),
                 running: None,
                 history: Map::new(),
@@ -333,6 +335,11 @@ impl FakeComfyUi {
         state.drop_sockets.cancel();
         state.drop_sockets = CancellationToken::new();
         state.sockets.clear();
+    }
+
+    /// While set, WebSocket upgrades are refused with 503, so dropped clients cannot come back.
+    pub fn refuse_sockets(&self, refuse: bool) {
+        self.shared.lock().refuse_sockets = refuse;
     }
 
     /// Stops like a killed ComfyUI: listener closed, sockets dropped, queue and history gone.

@@ -81,6 +81,7 @@ impl Recorded {
             "history_one",
             "history_error",
             "history_interrupted",
+            "prompt_same_client_id",
         )
         .into_iter()
         .map(|(name, text)| (name, serde_json::from_str(text).expect("exchange is JSON")))
@@ -89,6 +90,7 @@ impl Recorded {
             "run_success_preview_metadata",
             "run_execution_error",
             "run_interrupted_global",
+            "same_client_id_new_socket",
         )
         .into_iter()
         .map(|(name, text)| (name, Transcript::parse(text)))
@@ -103,6 +105,11 @@ impl Recorded {
     /// A recorded exchange's response JSON body.
     pub fn response_json(&self, exchange: &str) -> Value {
         self.exchange(exchange)["response"]["json"].clone()
+    }
+
+    /// A recorded exchange's request JSON body.
+    pub fn request_json(&self, exchange: &str) -> Value {
+        self.exchange(exchange)["request"]["json"].clone()
     }
 
     /// A recorded exchange's response text body.

@@ -1,14 +1,16 @@
 //! Runs the double's queue one prompt at a time by replaying a recorded run transcript.
 //!
-//! The transcripts were recorded with the `invert_slow` workflow. Replaying one for another
-//! prompt rewrites its prompt id, maps its node ids onto the prompt's nodes (same class first,
-//! then by position from the output end, so the step-reporting node lands on the sampler), and
-//! names output files after the prompt's `filename_prefix`, as ComfyUI would. A prompt with a
-//! non-zero `fail_at_step` replays the recorded failure; an interrupt ends the replay with the
-//! recorded `execution_interrupted` tail. Recorded delays are kept, multiplied by the pace.
+//! Each prompt replays the successful run recorded with the most similar workflow
+//! (`invert_slow`, or `empty_image`'s EmptyImage → PreviewImage + SaveImage). Replaying a
+//! transcript for another prompt rewrites its prompt id, maps its node ids onto the prompt's
+//! nodes (same class first, then by position from the output end, so the step-reporting node
+//! lands on the sampler), and names output files after the prompt's `filename_prefix`, as
+//! ComfyUI would. A prompt with a non-zero `fail_at_step` replays the recorded failure; an
+//! interrupt ends the replay with the recorded `execution_interrupted` tail. Recorded delays
+//! are kept, multiplied by the pace.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -57,6 +59,70 @@ struct Rewrite {
     nodes: HashMap<String, String>,
 }
 
+/// A recorded run and the workflow it was recorded with.
+struct Recording {
+    transcript: &'static str,
+    workflow: Map<String, Value>,
+}
+
+impl Recording {
+    fn new(transcript: &'static str, workflow: Value) -> Self {
+        let Value::Object(workflow) = workflow else {
+            panic!("recorded workflows are objects")
+        };
+        Self {
+            transcript,
+            workflow,
+        }
+    }
+
+    /// How many of the prompt's nodes have a class this recording ran.
+    fn similarity(&self, prompt: &Map<String, Value>) -> usize {
+        prompt
+            .values()
+            .filter(|node| {
+                self.workflow
+                    .values()
+                    .any(|r| r["class_type"] == node["class_type"])
+            })
+            .count()
+    }
+}
+
+/// The successful runs, best default first, and the recorded failure.
+static SUCCESSES: LazyLock<Vec<Recording>> = LazyLock::new(|| {
+    vec![
+        Recording::new(
+            "run_success_preview_metadata",
+            serde_json::from_str(fixtures::INVERT_SLOW).expect("JSON"),
+        ),
+        Recording::new(
+            "same_client_id_new_socket",
+            RECORDED.request_json("prompt_same_client_id")["prompt"].clone(),
+        ),
+    ]
+});
+static FAILURE: LazyLock<Recording> = LazyLock::new(|| {
+    Recording::new(
+        "run_execution_error",
+        serde_json::from_str(fixtures::INVERT_SLOW).expect("JSON"),
+    )
+});
+
+/// The recording to replay for a job.
+fn recording_for(job: &Job) -> &'static Recording {
+    if fails(job) {
+        return &FAILURE;
+    }
+    let mut best = &SUCCESSES[0];
+    for recording in SUCCESSES.iter().skip(1) {
+        if recording.similarity(&job.prompt) > best.similarity(&job.prompt) {
+            best = recording;
+        }
+    }
+    best
+}
+
 /// Keys whose string value is a node id.
 const NODE_FIELDS: [&str; 5] = [
     "node",
@@ -67,11 +133,9 @@ const NODE_FIELDS: [&str; 5] = [
 ];
 
 impl Rewrite {
-    fn new(transcript: &Transcript, job: &Job) -> Self {
-        let recorded: Map<String, Value> =
-            serde_json::from_str(fixtures::INVERT_SLOW).expect("the recorded workflow is JSON");
+    fn new(transcript: &Transcript, recorded: &Map<String, Value>, job: &Job) -> Self {
         let info = patched_object_info(&[]);
-        let recorded_order = execution_order(&recorded, &output_nodes(&recorded, &info));
+        let recorded_order = execution_order(recorded, &output_nodes(recorded, &info));
         let target_order = execution_order(&job.prompt, &job.outputs);
         let class = |prompt: &Map<String, Value>, id: &str| prompt[id]["class_type"].clone();
 
@@ -81,7 +145,7 @@ impl Rewrite {
         for node in &recorded_order {
             match free
                 .iter()
-                .position(|t| class(&job.prompt, t) == class(&recorded, node))
+                .position(|t| class(&job.prompt, t) == class(recorded, node))
             {
                 Some(at) => {
                     nodes.insert(node.clone(), free.remove(at));
@@ -218,12 +282,9 @@ fn interrupted_tail() -> (&'static Transcript, usize) {
 }
 
 async fn play(shared: &Shared, job: Job) {
-    let transcript = RECORDED.transcript(if fails(&job) {
-        "run_execution_error"
-    } else {
-        "run_success_preview_metadata"
-    });
-    let rewrite = Rewrite::new(transcript, &job);
+    let recording = recording_for(&job);
+    let transcript = RECORDED.transcript(recording.transcript);
+    let rewrite = Rewrite::new(transcript, &recording.workflow, &job);
     shared.lock().running = Some(Running {
         job: job.clone(),
         current_node: None,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -41,6 +41,9 @@ pub async fn connect(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if shared.lock().refuse_sockets {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let client_id = query
         .get("clientId")
         .cloned()

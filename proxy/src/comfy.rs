@@ -1,0 +1,145 @@
+//! ComfyUI's HTTP API as typed calls, for the relay's own work (jobs, reconciliation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use shared::comfy::{History, HistoryEntry, PromptAccepted, PromptRejected, PromptRequest, Queue};
+
+use crate::error::RelayError;
+use crate::upstream::Upstream;
+
+/// Calls ComfyUI wherever [`Upstream`] says it is.
+#[derive(Clone)]
+pub struct ComfyClient {
+    http: reqwest::Client,
+    upstream: Arc<Upstream>,
+    timeout: Duration,
+}
+
+/// Why ComfyUI did not queue a prompt.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// ComfyUI's validation refused it (400 with `node_errors`).
+    #[error("ComfyUI refused the workflow")]
+    Rejected(PromptRejected),
+    /// ComfyUI answered something else than it documents.
+    #[error("ComfyUI answered {status}: {text}")]
+    Unexpected {
+        /// HTTP status.
+        status: u16,
+        /// Body, as text.
+        text: String,
+    },
+    /// ComfyUI is down or slow.
+    #[error(transparent)]
+    Upstream(#[from] RelayError),
+}
+
+impl ComfyClient {
+    /// A client using the relay's HTTP client and upstream.
+    pub fn new(http: reqwest::Client, upstream: Arc<Upstream>, timeout: Duration) -> Self {
+        Self {
+            http,
+            upstream,
+            timeout,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &url::Url,
+    ) -> Result<reqwest::Response, RelayError> {
+        request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| RelayError::from_upstream(url, e, self.timeout.as_secs()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
+        let url = self.upstream.url_for(path);
+        let response = self.send(self.http.get(url.clone()), &url).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(RelayError::UpstreamFailed {
+                url: url.to_string(),
+                detail: format!("status {status}"),
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| RelayError::from_upstream(&url, e, self.timeout.as_secs()))
+    }
+
+    async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), RelayError> {
+        let url = self.upstream.url_for(path);
+        let response = self
+            .send(self.http.post(url.clone()).json(body), &url)
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(RelayError::UpstreamFailed {
+                url: url.to_string(),
+                detail: format!("status {}", response.status()),
+            })
+        }
+    }
+
+    /// `POST /prompt`.
+    pub async fn queue_prompt(
+        &self,
+        request: &PromptRequest,
+    ) -> Result<PromptAccepted, QueueError> {
+        let url = self.upstream.url_for("/prompt");
+        let response = self
+            .send(self.http.post(url.clone()).json(request), &url)
+            .await?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| RelayError::from_upstream(&url, e, self.timeout.as_secs()))?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|_| QueueError::Unexpected {
+                status: status.as_u16(),
+                text,
+            });
+        }
+        match serde_json::from_str::<PromptRejected>(&text) {
+            Ok(rejected) if status == reqwest::StatusCode::BAD_REQUEST => {
+                Err(QueueError::Rejected(rejected))
+            }
+            _ => Err(QueueError::Unexpected {
+                status: status.as_u16(),
+                text,
+            }),
+        }
+    }
+
+    /// `GET /queue`.
+    pub async fn queue(&self) -> Result<Queue, RelayError> {
+        self.get("/queue").await
+    }
+
+    /// `GET /history/{id}`: the entry, or `None` when ComfyUI does not know the prompt.
+    pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, RelayError> {
+        let mut history: History = self.get(&format!("/history/{prompt_id}")).await?;
+        Ok(history.remove(prompt_id))
+    }
+
+    /// `POST /interrupt {prompt_id}`: stops that prompt if it is the one running.
+    pub async fn interrupt(&self, prompt_id: &str) -> Result<(), RelayError> {
+        self.post_json("/interrupt", &serde_json::json!({ "prompt_id": prompt_id }))
+            .await
+    }
+
+    /// `POST /queue {delete}`: removes pending prompts.
+    pub async fn delete_pending(&self, prompt_ids: &[&str]) -> Result<(), RelayError> {
+        self.post_json("/queue", &serde_json::json!({ "delete": prompt_ids }))
+            .await
+    }
+}

@@ -1,0 +1,262 @@
+//! Jobs: the relay queues prompts under its own ComfyUI client id, follows them on one
+//! persistent upstream socket, and remembers their state for every device.
+//!
+//! ComfyUI sends a run's events only to the socket of the client id that queued it, buffers
+//! nothing, and lets a newer socket with the same id take over silently. So devices never
+//! talk to ComfyUI's socket themselves: the relay does, once, and phones that sleep, reload or
+//! lose Wi-Fi resume from the relay's memory ([`registry`]) through their event socket
+//! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`upstream`] reconnects and
+//! reconciles every unfinished job with `/history` and `/queue`.
+
+pub mod hub;
+pub mod registry;
+pub mod routes;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shared::api::{InputEdit, InputProblem, Job, JobError, JobRequest, JobState};
+use shared::comfy::{PromptRejected, PromptRequest};
+use shared::workflow::{InputError, Workflow, WorkflowError};
+use tokio::sync::Notify;
+
+use crate::comfy::{ComfyClient, QueueError};
+use crate::config::PreviewMethod;
+use crate::device::DeviceId;
+use crate::error::RelayError;
+use hub::Hub;
+use registry::{JobRecord, Registry};
+
+/// Everything the relay keeps about jobs.
+pub struct Jobs {
+    /// The jobs.
+    pub registry: Registry,
+    /// The devices' event sockets.
+    pub hub: Arc<Hub>,
+    /// ComfyUI's HTTP API.
+    pub comfy: ComfyClient,
+    /// The relay's own ComfyUI client id, stable for the life of the process.
+    pub client_id: String,
+    preview_method: PreviewMethod,
+    connected: AtomicBool,
+    /// Wakes the task that refreshes queue positions.
+    queue_changed: Notify,
+}
+
+/// Why a job could not be queued, cancelled or found.
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    /// The request body is not JSON, or not the expected shape.
+    #[error("The request is not valid: {0}")]
+    BadRequest(String),
+    /// The workflow is not an API-format workflow.
+    #[error("{0}")]
+    NotApiWorkflow(WorkflowError),
+    /// A value does not fit the workflow.
+    #[error("{0}")]
+    BadInput(String, Vec<InputProblem>),
+    /// ComfyUI's validation refused the workflow.
+    #[error("ComfyUI refused the workflow: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Rejected(Vec<InputProblem>, Box<PromptRejected>),
+    /// ComfyUI answered in a way it does not document.
+    #[error("ComfyUI could not queue the workflow (status {status}): {text}")]
+    ComfyUi {
+        /// ComfyUI's status.
+        status: u16,
+        /// ComfyUI's body.
+        text: String,
+    },
+    /// No job with this id for this device.
+    #[error("There is no job {0} for this device.")]
+    NotFound(String),
+    /// The job belongs to another device.
+    #[error("Job {0} was queued by another device; only that device can change it.")]
+    NotYours(String),
+    /// The job has ended.
+    #[error("Job {0} has already ended.")]
+    Finished(String),
+    /// ComfyUI is down or slow.
+    #[error(transparent)]
+    Upstream(#[from] RelayError),
+}
+
+/// ComfyUI's validation errors, one problem per input, with node titles.
+pub fn problems(rejected: &PromptRejected, workflow: &Workflow) -> Vec<InputProblem> {
+    let mut problems = Vec::new();
+    for (node_id, node) in &rejected.node_errors {
+        for error in &node.errors {
+            let details = if error.details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", error.details)
+            };
+            problems.push(InputProblem {
+                node_id: node_id.clone(),
+                node_title: workflow.node(node_id).map(|n| n.title().to_owned()),
+                input: error.extra_info.input_name.clone(),
+                message: format!("{}{details}", error.message),
+            });
+        }
+    }
+    if problems.is_empty() {
+        let details = if rejected.error.details.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", rejected.error.details)
+        };
+        problems.push(InputProblem {
+            node_id: String::new(),
+            node_title: None,
+            input: None,
+            message: format!("{}{details}", rejected.error.message),
+        });
+    }
+    problems
+}
+
+fn input_problem(error: &InputError) -> InputProblem {
+    let (node_id, input) = match error {
+        InputError::NoSuchNode(node) => (node.clone(), None),
+        InputError::IsLink { node_id, name } => (node_id.clone(), Some(name.clone())),
+    };
+    InputProblem {
+        node_id,
+        node_title: None,
+        input,
+        message: error.to_string(),
+    }
+}
+
+impl Jobs {
+    /// An empty job service.
+    pub fn new(comfy: ComfyClient, preview_method: PreviewMethod, max_finished: usize) -> Self {
+        let hub = Arc::new(Hub::default());
+        Self {
+            registry: Registry::new(hub.clone(), max_finished),
+            hub,
+            comfy,
+            client_id: uuid::Uuid::new_v4().simple().to_string(),
+            preview_method,
+            connected: AtomicBool::new(false),
+            queue_changed: Notify::new(),
+        }
+    }
+
+    /// Whether the upstream socket is connected.
+    pub fn comfyui_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        if self.connected.swap(connected, Ordering::SeqCst) != connected {
+            self.hub.comfyui(connected);
+        }
+    }
+
+    /// Checks a job request into the prompt to queue: an API workflow with the values applied.
+    pub fn prepare(&self, request: JobRequest) -> Result<PromptRequest, JobsError> {
+        let mut workflow =
+            Workflow::from_value(request.workflow).map_err(JobsError::NotApiWorkflow)?;
+        InputEdit::apply_all(&request.values, &mut workflow)
+            .map_err(|e| JobsError::BadInput(e.to_string(), vec![input_problem(&e)]))?;
+        let mut extra_data = serde_json::Map::new();
+        if let Some(method) = self.preview_method.as_extra_data() {
+            // Newer ComfyUI sends no previews unless the prompt asks for them.
+            extra_data.insert("preview_method".to_owned(), method.into());
+        }
+        Ok(PromptRequest {
+            prompt: workflow,
+            client_id: Some(self.client_id.clone()),
+            extra_data,
+        })
+    }
+
+    /// Queues a prepared prompt for `device`.
+    pub async fn submit(&self, device: DeviceId, prompt: PromptRequest) -> Result<Job, JobsError> {
+        let accepted = self
+            .comfy
+            .queue_prompt(&prompt)
+            .await
+            .map_err(|error| match error {
+                QueueError::Rejected(rejected) => {
+                    JobsError::Rejected(problems(&rejected, &prompt.prompt), Box::new(rejected))
+                }
+                QueueError::Unexpected { status, text } => JobsError::ComfyUi { status, text },
+                QueueError::Upstream(error) => JobsError::Upstream(error),
+            })?;
+        tracing::info!(job = %accepted.prompt_id, device = device.short(), "queued");
+        let job = self.registry.insert(JobRecord::new(
+            accepted.prompt_id,
+            accepted.number,
+            device,
+            prompt,
+        ));
+        self.queue_changed.notify_one();
+        Ok(job)
+    }
+
+    /// A job of `device`.
+    pub fn get(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
+        match self.registry.get(id) {
+            Some((owner, job)) if owner == *device => Ok(job),
+            _ => Err(JobsError::NotFound(id.to_owned())),
+        }
+    }
+
+    fn owned_record(&self, device: &DeviceId, id: &str) -> Result<JobRecord, JobsError> {
+        let record = self
+            .registry
+            .record(id)
+            .ok_or_else(|| JobsError::NotFound(id.to_owned()))?;
+        if record.device() != device {
+            return Err(JobsError::NotYours(id.to_owned()));
+        }
+        Ok(record)
+    }
+
+    /// Cancels a job of `device`: interrupts it if it runs, takes it off the queue if it waits.
+    pub async fn cancel(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
+        let record = self.owned_record(device, id)?;
+        match record.state() {
+            JobState::Running => self.comfy.interrupt(id).await?,
+            JobState::Queued => {
+                self.comfy.delete_pending(&[id]).await?;
+                // It may have started between our look and the delete.
+                let queue = self.comfy.queue().await?;
+                if queue
+                    .queue_running
+                    .iter()
+                    .any(|item| item.prompt_id() == id)
+                {
+                    self.comfy.interrupt(id).await?;
+                } else if !queue
+                    .queue_pending
+                    .iter()
+                    .any(|item| item.prompt_id() == id)
+                {
+                    self.registry.update(id, |record| {
+                        record.finish(
+                            JobState::Interrupted,
+                            Some(JobError {
+                                message: "Cancelled before it started.".to_owned(),
+                                node_id: None,
+                                node_type: None,
+                                traceback: Vec::new(),
+                            }),
+                        );
+                    });
+                }
+            }
+            _ => return Err(JobsError::Finished(id.to_owned())),
+        }
+        tracing::info!(job = id, device = device.short(), "cancel requested");
+        self.get(device, id)
+    }
+
+    /// Queues a job of `device` again, as it was queued the first time.
+    pub async fn requeue(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
+        let record = self.owned_record(device, id)?;
+        self.submit(device.clone(), record.prompt().clone()).await
+    }
+}

@@ -1,0 +1,618 @@
+//! What the relay remembers about every job, fed by ComfyUI's events.
+//!
+//! Per job: its device, state, queue position, per-node and overall progress, the node running
+//! now, the latest preview only, outputs and error details. Completion comes from ComfyUI's own
+//! end events for that prompt id, never from an empty queue. Memory is bounded: finished jobs
+//! beyond a configured count are forgotten, oldest first, and each job keeps one preview.
+//!
+//! Every change is published to the [`Hub`] while the registry's lock is held, so subscribers
+//! see changes in the order they happened.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use shared::api::{Event, Job, JobError, JobState, NodeRun, NodeStatus};
+use shared::comfy::{
+    Executed, HistoryEntry, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
+};
+use shared::progress::{Outcome, RunProgress};
+use shared::workflow::Workflow;
+
+use super::hub::Hub;
+use crate::device::DeviceId;
+
+/// Events about prompts the registry does not know yet are kept this long (by count): ComfyUI
+/// can start a run before the relay has read its answer to `POST /prompt`.
+const EARLY_MESSAGES: usize = 512;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A node as listed in a job.
+#[derive(Debug, Clone)]
+struct NodeInfo {
+    id: String,
+    title: String,
+    class_type: String,
+}
+
+/// Everything about one job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    id: String,
+    number: i64,
+    device: DeviceId,
+    created_at: u64,
+    finished_at: Option<u64>,
+    state: JobState,
+    queue_position: Option<u32>,
+    run: RunProgress,
+    nodes: Vec<NodeInfo>,
+    preview: Option<Bytes>,
+    error: Option<JobError>,
+    prompt: PromptRequest,
+}
+
+impl JobRecord {
+    /// A job ComfyUI just accepted.
+    pub fn new(id: String, number: i64, device: DeviceId, prompt: PromptRequest) -> Self {
+        let nodes = prompt
+            .prompt
+            .nodes_in_display_order()
+            .into_iter()
+            .map(|(id, node)| NodeInfo {
+                id: id.to_owned(),
+                title: node.title().to_owned(),
+                class_type: node.class_type.clone(),
+            })
+            .collect();
+        Self {
+            run: RunProgress::new(id.clone(), prompt.prompt.len()),
+            id,
+            number,
+            device,
+            created_at: now_ms(),
+            finished_at: None,
+            state: JobState::Queued,
+            queue_position: None,
+            nodes,
+            preview: None,
+            error: None,
+            prompt,
+        }
+    }
+
+    /// The device that queued it.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// Where it is.
+    pub fn state(&self) -> JobState {
+        self.state
+    }
+
+    /// The workflow as it was queued.
+    pub fn workflow(&self) -> &Workflow {
+        &self.prompt.prompt
+    }
+
+    /// The request it was queued with.
+    pub fn prompt(&self) -> &PromptRequest {
+        &self.prompt
+    }
+
+    /// Sets its queue position (only while queued).
+    pub fn set_queue_position(&mut self, position: Option<u32>) {
+        if self.state == JobState::Queued {
+            self.queue_position = position;
+        }
+    }
+
+    /// Marks it running (ComfyUI's queue says so, though its start event was missed).
+    pub fn mark_running(&mut self) {
+        if self.state == JobState::Queued {
+            self.state = JobState::Running;
+            self.queue_position = None;
+        }
+    }
+
+    /// Ends it as `state`, with an optional reason.
+    pub fn finish(&mut self, state: JobState, error: Option<JobError>) {
+        if self.state.is_finished() {
+            return;
+        }
+        self.state = state;
+        self.error = error;
+        self.queue_position = None;
+        self.preview = None;
+        self.finished_at = Some(now_ms());
+    }
+
+    /// Ends it from ComfyUI's history entry (after a reconnect missed its end events), by
+    /// applying the outputs and events the history recorded.
+    pub fn finish_from_history(&mut self, entry: &HistoryEntry) {
+        for output in entry.outputs.values() {
+            self.apply(&ServerMessage::Executed(Executed {
+                node: String::new(),
+                display_node: None,
+                output: output.clone(),
+                prompt_id: self.id.clone(),
+            }));
+        }
+        for message in entry.events() {
+            self.apply(&message);
+        }
+        if !self.state.is_finished() {
+            // A history entry without an end event: trust its status.
+            if entry.status.status_str == "success" {
+                self.finish(JobState::Succeeded, None);
+            } else {
+                self.finish(
+                    JobState::Failed,
+                    Some(JobError {
+                        message: "ComfyUI's history says this job failed.".to_owned(),
+                        node_id: None,
+                        node_type: None,
+                        traceback: Vec::new(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Applies one of ComfyUI's messages about this job.
+    pub fn apply(&mut self, message: &ServerMessage) {
+        if self.state.is_finished() {
+            return;
+        }
+        self.run.apply(message);
+        if self.run.started() {
+            self.mark_running();
+        }
+        match self.run.outcome() {
+            Some(Outcome::Succeeded) => self.finish(JobState::Succeeded, None),
+            Some(Outcome::Interrupted) => self.finish(JobState::Interrupted, None),
+            // Only `execution_error` fails a run, and it carries the details.
+            Some(Outcome::Failed { .. }) => {
+                let error = match message {
+                    ServerMessage::ExecutionError(error) => Some(failure(error)),
+                    _ => None,
+                };
+                self.finish(JobState::Failed, error);
+            }
+            None => {}
+        }
+    }
+
+    /// The job as reported to devices.
+    pub fn snapshot(&self) -> Job {
+        let succeeded = self.state == JobState::Succeeded;
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let fraction = if succeeded {
+                    1.0
+                } else {
+                    self.run.node_fraction(&node.id)
+                };
+                let state = if self.run.cached_nodes().contains(&node.id) {
+                    NodeRun::Cached
+                } else if self.run.current_node() == Some(node.id.as_str()) {
+                    NodeRun::Running
+                } else if fraction >= 1.0 {
+                    NodeRun::Finished
+                } else {
+                    NodeRun::Pending
+                };
+                NodeStatus {
+                    id: node.id.clone(),
+                    title: node.title.clone(),
+                    class_type: node.class_type.clone(),
+                    state,
+                    fraction,
+                }
+            })
+            .collect();
+        Job {
+            id: self.id.clone(),
+            number: self.number,
+            state: self.state,
+            queue_position: self.queue_position,
+            progress: self.run.fraction(),
+            current_node: self.run.current_node().map(str::to_owned),
+            nodes,
+            has_preview: self.preview.is_some(),
+            outputs: self.run.images().to_vec(),
+            error: self.error.clone(),
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+        }
+    }
+}
+
+fn failure(error: &shared::comfy::ExecutionError) -> JobError {
+    JobError {
+        message: format!(
+            "{} in {}: {}",
+            error.exception_type,
+            error.node_type,
+            error.exception_message.trim_end()
+        ),
+        node_id: Some(error.node_id.clone()),
+        node_type: Some(error.node_type.clone()),
+        traceback: error.traceback.clone(),
+    }
+}
+
+/// A job and what devices were last told about it.
+struct Entry {
+    record: JobRecord,
+    /// `Event::Job` for the current state, serialised once for every subscriber.
+    event: Bytes,
+}
+
+impl Entry {
+    fn new(record: JobRecord) -> Self {
+        let event = event_json(record.snapshot());
+        Self { record, event }
+    }
+}
+
+fn event_json(job: Job) -> Bytes {
+    Bytes::from(serde_json::to_vec(&Event::Job { job: Box::new(job) }).expect("events serialise"))
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<String, Entry>,
+    /// Ids in the order they were queued.
+    order: VecDeque<String>,
+    /// Finished ids, oldest first, for eviction.
+    finished: VecDeque<String>,
+    /// The prompt ComfyUI runs now, for previews that do not name theirs.
+    running: Option<String>,
+    early: VecDeque<ServerMessage>,
+}
+
+/// All jobs, behind one lock.
+pub struct Registry {
+    inner: Mutex<Inner>,
+    hub: Arc<Hub>,
+    max_finished: usize,
+}
+
+impl Registry {
+    /// An empty registry publishing to `hub`, keeping at most `max_finished` finished jobs.
+    pub fn new(hub: Arc<Hub>, max_finished: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            hub,
+            max_finished,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("the registry's lock is never poisoned")
+    }
+
+    /// Changes a job with `change`; publishes and evicts as needed. Returns its new state.
+    pub fn update(&self, id: &str, change: impl FnOnce(&mut JobRecord)) -> Option<Job> {
+        let mut inner = self.lock();
+        self.update_locked(&mut inner, id, change)
+    }
+
+    fn update_locked(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        change: impl FnOnce(&mut JobRecord),
+    ) -> Option<Job> {
+        let entry = inner.jobs.get_mut(id)?;
+        let was_finished = entry.record.state.is_finished();
+        change(&mut entry.record);
+        let snapshot = entry.record.snapshot();
+        let event = event_json(snapshot.clone());
+        let device = entry.record.device.clone();
+        if event != entry.event {
+            entry.event = event;
+            self.hub.job_changed(&device, id);
+        }
+        if snapshot.state == JobState::Running {
+            inner.running = Some(id.to_owned());
+        }
+        if !was_finished && snapshot.state.is_finished() {
+            if inner.running.as_deref() == Some(id) {
+                inner.running = None;
+            }
+            inner.finished.push_back(id.to_owned());
+            self.evict(inner);
+        }
+        Some(snapshot)
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.finished.len() > self.max_finished {
+            let Some(oldest) = inner.finished.pop_front() else {
+                break;
+            };
+            if let Some(entry) = inner.jobs.remove(&oldest) {
+                inner.order.retain(|id| *id != oldest);
+                self.hub.job_removed(&entry.record.device, &oldest);
+            }
+        }
+    }
+
+    /// Adds a job ComfyUI accepted, applying whatever ComfyUI already said about it.
+    pub fn insert(&self, record: JobRecord) -> Job {
+        let mut inner = self.lock();
+        let id = record.id.clone();
+        let device = record.device.clone();
+        inner.order.push_back(id.clone());
+        inner.jobs.insert(id.clone(), Entry::new(record));
+        self.hub.job_changed(&device, &id);
+        let (early, others): (VecDeque<ServerMessage>, VecDeque<ServerMessage>) =
+            std::mem::take(&mut inner.early)
+                .into_iter()
+                .partition(|m| m.prompt_id() == Some(id.as_str()));
+        inner.early = others;
+        self.update_locked(&mut inner, &id, |record| {
+            for message in &early {
+                record.apply(message);
+            }
+        })
+        .expect("just inserted")
+    }
+
+    /// Routes one of ComfyUI's messages to its job.
+    pub fn apply(&self, message: &ServerMessage) {
+        let Some(prompt_id) = message.prompt_id() else {
+            return;
+        };
+        let mut inner = self.lock();
+        if inner.jobs.contains_key(prompt_id) {
+            self.update_locked(&mut inner, prompt_id, |record| record.apply(message));
+        } else {
+            inner.early.push_back(message.clone());
+            if inner.early.len() > EARLY_MESSAGES {
+                inner.early.pop_front();
+            }
+        }
+    }
+
+    /// Keeps the latest preview of a job (a type-4 frame naming it) and passes it on as is.
+    pub fn preview(&self, prompt_id: &str, frame: Bytes) {
+        let mut inner = self.lock();
+        self.preview_locked(&mut inner, prompt_id, frame);
+    }
+
+    /// A legacy preview, which does not say whose it is: it belongs to the job running now, and
+    /// is passed on as a type-4 frame naming that job and node.
+    pub fn legacy_preview(&self, image: &[u8]) {
+        let mut inner = self.lock();
+        let Some(id) = inner.running.clone() else {
+            return;
+        };
+        let Some(node_id) = inner
+            .jobs
+            .get(&id)
+            .and_then(|entry| entry.record.run.current_node().map(str::to_owned))
+        else {
+            return;
+        };
+        let metadata = PreviewMetadata {
+            display_node_id: Some(node_id.clone()),
+            real_node_id: Some(node_id.clone()),
+            node_id,
+            prompt_id: id.clone(),
+            parent_node_id: None,
+            image_type: Some("image/jpeg".to_owned()),
+        };
+        let frame = Bytes::from(with_metadata(&metadata, image));
+        self.preview_locked(&mut inner, &id, frame);
+    }
+
+    fn preview_locked(&self, inner: &mut Inner, id: &str, frame: Bytes) {
+        let Some(entry) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        if entry.record.state.is_finished() {
+            return;
+        }
+        let had_preview = entry.record.preview.is_some();
+        entry.record.preview = Some(frame.clone());
+        let device = entry.record.device.clone();
+        self.hub.preview(&device, id, frame);
+        if !had_preview {
+            // `has_preview` changed.
+            self.update_locked(inner, id, |_| {});
+        }
+    }
+
+    /// A job and its owner.
+    pub fn get(&self, id: &str) -> Option<(DeviceId, Job)> {
+        let inner = self.lock();
+        inner
+            .jobs
+            .get(id)
+            .map(|entry| (entry.record.device.clone(), entry.record.snapshot()))
+    }
+
+    /// A copy of a job's record.
+    pub fn record(&self, id: &str) -> Option<JobRecord> {
+        self.lock().jobs.get(id).map(|entry| entry.record.clone())
+    }
+
+    /// The serialised `Event::Job` for a job's current state.
+    pub fn event_json(&self, id: &str) -> Option<Bytes> {
+        self.lock().jobs.get(id).map(|entry| entry.event.clone())
+    }
+
+    /// A device's jobs, newest first.
+    pub fn list(&self, device: &DeviceId) -> Vec<Job> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.jobs.get(id))
+            .filter(|entry| entry.record.device == *device)
+            .map(|entry| entry.record.snapshot())
+            .collect()
+    }
+
+    /// The latest previews of a device's unfinished jobs.
+    pub fn previews(&self, device: &DeviceId) -> Vec<Bytes> {
+        let inner = self.lock();
+        inner
+            .jobs
+            .values()
+            .filter(|entry| entry.record.device == *device)
+            .filter_map(|entry| entry.record.preview.clone())
+            .collect()
+    }
+
+    /// The latest preview of a job.
+    pub fn latest_preview(&self, id: &str) -> Option<(DeviceId, Bytes)> {
+        let inner = self.lock();
+        let entry = inner.jobs.get(id)?;
+        Some((entry.record.device.clone(), entry.record.preview.clone()?))
+    }
+
+    /// Ids of jobs that have not ended.
+    pub fn unfinished(&self) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter(|id| {
+                inner
+                    .jobs
+                    .get(*id)
+                    .is_some_and(|e| !e.record.state.is_finished())
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// How many jobs are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    /// Whether no job is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::comfy::ExecutionStart;
+
+    fn record(id: &str, device: &DeviceId) -> JobRecord {
+        let workflow = Workflow::parse(
+            r#"{"1":{"class_type":"LoadImage","inputs":{"image":"a.png"},"_meta":{"title":"Load"}},
+                "2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"x"}}}"#,
+        )
+        .unwrap();
+        JobRecord::new(
+            id.to_owned(),
+            1,
+            device.clone(),
+            PromptRequest {
+                prompt: workflow,
+                client_id: Some("relay".into()),
+                extra_data: serde_json::Map::new(),
+            },
+        )
+    }
+
+    fn message(text: &str) -> ServerMessage {
+        ServerMessage::parse(text).unwrap()
+    }
+
+    #[test]
+    fn events_that_arrive_before_the_job_is_known_are_applied_when_it_is() {
+        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        registry.apply(&ServerMessage::ExecutionStart(ExecutionStart {
+            prompt_id: "p".into(),
+            timestamp: None,
+        }));
+        registry.apply(&message(
+            r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"p"}}"#,
+        ));
+        let job = registry.insert(record("p", &DeviceId::generate()));
+        assert_eq!(job.state, JobState::Running);
+        assert_eq!(job.nodes[0].state, NodeRun::Cached);
+    }
+
+    #[test]
+    fn finished_jobs_beyond_the_limit_are_forgotten_oldest_first() {
+        let registry = Registry::new(Arc::new(Hub::default()), 2);
+        let device = DeviceId::generate();
+        for id in ["a", "b", "c"] {
+            registry.insert(record(id, &device));
+            registry.apply(&message(&format!(
+                r#"{{"type":"execution_success","data":{{"prompt_id":"{id}"}}}}"#
+            )));
+        }
+        registry.insert(record("d", &device));
+        let ids: Vec<_> = registry.list(&device).into_iter().map(|j| j.id).collect();
+        assert_eq!(
+            ids,
+            ["d", "c", "b"],
+            "a was evicted; the unfinished d is kept"
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_the_traceback_and_names_the_node() {
+        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        registry.insert(record("p", &DeviceId::generate()));
+        registry.apply(&message(
+            r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"SaveImage",
+               "exception_message":"disk full\n","exception_type":"OSError","traceback":["line 1"]}}"#,
+        ));
+        let (_, job) = registry.get("p").unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        let error = job.error.unwrap();
+        assert_eq!(error.message, "OSError in SaveImage: disk full");
+        assert_eq!(error.traceback, ["line 1"]);
+        assert_eq!(error.node_id.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn only_the_latest_preview_is_kept_and_it_goes_when_the_job_ends() {
+        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let device = DeviceId::generate();
+        registry.insert(record("p", &device));
+        registry.preview("p", Bytes::from_static(b"one"));
+        registry.preview("p", Bytes::from_static(b"two"));
+        assert_eq!(registry.previews(&device), [Bytes::from_static(b"two")]);
+        registry.apply(&message(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"1","node_type":"X"}}"#));
+        assert!(registry.previews(&device).is_empty());
+        assert_eq!(registry.get("p").unwrap().1.state, JobState::Interrupted);
+    }
+
+    #[test]
+    fn a_device_lists_only_its_own_jobs_newest_first() {
+        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let (phone, laptop) = (DeviceId::generate(), DeviceId::generate());
+        registry.insert(record("1", &phone));
+        registry.insert(record("2", &laptop));
+        registry.insert(record("3", &phone));
+        let ids: Vec<_> = registry.list(&phone).into_iter().map(|j| j.id).collect();
+        assert_eq!(ids, ["3", "1"]);
+    }
+}

@@ -1,0 +1,224 @@
+//! The jobs API and the devices' event socket.
+//!
+//! - `POST /api/jobs` `{workflow, values}` → 201 with the job
+//! - `GET /api/jobs` → this device's jobs, newest first
+//! - `GET /api/jobs/{id}`, `GET /api/jobs/{id}/preview`
+//! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`
+//! - `GET /api/events` (WebSocket): a snapshot of the device's jobs, then every change;
+//!   previews as binary frames.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::{SinkExt, StreamExt};
+use shared::api::{ErrorBody, Event, Job, JobRequest};
+use shared::comfy::BinaryFrame;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::Notice;
+use super::{Jobs, JobsError};
+use crate::device::DeviceId;
+use crate::state::AppState;
+
+/// How often an idle event socket is pinged, so a phone that froze its socket is noticed.
+const PING_EVERY: Duration = Duration::from_secs(25);
+
+impl IntoResponse for JobsError {
+    fn into_response(self) -> Response {
+        if let Self::Upstream(error) = self {
+            return error.into_response();
+        }
+        let (status, detail) = match &self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
+            Self::NotApiWorkflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
+            Self::BadInput(_, problems) | Self::Rejected(problems, _) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(serde_json::json!({ "problems": problems })),
+            ),
+            Self::ComfyUi { .. } => (StatusCode::BAD_GATEWAY, None),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
+            Self::Finished(_) => (StatusCode::CONFLICT, None),
+            Self::Upstream(_) => unreachable!("answered above"),
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            detail,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `POST /api/jobs`.
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Job>), JobsError> {
+    let request: JobRequest =
+        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    let prompt = state.jobs.prepare(request)?;
+    let job = state.jobs.submit(device, prompt).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// `GET /api/jobs`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+) -> Json<Vec<Job>> {
+    Json(state.jobs.registry.list(&device))
+}
+
+/// `GET /api/jobs/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, JobsError> {
+    state.jobs.get(&device, &id).map(Json)
+}
+
+/// `GET /api/jobs/{id}/preview`: the latest preview image.
+pub async fn preview(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<Response, JobsError> {
+    let not_found = || JobsError::NotFound(id.clone());
+    let (owner, frame) = state
+        .jobs
+        .registry
+        .latest_preview(&id)
+        .ok_or_else(not_found)?;
+    if owner != device {
+        return Err(not_found());
+    }
+    let Ok(BinaryFrame::Preview(preview)) = BinaryFrame::parse(&frame) else {
+        return Err(not_found());
+    };
+    let mime = preview.mime.unwrap_or_else(|| "image/jpeg".to_owned());
+    let start = frame.len() - preview.image.len();
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        frame.slice(start..),
+    )
+        .into_response())
+}
+
+/// `POST /api/jobs/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, JobsError> {
+    state.jobs.cancel(&device, &id).await.map(Json)
+}
+
+/// `POST /api/jobs/{id}/requeue`.
+pub async fn requeue(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Job>), JobsError> {
+    let job = state.jobs.requeue(&device, &id).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// `GET /api/events`.
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let jobs = state.jobs.clone();
+    let shutdown = state.shutdown.clone();
+    let tasks = state.tasks.clone();
+    upgrade
+        .on_upgrade(move |socket| tasks.track_future(serve_events(jobs, device, socket, shutdown)))
+}
+
+fn text(bytes: Bytes) -> Message {
+    // The registry serialises events with serde_json: always UTF-8.
+    Message::Text(bytes.try_into().expect("serialised events are UTF-8"))
+}
+
+fn event(event: &Event) -> Message {
+    text(Bytes::from(
+        serde_json::to_vec(event).expect("events serialise"),
+    ))
+}
+
+/// Sends the device's jobs, then every change, until the socket closes or the relay stops.
+async fn serve_events(
+    jobs: Arc<Jobs>,
+    device: DeviceId,
+    socket: WebSocket,
+    shutdown: CancellationToken,
+) {
+    // Subscribe before the snapshot, so nothing that changes in between is missed.
+    let subscription = jobs.hub.subscribe(device.clone());
+    let mailbox = &subscription.mailbox;
+    let (mut tx, mut rx) = socket.split();
+    let snapshot = Event::Snapshot {
+        jobs: jobs.registry.list(&device),
+        comfyui_connected: jobs.comfyui_connected(),
+    };
+    if tx.send(event(&snapshot)).await.is_err() {
+        return;
+    }
+    for frame in jobs.registry.previews(&device) {
+        if tx.send(Message::Binary(frame)).await.is_err() {
+            return;
+        }
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.reset();
+    loop {
+        // One notice at a time: while a send waits on a slow reader, later changes keep
+        // coalescing in the mailbox instead of piling up here.
+        let Some(notice) = mailbox.pop() else {
+            tokio::select! {
+                () = mailbox.ready.notified() => continue,
+                incoming = rx.next() => match incoming {
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => continue,
+                },
+                _ = ping.tick() => {
+                    if tx.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                () = shutdown.cancelled() => {
+                    let close = CloseFrame { code: 1001, reason: "Comfy Relay is shutting down".into() };
+                    let _ = tx.send(Message::Close(Some(close))).await;
+                    return;
+                }
+            }
+        };
+        let message = match notice {
+            Notice::Comfyui(connected) => event(&Event::Comfyui { connected }),
+            Notice::Removed(id) => event(&Event::Removed { id }),
+            // The job's state now, whatever changed since the notice was posted.
+            Notice::Changed(id) => match jobs.registry.event_json(&id) {
+                Some(json) => text(json),
+                None => continue,
+            },
+            Notice::Preview(frame) => Message::Binary(frame),
+        };
+        tokio::select! {
+            sent = tx.send(message) => if sent.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+    }
+}

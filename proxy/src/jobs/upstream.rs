@@ -1,0 +1,193 @@
+//! The relay's one persistent socket to ComfyUI, and what happens when it comes back.
+//!
+//! The socket asks for previews with metadata, feeds every event to the registry, and
+//! reconnects with backoff when ComfyUI goes away. Each time it (re)connects, unfinished jobs are
+//! reconciled: events sent while the relay was not listening are gone for good (ComfyUI buffers
+//! nothing), so a job's end is taken from `/history`, and a job ComfyUI no longer knows at all
+//! (it restarted) is marked lost.
+
+use std::hash::BuildHasher as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use shared::api::{JobError, JobState};
+use shared::backoff::reconnect_delay;
+use shared::comfy::{BinaryFrame, FeatureFlags, Queue, ServerMessage};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use super::Jobs;
+use crate::upstream::Upstream;
+
+/// A uniform number in `[0, 1)` for jitter, without a random-number crate.
+fn jitter() -> f64 {
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Follows ComfyUI's events until `cancel`, reconnecting whenever the socket drops.
+pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        let url = upstream.ws_url_for(&format!("/ws?clientId={}", jobs.client_id));
+        let connect = tokio_tungstenite::connect_async(url.as_str());
+        let connected = tokio::select! {
+            () = cancel.cancelled() => return,
+            connected = connect => connected,
+        };
+        if let Ok((mut socket, _)) = connected
+            && socket
+                .send(Message::text(FeatureFlags::client_hello()))
+                .await
+                .is_ok()
+        {
+            attempt = 0;
+            jobs.set_connected(true);
+            tracing::info!("following ComfyUI's events at {url}");
+            // Reconciling needs HTTP calls; events keep flowing meanwhile.
+            let reconciling = tokio::spawn(reconcile(jobs.clone()));
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    let _ = socket.close(None).await;
+                    reconciling.abort();
+                    return;
+                }
+                () = read(&jobs, &mut socket) => {}
+            }
+            reconciling.abort();
+            jobs.set_connected(false);
+            tracing::warn!("lost ComfyUI's event socket; reconnecting");
+        }
+        let delay = reconnect_delay(attempt, jitter());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn read<S>(jobs: &Jobs, socket: &mut S)
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(text) => match ServerMessage::parse(text.as_str()) {
+                Ok(message) => {
+                    if matches!(message, ServerMessage::Status(_)) {
+                        jobs.queue_changed.notify_one();
+                    }
+                    jobs.registry.apply(&message);
+                }
+                Err(error) => tracing::debug!(%error, "ignored a message from ComfyUI"),
+            },
+            Message::Binary(bytes) => preview(jobs, bytes),
+            Message::Close(_) => return,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+}
+
+fn preview(jobs: &Jobs, frame: Bytes) {
+    match BinaryFrame::parse(&frame) {
+        Ok(BinaryFrame::Preview(preview)) => match preview.metadata {
+            Some(metadata) => jobs.registry.preview(&metadata.prompt_id, frame.clone()),
+            None => jobs.registry.legacy_preview(preview.image),
+        },
+        Ok(BinaryFrame::Unknown { event_type }) => {
+            tracing::debug!(event_type, "ignored a binary frame from ComfyUI");
+        }
+        Err(error) => tracing::debug!(%error, "ignored a malformed binary frame"),
+    }
+}
+
+/// Brings every unfinished job in line with what ComfyUI knows now.
+pub async fn reconcile(jobs: Arc<Jobs>) {
+    let unfinished = jobs.registry.unfinished();
+    if unfinished.is_empty() {
+        return;
+    }
+    let queue = match jobs.comfy.queue().await {
+        Ok(queue) => queue,
+        Err(error) => {
+            tracing::warn!(%error, "cannot reconcile jobs");
+            return;
+        }
+    };
+    for id in unfinished {
+        let in_queue =
+            |items: &[shared::comfy::QueueItem]| items.iter().any(|i| i.prompt_id() == id);
+        match jobs.comfy.history(&id).await {
+            Ok(Some(entry)) => {
+                jobs.registry
+                    .update(&id, |record| record.finish_from_history(&entry));
+                tracing::info!(job = %id, "finished from ComfyUI's history");
+            }
+            Ok(None) if in_queue(&queue.queue_running) => {
+                jobs.registry.update(&id, |record| record.mark_running());
+            }
+            Ok(None) if in_queue(&queue.queue_pending) => {}
+            Ok(None) => {
+                jobs.registry.update(&id, |record| {
+                    record.finish(
+                        JobState::Lost,
+                        Some(JobError {
+                            message: "ComfyUI no longer knows this job (it was probably \
+                                      restarted). Queue it again."
+                                .to_owned(),
+                            node_id: None,
+                            node_type: None,
+                            traceback: Vec::new(),
+                        }),
+                    );
+                });
+                tracing::warn!(job = %id, "ComfyUI forgot this job; marked lost");
+            }
+            Err(error) => tracing::warn!(job = %id, %error, "cannot check ComfyUI's history"),
+        }
+    }
+    apply_queue(&jobs, &queue);
+}
+
+/// Sets queue positions (prompts ahead of each queued job) from ComfyUI's queue.
+fn apply_queue(jobs: &Jobs, queue: &Queue) {
+    let numbers: Vec<i64> = queue
+        .queue_running
+        .iter()
+        .chain(&queue.queue_pending)
+        .map(|item| item.0)
+        .collect();
+    for item in &queue.queue_running {
+        jobs.registry
+            .update(item.prompt_id(), |record| record.mark_running());
+    }
+    for item in &queue.queue_pending {
+        let ahead = numbers.iter().filter(|n| **n < item.0).count();
+        let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+        jobs.registry.update(item.prompt_id(), |record| {
+            record.set_queue_position(Some(ahead))
+        });
+    }
+}
+
+/// Refreshes queue positions whenever ComfyUI's queue changes, until `cancel`.
+pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = jobs.queue_changed.notified() => {}
+        }
+        // Several status messages come together; one look at the queue serves them all.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if jobs.registry.unfinished().is_empty() {
+            continue;
+        }
+        match jobs.comfy.queue().await {
+            Ok(queue) => apply_queue(&jobs, &queue),
+            Err(error) => tracing::debug!(%error, "cannot read ComfyUI's queue"),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A device speaking the relay's jobs API, as the web app does: a cookie, HTTP calls, and the
+//! event socket with the jobs it has learnt about.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use shared::api::{Event, Job};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{self, Socket};
+
+/// One device: its own cookie, so its own jobs.
+#[derive(Clone)]
+pub struct Device {
+    http: reqwest::Client,
+    base: String,
+    cookie: String,
+}
+
+impl Device {
+    /// A new device: its first request gets it a device cookie.
+    pub async fn new(relay_url: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("an HTTP client");
+        let response = http
+            .get(format!("{relay_url}/api/jobs"))
+            .send()
+            .await
+            .expect("the relay answers");
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a new device gets a cookie");
+        let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+        Self::with_cookie(relay_url, &cookie)
+    }
+
+    /// A device presenting `cookie` (`name=value`).
+    pub fn with_cookie(relay_url: &str, cookie: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("an HTTP client"),
+            base: relay_url.to_owned(),
+            cookie: cookie.to_owned(),
+        }
+    }
+
+    /// Its cookie, `name=value`.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
+    /// A request to the relay with the device's cookie.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+    }
+
+    /// `POST /api/jobs` with a workflow's text and edits.
+    pub async fn submit(&self, workflow: &str, values: Value) -> reqwest::Response {
+        let workflow: Value = serde_json::from_str(workflow).expect("the workflow is JSON");
+        self.request(reqwest::Method::POST, "/api/jobs")
+            .json(&json!({ "workflow": workflow, "values": values }))
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// `POST /api/jobs`, expecting 201.
+    pub async fn submit_ok(&self, workflow: &str) -> Job {
+        let response = self.submit(workflow, json!([])).await;
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        assert_eq!(status, 201, "{text}");
+        serde_json::from_str(&text).expect("a job")
+    }
+
+    /// `GET /api/jobs`.
+    pub async fn jobs(&self) -> Vec<Job> {
+        self.request(reqwest::Method::GET, "/api/jobs")
+            .send()
+            .await
+            .expect("the relay answers")
+            .json()
+            .await
+            .expect("a job list")
+    }
+
+    /// `POST /api/jobs/{id}/{action}` (`cancel`, `requeue`).
+    pub async fn act(&self, id: &str, action: &str) -> reqwest::Response {
+        self.request(reqwest::Method::POST, &format!("/api/jobs/{id}/{action}"))
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// Opens the event socket.
+    pub async fn events(&self) -> Events {
+        let url = format!("{}/api/events", self.base.replacen("http", "ws", 1));
+        let socket = client::connect(&url, &[("cookie", &self.cookie)])
+            .await
+            .expect("the event socket opens");
+        let mut events = Events {
+            socket,
+            jobs: HashMap::new(),
+            previews: Vec::new(),
+            comfyui_connected: None,
+            removed: Vec::new(),
+        };
+        let first = events.next(Duration::from_secs(5)).await;
+        assert!(
+            matches!(first, Some(Event::Snapshot { .. })),
+            "the first event is the snapshot"
+        );
+        events
+    }
+}
+
+/// A device's event socket and what it has said so far.
+pub struct Events {
+    socket: Socket,
+    /// Every job's latest state as told.
+    pub jobs: HashMap<String, Job>,
+    /// Every preview frame received.
+    pub previews: Vec<Bytes>,
+    /// The latest word on the relay's connection to ComfyUI.
+    pub comfyui_connected: Option<bool>,
+    /// Ids of jobs the relay forgot.
+    pub removed: Vec<String>,
+}
+
+impl Events {
+    /// The next text event (recording previews on the way), or `None` on close or timeout.
+    pub async fn next(&mut self, limit: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??
+                .ok()?;
+            match message {
+                Message::Text(text) => {
+                    let event: Event =
+                        serde_json::from_str(text.as_str()).expect("events are JSON");
+                    match &event {
+                        Event::Snapshot {
+                            jobs,
+                            comfyui_connected,
+                        } => {
+                            self.comfyui_connected = Some(*comfyui_connected);
+                            self.jobs = jobs.iter().map(|j| (j.id.clone(), j.clone())).collect();
+                        }
+                        Event::Job { job } => {
+                            self.jobs.insert(job.id.clone(), (**job).clone());
+                        }
+                        Event::Removed { id } => {
+                            self.jobs.remove(id);
+                            self.removed.push(id.clone());
+                        }
+                        Event::Comfyui { connected } => self.comfyui_connected = Some(*connected),
+                    }
+                    return Some(event);
+                }
+                Message::Binary(frame) => self.previews.push(frame),
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until job `id` satisfies `condition`; panics after `limit` with its last state.
+    pub async fn wait_for(
+        &mut self,
+        id: &str,
+        limit: Duration,
+        condition: impl Fn(&Job) -> bool,
+    ) -> Job {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(job) = self.jobs.get(id).filter(|job| condition(job)) {
+                return job.clone();
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || self.next(left).await.is_none() {
+                panic!(
+                    "job {id} never got there; last seen: {:#?}",
+                    self.jobs.get(id)
+                );
+            }
+        }
+    }
+
+    /// Closes the socket abruptly, as a phone going to sleep does.
+    pub fn drop_connection(self) {
+        drop(self.socket);
+    }
+}

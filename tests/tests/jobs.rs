@@ -1,0 +1,424 @@
+//! Jobs through the relay's own socket to ComfyUI: nothing lost when phones sleep, sockets drop
+//! or ComfyUI restarts; each device sees and cancels only its own jobs; slow readers cost
+//! nothing.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::api::{ErrorBody, Job, JobState, NodeRun};
+use shared::comfy::BinaryFrame;
+use tests::comfyui::Options;
+use tests::device::Device;
+use tests::fixtures;
+use tests::stack::{Stack, StackOptions, spawn_stack, spawn_stack_with};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+async fn stack_at_pace(pace: f64) -> Stack {
+    spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace,
+            ..Options::default()
+        },
+        ..StackOptions::default()
+    })
+    .await
+}
+
+fn finished(job: &Job) -> bool {
+    job.state.is_finished()
+}
+
+/// What must not differ between two views of the same finished job.
+fn outcome(job: &Job) -> Value {
+    json!({
+        "state": job.state, "progress": job.progress, "outputs": job.outputs,
+        "nodes": job.nodes, "error": job.error, "finished_at": job.finished_at,
+    })
+}
+
+#[tokio::test]
+async fn a_job_runs_to_success_and_the_device_follows_it_live_with_previews() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    assert!(matches!(job.state, JobState::Queued | JobState::Running));
+
+    let running = events
+        .wait_for(&job.id, LIMIT, |j| j.progress > 0.3 && !finished(j))
+        .await;
+    assert_eq!(running.state, JobState::Running);
+    assert!(running.current_node.is_some());
+    let done = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.progress, 1.0);
+    assert_eq!(done.outputs.len(), 1);
+    assert!(
+        done.outputs[0].filename.starts_with("capture_"),
+        "{:?}",
+        done.outputs
+    );
+    assert!(
+        done.nodes.iter().all(|n| n.state == NodeRun::Finished),
+        "{:?}",
+        done.nodes
+    );
+    assert!(!events.previews.is_empty(), "previews are relayed");
+    for frame in &events.previews {
+        let BinaryFrame::Preview(preview) = BinaryFrame::parse(frame).unwrap() else {
+            panic!("not a preview")
+        };
+        assert_eq!(
+            preview.metadata.unwrap().prompt_id,
+            job.id,
+            "untouched type-4 frames"
+        );
+    }
+
+    let fetched: Job = phone
+        .request(reqwest::Method::GET, &format!("/api/jobs/{}", job.id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(outcome(&fetched), outcome(&done));
+    let sent = &stack.comfyui.queued_prompts()[0];
+    assert_eq!(
+        sent["client_id"], stack.state.jobs.client_id,
+        "queued under the relay's client id"
+    );
+    assert_eq!(sent["extra_data"]["preview_method"], "auto");
+}
+
+#[tokio::test]
+async fn edited_values_reach_comfyui() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let response = phone
+        .submit(fixtures::SD15_TXT2IMG, json!([{"node_id": "6", "input": "text", "value": "a lighthouse"}, {"node_id": "3", "input": "seed", "value": 18446744073709551615u64}]))
+        .await;
+    assert_eq!(response.status(), 201);
+    let sent = &stack.comfyui.queued_prompts()[0]["prompt"];
+    assert_eq!(sent["6"]["inputs"]["text"], "a lighthouse");
+    assert_eq!(sent["3"]["inputs"]["seed"], json!(18446744073709551615u64));
+}
+
+#[tokio::test]
+async fn an_event_socket_dropped_mid_run_and_back_later_ends_exactly_like_one_that_stayed() {
+    let stack = stack_at_pace(4.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut steady = phone.events().await;
+    let mut sleepy = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    sleepy.wait_for(&job.id, LIMIT, |j| j.progress > 0.25).await;
+    sleepy.drop_connection();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut woken = phone.events().await;
+    let uninterrupted = steady.wait_for(&job.id, LIMIT, finished).await;
+    let resumed = woken.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(outcome(&resumed), outcome(&uninterrupted));
+    assert_eq!(resumed.state, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn when_the_relays_socket_to_comfyui_drops_the_run_is_finished_from_history() {
+    let stack = stack_at_pace(2.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events
+        .wait_for(&job.id, LIMIT, |j| j.state == JobState::Running)
+        .await;
+
+    stack.comfyui.refuse_sockets(true);
+    stack.comfyui.drop_sockets();
+    let reported = events.next(LIMIT).await;
+    assert!(
+        matches!(
+            reported,
+            Some(shared::api::Event::Comfyui { connected: false })
+        ),
+        "{reported:?}"
+    );
+    // The run ends while nobody listens: its end events are lost for good.
+    while !stack.comfyui.history_ids().contains(&job.id) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!events.jobs[&job.id].state.is_finished());
+    stack.comfyui.refuse_sockets(false);
+
+    let done = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.outputs.len(), 1, "outputs come from the history");
+    assert_eq!(done.progress, 1.0);
+}
+
+#[tokio::test]
+async fn when_comfyui_restarts_mid_run_the_job_is_marked_lost_and_can_be_queued_again() {
+    let mut stack = stack_at_pace(5.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events
+        .wait_for(&job.id, LIMIT, |j| j.state == JobState::Running)
+        .await;
+
+    stack.comfyui.restart().await;
+    let lost = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(lost.state, JobState::Lost);
+    let message = lost.error.unwrap().message;
+    assert!(message.contains("Queue it again"), "{message}");
+
+    let again = phone.act(&job.id, "requeue").await;
+    assert_eq!(again.status(), 201);
+    let again: Job = again.json().await.unwrap();
+    assert_ne!(again.id, job.id);
+    let done = events.wait_for(&again.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_costs_bounded_memory_and_delays_no_one() {
+    const JOBS: usize = 60;
+    let stack = stack_at_pace(0.05).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let stuck = tests::client::connect_unread(
+        &format!("{}/api/events", stack.relay_ws("")),
+        phone.cookie(),
+    )
+    .await;
+    let mut reader = phone.events().await;
+
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        ids.push(phone.submit_ok(fixtures::INVERT_SLOW).await.id);
+    }
+    let started = std::time::Instant::now();
+    for id in &ids {
+        let job = reader.wait_for(id, LIMIT, finished).await;
+        assert_eq!(job.state, JobState::Succeeded);
+    }
+    let reader_done = started.elapsed();
+    while stack.comfyui.history_ids().len() < ids.len() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        reader_done < Duration::from_secs(15),
+        "the reader kept up: {reader_done:?}"
+    );
+    assert!(
+        reader.previews.len() >= ids.len(),
+        "previews reached the reader"
+    );
+    // The stuck socket really is stuck, and holds at most one notice and one preview per job:
+    // its cost grows with its jobs, not with the thousands of events they produced.
+    let (notices, preview_bytes) = stack.state.jobs.hub.largest_backlog();
+    assert!(notices > 0, "the stuck socket must be behind");
+    assert!(notices <= 2 * JOBS, "{notices} notices waiting");
+    assert!(
+        preview_bytes <= JOBS * 5_000,
+        "{preview_bytes} bytes of previews waiting"
+    );
+    assert_eq!(stack.state.jobs.hub.subscribers(), 2);
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_hundred_sockets_following_one_job_all_see_it_finish() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        sockets.push(phone.events().await);
+    }
+    let job = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
+    let waits = sockets.into_iter().map(|mut events| {
+        let id = job.id.clone();
+        tokio::spawn(async move { events.wait_for(&id, LIMIT, finished).await })
+    });
+    for wait in waits {
+        let seen = wait.await.unwrap();
+        assert_eq!(seen.state, JobState::Succeeded);
+        assert_eq!(seen.outputs.len(), 2, "PreviewImage and SaveImage outputs");
+    }
+}
+
+#[tokio::test]
+async fn each_device_sees_only_its_own_jobs_and_cannot_cancel_anothers() {
+    let stack = stack_at_pace(5.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let laptop = Device::new(&stack.relay_url()).await;
+    let mut laptop_events = laptop.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+
+    assert!(laptop.jobs().await.is_empty());
+    assert_eq!(phone.jobs().await.len(), 1);
+    let peek = laptop
+        .request(reqwest::Method::GET, &format!("/api/jobs/{}", job.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(peek.status(), 404);
+    let cancel = laptop.act(&job.id, "cancel").await;
+    assert_eq!(cancel.status(), 403);
+    let body: ErrorBody = cancel.json().await.unwrap();
+    assert!(body.error.contains("another device"), "{}", body.error);
+    assert!(stack.comfyui.requests_to("POST", "/interrupt").is_empty());
+    assert!(
+        laptop_events
+            .next(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the laptop hears nothing"
+    );
+    assert!(laptop_events.jobs.is_empty());
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_job_takes_it_off_comfyuis_queue() {
+    let stack = stack_at_pace(5.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let second = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let waiting = events
+        .wait_for(&second.id, LIMIT, |j| j.queue_position.is_some())
+        .await;
+    assert_eq!(waiting.queue_position, Some(1), "the running job is ahead");
+
+    let cancel = phone.act(&second.id, "cancel").await;
+    assert_eq!(cancel.status(), 200);
+    let deletes = stack.comfyui.requests_to("POST", "/queue");
+    assert_eq!(deletes[0].json(), json!({"delete": [second.id]}));
+    assert!(stack.comfyui.requests_to("POST", "/interrupt").is_empty());
+    let cancelled = events.wait_for(&second.id, LIMIT, finished).await;
+    assert_eq!(cancelled.state, JobState::Interrupted);
+    assert_eq!(
+        cancelled.error.unwrap().message,
+        "Cancelled before it started."
+    );
+    assert!(
+        !events.jobs[&first.id].state.is_finished(),
+        "the first job runs on"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_interrupts_exactly_that_prompt() {
+    let stack = stack_at_pace(5.0).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events
+        .wait_for(&job.id, LIMIT, |j| j.state == JobState::Running)
+        .await;
+
+    assert_eq!(phone.act(&job.id, "cancel").await.status(), 200);
+    let interrupts = stack.comfyui.requests_to("POST", "/interrupt");
+    assert_eq!(interrupts.len(), 1);
+    assert_eq!(interrupts[0].json(), json!({"prompt_id": job.id}));
+    let stopped = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(stopped.state, JobState::Interrupted);
+    assert_eq!(
+        phone.act(&job.id, "cancel").await.status(),
+        409,
+        "already ended"
+    );
+}
+
+#[tokio::test]
+async fn comfyuis_validation_errors_come_back_per_input_with_node_titles() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let response = phone
+        .submit(
+            fixtures::EMPTY_IMAGE,
+            json!([{"node_id": "5", "input": "width", "value": -5}]),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: ErrorBody = response.json().await.unwrap();
+    let problems = &body.detail.unwrap()["problems"];
+    assert_eq!(problems[0]["node_id"], "5");
+    assert_eq!(problems[0]["node_title"], "EmptyImage");
+    assert_eq!(problems[0]["input"], "width");
+    assert_eq!(
+        problems[0]["message"],
+        "Value -5 smaller than min of 1 (width)"
+    );
+    assert!(phone.jobs().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_ui_format_or_malformed_request_is_refused_before_comfyui() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let ui = phone.submit(fixtures::UI_FORMAT, json!([])).await;
+    assert_eq!(ui.status(), 422);
+    let body: ErrorBody = ui.json().await.unwrap();
+    assert!(body.error.contains("Export (API)"), "{}", body.error);
+
+    let malformed = phone
+        .request(reqwest::Method::POST, "/api/jobs")
+        .header("content-type", "application/json")
+        .body("{\"workflow\": {")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let link_edit = phone
+        .submit(
+            fixtures::SD15_TXT2IMG,
+            json!([{"node_id": "3", "input": "model", "value": "x"}]),
+        )
+        .await;
+    assert_eq!(link_edit.status(), 422);
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+}
+
+#[tokio::test]
+async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let job = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
+    let link: Value = phone
+        .request(reqwest::Method::POST, "/api/device/link")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = link["path"].as_str().unwrap();
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let opened = no_redirects
+        .get(format!("{}{path}", stack.relay_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 303);
+    let cookie = opened.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let laptop = Device::with_cookie(&stack.relay_url(), &cookie);
+    assert_eq!(laptop.jobs().await[0].id, job.id);
+    let again = no_redirects
+        .get(format!("{}{path}", stack.relay_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 410);
+}
