@@ -2,17 +2,16 @@
 
 use std::fmt;
 
-use gloo_net::http::{Request, Response};
-use shared::api::ErrorBody;
-use shared::comfy::{ImageRef, PromptAccepted, PromptRejected, PromptRequest};
+use gloo_net::http::{Request, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use shared::api::{ErrorBody, InputEdit, InputProblem, Job, JobRequest};
+use shared::comfy::ImageRef;
 use shared::workflow::Workflow;
 
 /// Why a call did not give the answer hoped for, in words for the person holding the phone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
-    /// ComfyUI refused the prompt; one line per problem.
-    Rejected(PromptRejected),
-    /// The relay answered with an error of its own.
+    /// The relay answered with an error of its own (it always explains).
     Relay {
         /// HTTP status.
         status: u16,
@@ -30,21 +29,25 @@ pub enum ApiError {
     Network(String),
 }
 
+impl ApiError {
+    /// The per-input problems the relay listed, if any.
+    pub fn problems(&self) -> Vec<InputProblem> {
+        match self {
+            Self::Relay { body, .. } => body
+                .detail
+                .as_ref()
+                .and_then(|detail| detail.get("problems"))
+                .and_then(|problems| serde_json::from_value(problems.clone()).ok())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Rejected(rejected) => {
-                write!(
-                    f,
-                    "ComfyUI refused the workflow: {}",
-                    rejected.describe().join("; ")
-                )
-            }
             Self::Relay { body, .. } => write!(f, "{}", body.error),
-            Self::Status { status: 500, .. } => write!(
-                f,
-                "ComfyUI could not read this workflow (error 500). Is it an API-format export?"
-            ),
             Self::Status { status, text } if text.is_empty() => {
                 write!(f, "The request failed with status {status}.")
             }
@@ -59,11 +62,6 @@ impl fmt::Display for ApiError {
 async fn error_from(response: Response) -> ApiError {
     let status = response.status();
     let text = response.text().await.unwrap_or_default();
-    if status == 400
-        && let Ok(rejected) = serde_json::from_str::<PromptRejected>(&text)
-    {
-        return ApiError::Rejected(rejected);
-    }
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ApiError::Relay { status, body },
         Err(_) => ApiError::Status { status, text },
@@ -74,44 +72,50 @@ fn network(error: gloo_net::Error) -> ApiError {
     ApiError::Network(error.to_string())
 }
 
-/// Queues `workflow` for this tab's client id, so its events come to this tab's socket.
-pub async fn queue_prompt(
-    workflow: &Workflow,
-    client_id: &str,
-) -> Result<PromptAccepted, ApiError> {
-    let body = PromptRequest {
-        prompt: workflow.clone(),
-        client_id: Some(client_id.to_owned()),
-        extra_data: serde_json::Map::new(),
-    };
-    let response = Request::post("/prompt")
-        .json(&body)
-        .map_err(network)?
-        .send()
-        .await
-        .map_err(network)?;
+async fn call<T: DeserializeOwned>(
+    request: Result<Request, gloo_net::Error>,
+) -> Result<T, ApiError> {
+    let response = request.map_err(network)?.send().await.map_err(network)?;
     if !response.ok() {
         return Err(error_from(response).await);
     }
     response.json().await.map_err(network)
 }
 
-/// Stops `prompt_id` if it is the one running (ComfyUI ignores the call otherwise).
-pub async fn interrupt(prompt_id: &str) -> Result<(), ApiError> {
-    let response = Request::post("/interrupt")
-        .json(&serde_json::json!({ "prompt_id": prompt_id }))
-        .map_err(network)?
-        .send()
-        .await
-        .map_err(network)?;
-    if response.ok() {
-        Ok(())
-    } else {
-        Err(error_from(response).await)
-    }
+fn post(path: &str) -> RequestBuilder {
+    Request::post(path)
+}
+
+/// Queues `workflow` with `values` changed, for this device.
+pub async fn submit_job(workflow: &Workflow, values: Vec<InputEdit>) -> Result<Job, ApiError> {
+    let request = JobRequest {
+        workflow: serde_json::to_value(workflow).map_err(|e| ApiError::Network(e.to_string()))?,
+        values,
+    };
+    call(post("/api/jobs").json(&request)).await
+}
+
+/// Cancels a job: interrupts it if it runs, takes it off the queue if it waits.
+pub async fn cancel_job(id: &str) -> Result<Job, ApiError> {
+    call(post(&format!("/api/jobs/{id}/cancel")).build()).await
+}
+
+/// Queues a finished (or lost) job again.
+pub async fn requeue_job(id: &str) -> Result<Job, ApiError> {
+    call(post(&format!("/api/jobs/{id}/requeue")).build()).await
 }
 
 /// Where the browser fetches an image ComfyUI holds.
 pub fn view_url(image: &ImageRef) -> String {
     format!("/view?{}", image.view_query())
+}
+
+/// A one-time link (absolute URL) that opens this device's jobs in another browser.
+pub async fn device_link() -> Result<String, ApiError> {
+    let link: serde_json::Value = call(post("/api/device/link").build()).await?;
+    let path = link["path"].as_str().unwrap_or_default();
+    let origin = web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default();
+    Ok(format!("{origin}{path}"))
 }

@@ -87,7 +87,17 @@ pub async fn identify(mut request: Request, next: Next) -> Response {
     let device = known.unwrap_or_else(DeviceId::generate);
     request.extensions_mut().insert(device.clone());
     let mut response = next.run(request).await;
-    if fresh {
+    // A handler that chose the device itself (a device link) has the last word.
+    let chosen = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|value| {
+            value
+                .as_bytes()
+                .starts_with(format!("{COOKIE}=").as_bytes())
+        });
+    if fresh && !chosen {
         response
             .headers_mut()
             .append(header::SET_COOKIE, set_cookie(&device));

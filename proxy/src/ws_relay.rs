@@ -12,6 +12,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::future::ready;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +23,10 @@ use crate::state::AppState;
 const GOING_AWAY: u16 = 1001;
 /// Close code sent to the browser when ComfyUI's side vanished without a close frame.
 const UPSTREAM_GONE: u16 = 1011;
+/// Browsers send little on ComfyUI's socket; a small read buffer keeps idle sockets cheap.
+const BROWSER_READ_BUFFER: usize = 8 * 1024;
+/// ComfyUI's frames are small but for previews; the buffer grows for those when needed.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// One frame crossing the relay, whichever library framed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +55,8 @@ pub async fn relay(
             url: url.to_string(),
             detail: e.to_string(),
         })?;
-    let connect = tokio_tungstenite::connect_async(request);
+    let config = WebSocketConfig::default().read_buffer_size(UPSTREAM_READ_BUFFER);
+    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
     let (upstream, _) = match tokio::time::timeout(state.upstream_timeout, connect).await {
         Ok(Ok(connected)) => connected,
         Ok(Err(error)) => {
@@ -68,6 +74,10 @@ pub async fn relay(
     };
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
+    // Each frame is written out as soon as it is sent: the pumps' awaits are the backpressure.
+    let upgrade = upgrade
+        .read_buffer_size(BROWSER_READ_BUFFER)
+        .write_buffer_size(0);
     Ok(upgrade.on_upgrade(move |browser| {
         // Tracked so that shutdown waits for the close frames to go out.
         tasks.track_future(splice(browser, upstream, shutdown))

@@ -166,6 +166,24 @@ impl Browser {
         self.find(&format!("[data-testid=\"{id}\"]")).await
     }
 
+    /// Scrolls `data-testid="id"` to the middle of the screen (clear of the fixed action bar, as
+    /// a person would) and taps it.
+    pub async fn tap(&self, id: &str) {
+        let element = self.by_test_id(id).await;
+        self.scroll_to(id).await;
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot tap {id}: {e}"));
+    }
+
+    async fn scroll_to(&self, id: &str) {
+        self.eval(&format!(
+            "document.querySelector('[data-testid=\"{id}\"]').scrollIntoView({{block: 'center'}});"
+        ))
+        .await;
+    }
+
     /// Waits until the text of `data-testid="id"` satisfies `condition`; returns it.
     pub async fn wait_for_text(&self, id: &str, condition: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -184,7 +202,11 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{id} never satisfied the condition; its text was {last:?}");
+        let shot = self.screenshot(&format!("failed-{id}")).await;
+        panic!(
+            "{id} never satisfied the condition; its text was {last:?} (screenshot: {})",
+            shot.display()
+        );
     }
 
     /// Runs JavaScript in the page and returns its result.
@@ -197,10 +219,7 @@ impl Browser {
 
     /// Scrolls `data-testid="id"` to the middle of the screen, then saves a screenshot.
     pub async fn screenshot_at(&self, id: &str, name: &str) -> PathBuf {
-        self.eval(&format!(
-            "document.querySelector('[data-testid=\"{id}\"]').scrollIntoView({{block: 'center'}});"
-        ))
-        .await;
+        self.scroll_to(id).await;
         self.screenshot(name).await
     }
 

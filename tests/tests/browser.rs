@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
+use std::time::Duration;
+
 use serde_json::Value;
 use tests::browser::{Browser, Viewport, dist_dir};
 use tests::comfyui::Options;
@@ -28,6 +30,21 @@ async fn open_app(viewport: Viewport, stack: &Stack) -> Browser {
     browser
 }
 
+async fn choose_workflow_file(browser: &Browser, name: &str) {
+    let path = fixtures::path(&format!("comfyui/workflows/{name}.json"));
+    browser
+        .by_test_id("workflow-file")
+        .await
+        .send_keys(&path.display().to_string())
+        .await
+        .unwrap();
+}
+
+/// Waits until the page's only job card says `state`.
+async fn wait_for_job_state(browser: &Browser, state: &str) {
+    browser.wait_for_text("job-state", |t| t == state).await;
+}
+
 async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport) {
     let stack = stack(1.0).await;
     let browser = open_app(viewport, &stack).await;
@@ -50,23 +67,22 @@ async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport)
     prompt.send_keys("a red fox on the moon").await.unwrap();
     browser.screenshot_at("input-6-text", "run-1-edited").await;
 
-    browser.by_test_id("queue").await.click().await.unwrap();
-    browser
-        .wait_for_text("progress-percent", |t| t == "100%")
-        .await;
-    browser.wait_for_text("run-status", |t| t == "Done").await;
-    let image = browser.by_test_id("result-image").await;
+    browser.tap("queue").await;
+    browser.wait_for_text("job-percent", |t| t != "0%").await;
+    browser.screenshot_at("job", "run-2-progress").await;
+    wait_for_job_state(&browser, "succeeded").await;
+    let image = browser.by_test_id("job-output").await;
     let src = image.attr("src").await.unwrap().unwrap();
     assert!(src.starts_with("/view?filename=ComfyUI_"), "{src}");
     let loaded = browser
-        .eval("const i = document.querySelector('[data-testid=result-image]'); return i.complete && i.naturalWidth;")
+        .eval("const i = document.querySelector('[data-testid=job-output]'); return i.complete && i.naturalWidth;")
         .await;
     assert_eq!(
         loaded,
         Value::from(64),
         "the output PNG loads through the relay"
     );
-    browser.screenshot_at("results", "run-2-done").await;
+    browser.screenshot_at("job", "run-3-done").await;
 
     let queued = stack.comfyui.queued_prompts();
     assert_eq!(queued.len(), 1);
@@ -77,13 +93,6 @@ async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport)
     assert_eq!(
         queued[0]["prompt"]["7"]["inputs"]["text"],
         "text, watermark"
-    );
-    let tab_id = browser
-        .eval("return sessionStorage.getItem('comfy-relay.client-id');")
-        .await;
-    assert_eq!(
-        queued[0]["client_id"], tab_id,
-        "queued for this tab's socket"
     );
     browser.close().await;
 }
@@ -101,13 +110,7 @@ async fn on_a_desktop_a_pasted_workflow_with_an_edited_prompt_runs_to_its_image(
 async fn a_ui_format_file_shows_how_to_export_the_api_format(viewport: Viewport) {
     let stack = stack(1.0).await;
     let browser = open_app(viewport, &stack).await;
-    let path = fixtures::path("comfyui/workflows/ui_format_not_api.json");
-    browser
-        .by_test_id("workflow-file")
-        .await
-        .send_keys(&path.display().to_string())
-        .await
-        .unwrap();
+    choose_workflow_file(&browser, "ui_format_not_api").await;
     let message = browser
         .wait_for_text("workflow-error", |t| !t.is_empty())
         .await;
@@ -133,42 +136,140 @@ async fn on_a_desktop_a_ui_format_file_shows_how_to_export_the_api_format() {
 }
 
 #[tokio::test]
-async fn the_interrupt_button_stops_this_tabs_run_in_comfyui() {
+async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
     let stack = stack(6.0).await;
     let browser = open_app(Viewport::Phone, &stack).await;
-    let path = fixtures::path("comfyui/workflows/invert_slow.json");
-    browser
-        .by_test_id("workflow-file")
-        .await
-        .send_keys(&path.display().to_string())
-        .await
-        .unwrap();
+    choose_workflow_file(&browser, "invert_slow").await;
     browser.by_test_id("input-4-filename_prefix").await;
-    browser.by_test_id("queue").await.click().await.unwrap();
+    browser.tap("queue").await;
     browser
-        .wait_for_text("run-status", |t| {
+        .wait_for_text("job-status", |t| {
             t.starts_with("Running Slow Progress (test)")
         })
         .await;
-    browser
-        .screenshot_at("run-status", "interrupt-1-running")
-        .await;
-    browser.by_test_id("interrupt").await.click().await.unwrap();
-    browser
-        .wait_for_text("run-status", |t| t == "Interrupted")
-        .await;
-    browser
-        .screenshot_at("run-status", "interrupt-2-stopped")
-        .await;
+    browser.screenshot_at("job", "cancel-1-running").await;
+    browser.tap("job-cancel").await;
+    wait_for_job_state(&browser, "interrupted").await;
+    browser.screenshot_at("job", "cancel-2-stopped").await;
 
-    assert_eq!(stack.comfyui.queued_prompts().len(), 1);
     let interrupts = stack.comfyui.requests_to("POST", "/interrupt");
     assert_eq!(interrupts.len(), 1);
     let history = stack.comfyui.history_ids();
     assert_eq!(
         interrupts[0].json()["prompt_id"],
         history[0],
-        "the interrupt names this run"
+        "the interrupt names this job"
     );
     browser.close().await;
+}
+
+#[tokio::test]
+async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image() {
+    let stack = stack(4.0).await;
+    let browser = open_app(Viewport::Phone, &stack).await;
+    choose_workflow_file(&browser, "invert_slow").await;
+    browser.by_test_id("input-4-filename_prefix").await;
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-percent", |t| {
+            t.trim_end_matches('%').parse::<u32>().is_ok_and(|p| p > 0)
+        })
+        .await;
+    browser.screenshot_at("job", "reload-1-before").await;
+
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    let status = browser.wait_for_text("job-status", |t| !t.is_empty()).await;
+    assert!(
+        !status.is_empty(),
+        "the job is shown right after the reload"
+    );
+    wait_for_job_state(&browser, "succeeded").await;
+    browser.by_test_id("job-output").await;
+    browser.screenshot_at("job", "reload-2-after").await;
+    assert_eq!(
+        stack.comfyui.queued_prompts().len(),
+        1,
+        "nothing was queued twice"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_page_waking_up_reconnects_its_event_socket_at_once() {
+    let stack = stack(1.0).await;
+    let browser = open_app(Viewport::Phone, &stack).await;
+    let hub = &stack.state.jobs.hub;
+    let before = hub.subscriptions_opened();
+    let wake_ups = [
+        "window.dispatchEvent(new Event('online'))",
+        "window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))",
+        "document.dispatchEvent(new Event('visibilitychange'))",
+    ];
+    for wake_up in wake_ups {
+        let opened = hub.subscriptions_opened();
+        browser.eval(&format!("{wake_up};")).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while hub.subscriptions_opened() == opened {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{wake_up} did not reconnect"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(hub.subscriptions_opened(), before + 3);
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
+    let stack = stack(1.0).await;
+    let phone = open_app(Viewport::Phone, &stack).await;
+    choose_workflow_file(&phone, "empty_image").await;
+    phone.by_test_id("input-7-filename_prefix").await;
+    phone.tap("queue").await;
+    wait_for_job_state(&phone, "succeeded").await;
+
+    phone
+        .eval("document.querySelector('.device-link').open = true;")
+        .await;
+    phone.tap("create-device-link").await;
+    let link = phone
+        .by_test_id("device-link")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        link.starts_with(&format!("{}/link/", stack.relay_url())),
+        "{link}"
+    );
+    phone.screenshot_at("device-link", "device-link").await;
+
+    let laptop = Browser::launch(Viewport::Desktop).await;
+    laptop.goto(&link).await;
+    laptop.wait_for_text("connection", |t| t == "Live").await;
+    wait_for_job_state(&laptop, "succeeded").await;
+    assert_eq!(
+        laptop
+            .by_test_id("job")
+            .await
+            .attr("data-job-id")
+            .await
+            .unwrap(),
+        phone
+            .by_test_id("job")
+            .await
+            .attr("data-job-id")
+            .await
+            .unwrap(),
+    );
+    laptop
+        .screenshot_at("job", "device-link-second-browser")
+        .await;
+    laptop.close().await;
+    phone.close().await;
 }

@@ -406,6 +406,11 @@ async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
         .await
         .unwrap();
     assert_eq!(opened.status(), 303);
+    assert_eq!(
+        opened.headers().get_all("set-cookie").iter().count(),
+        1,
+        "one device, not two"
+    );
     let cookie = opened.headers()["set-cookie"]
         .to_str()
         .unwrap()

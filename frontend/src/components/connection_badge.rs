@@ -1,27 +1,22 @@
-//! Shows whether the live connection to ComfyUI is up.
+//! Shows whether the app is live: its event socket, and the relay's link to ComfyUI.
 
 use leptos::prelude::*;
 
-use crate::ws::Connection;
+use crate::events::{Connection, Events};
 
-/// A small badge: "Live", "Connecting…" or "Reconnecting…".
+/// A small badge: "Live", "Connecting…", "Reconnecting…" or "ComfyUI offline".
 #[component]
-pub fn ConnectionBadge(
-    /// The socket's state.
-    connection: RwSignal<Connection>,
-) -> impl IntoView {
-    let label = move || match connection.get() {
-        Connection::Open => "Live",
-        Connection::Connecting => "Connecting…",
-        Connection::Retrying => "Reconnecting…",
-    };
-    let class = move || match connection.get() {
-        Connection::Open => "badge badge-ok",
-        _ => "badge badge-wait",
+pub fn ConnectionBadge() -> impl IntoView {
+    let events = expect_context::<Events>();
+    let state = move || match (events.connection.get(), events.comfyui.get()) {
+        (Connection::Open, Some(false)) => ("ComfyUI offline", "badge badge-wait"),
+        (Connection::Open, _) => ("Live", "badge badge-ok"),
+        (Connection::Connecting, _) => ("Connecting…", "badge badge-wait"),
+        (Connection::Retrying, _) => ("Reconnecting…", "badge badge-wait"),
     };
     view! {
-        <span class=class data-testid="connection" role="status" aria-live="polite">
-            {label}
+        <span class=move || state().1 data-testid="connection" role="status" aria-live="polite">
+            {move || state().0}
         </span>
     }
 }

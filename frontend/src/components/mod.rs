@@ -1,6 +1,8 @@
 //! The app's components, one per file.
 
 pub mod connection_badge;
-pub mod run_view;
+pub mod device_link;
+pub mod job_card;
+pub mod jobs_list;
 pub mod text_inputs;
 pub mod workflow_source;

@@ -183,6 +183,11 @@ impl Hub {
         self.each(None, |pending| pending.comfyui = Some(connected));
     }
 
+    /// How many sockets have subscribed since the relay started.
+    pub fn subscriptions_opened(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
     /// How many sockets are subscribed.
     pub fn subscribers(&self) -> usize {
         self.lock().len()

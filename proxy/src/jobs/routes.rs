@@ -28,6 +28,9 @@ use crate::state::AppState;
 
 /// How often an idle event socket is pinged, so a phone that froze its socket is noticed.
 const PING_EVERY: Duration = Duration::from_secs(25);
+/// Devices send next to nothing on the event socket: a small read buffer keeps an idle socket
+/// cheap (the library's default is 128 KiB, allocated up front).
+const EVENTS_READ_BUFFER: usize = 4 * 1024;
 
 impl IntoResponse for JobsError {
     fn into_response(self) -> Response {
@@ -144,6 +147,9 @@ pub async fn events(
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
     upgrade
+        .read_buffer_size(EVENTS_READ_BUFFER)
+        // Each send is awaited anyway: write it out at once rather than collecting 128 KiB.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| tasks.track_future(serve_events(jobs, device, socket, shutdown)))
 }
 

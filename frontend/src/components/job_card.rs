@@ -1,0 +1,236 @@
+//! One job: its state, progress, live preview, results, and what can be done with it.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use shared::api::{Job, JobState, NodeRun};
+
+use crate::api;
+use crate::events::Events;
+
+/// Overall progress in whole percent.
+pub fn percent(job: &Job) -> u32 {
+    (job.progress.clamp(0.0, 1.0) * 100.0).floor() as u32
+}
+
+/// A sentence for the job's state.
+pub fn status_line(job: &Job) -> String {
+    let title = |id: &str| {
+        job.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .map_or_else(|| format!("node {id}"), |node| node.title.clone())
+    };
+    match job.state {
+        JobState::Queued => match job.queue_position {
+            Some(0) | None => "Waiting".to_owned(),
+            Some(1) => "Waiting · 1 job ahead".to_owned(),
+            Some(ahead) => format!("Waiting · {ahead} jobs ahead"),
+        },
+        JobState::Running => match &job.current_node {
+            Some(node) => format!("Running {} · {}%", title(node), percent(job)),
+            None => format!("Running · {}%", percent(job)),
+        },
+        JobState::Succeeded => "Done".to_owned(),
+        JobState::Interrupted => "Interrupted".to_owned(),
+        JobState::Failed => match job.error.as_ref().and_then(|e| e.node_id.as_deref()) {
+            Some(node) => format!("Failed in {}", title(node)),
+            None => "Failed".to_owned(),
+        },
+        JobState::Lost => "Lost".to_owned(),
+    }
+}
+
+fn state_class(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "pill",
+        JobState::Running => "pill pill-live",
+        JobState::Succeeded => "pill pill-ok",
+        JobState::Failed | JobState::Lost => "pill pill-bad",
+        JobState::Interrupted => "pill pill-muted",
+    }
+}
+
+fn node_mark(state: NodeRun) -> &'static str {
+    match state {
+        NodeRun::Pending => "○",
+        NodeRun::Cached => "⟲",
+        NodeRun::Running => "▶",
+        NodeRun::Finished => "✓",
+    }
+}
+
+/// The card of job `id`, kept current from the event socket.
+#[component]
+pub fn JobCard(
+    /// The job's id.
+    id: String,
+) -> impl IntoView {
+    let events = expect_context::<Events>();
+    let lookup = id.clone();
+    let job = Memo::new(move |_| {
+        events
+            .jobs
+            .with(|jobs| jobs.iter().find(|j| j.id == lookup).cloned())
+    });
+    let preview_id = id.clone();
+    let preview = Memo::new(move |_| events.previews.with(|p| p.get(&preview_id).cloned()));
+    let failure = RwSignal::new(None::<String>);
+    let act = move |requeue: bool| {
+        let id = id.clone();
+        spawn_local(async move {
+            let result = if requeue {
+                api::requeue_job(&id).await
+            } else {
+                api::cancel_job(&id).await
+            };
+            failure.set(result.err().map(|e| e.to_string()));
+        });
+    };
+    let act_again = act.clone();
+    move || {
+        job.get().map(|job| {
+            let finished = job.state.is_finished();
+            let percent = percent(&job);
+            let status = status_line(&job);
+            let state = format!("{:?}", job.state).to_lowercase();
+            let error = job.error.map(|error| {
+                view! { <p class="error" data-testid="job-error">{error.message}</p> }
+            });
+            let outputs = job
+                .outputs
+                .iter()
+                .map(|image| {
+                    let url = api::view_url(image);
+                    let link = url.clone();
+                    view! {
+                        <a href=link target="_blank" rel="noopener">
+                            <img data-testid="job-output" alt=image.filename.clone() src=url loading="lazy" />
+                        </a>
+                    }
+                })
+                .collect_view();
+            let nodes = job
+                .nodes
+                .into_iter()
+                .map(|node| {
+                    view! {
+                        <li data-node-state=format!("{:?}", node.state).to_lowercase()>
+                            <span aria-hidden="true">{node_mark(node.state)}</span>
+                            {format!(" {} · {}%", node.title, (node.fraction * 100.0).floor())}
+                        </li>
+                    }
+                })
+                .collect_view();
+            let action = if finished {
+                let act = act_again.clone();
+                view! {
+                    <button class="button secondary" data-testid="job-requeue" on:click=move |_| act(true)>
+                        "Queue again"
+                    </button>
+                }
+                .into_any()
+            } else {
+                let act = act.clone();
+                view! {
+                    <button class="button secondary" data-testid="job-cancel" on:click=move |_| act(false)>
+                        "Cancel"
+                    </button>
+                }
+                .into_any()
+            };
+            view! {
+                <article class="job card" data-testid="job" data-job-id=job.id>
+                    <header class="job-head">
+                        <h3>{format!("Job #{}", job.number)}</h3>
+                        <span class=state_class(job.state) data-testid="job-state">{state}</span>
+                    </header>
+                    <p class="status" data-testid="job-status" role="status" aria-live="polite">
+                        {status}
+                    </p>
+                    <Show when=move || !finished>
+                        <div class="progress-row">
+                            <progress max="100" value=percent aria-label="Progress"></progress>
+                            <span data-testid="job-percent">{format!("{percent}%")}</span>
+                        </div>
+                    </Show>
+                    {error}
+                    {move || preview.get().filter(|_| !finished).map(|url| view! {
+                        <img class="preview" data-testid="job-preview" alt="Live preview" src=url />
+                    })}
+                    <div class="results">{outputs}</div>
+                    <details class="nodes">
+                        <summary>"Nodes"</summary>
+                        <ul>{nodes}</ul>
+                    </details>
+                    <div class="job-actions">{action}</div>
+                    {move || failure.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
+                </article>
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::api::{JobError, NodeStatus};
+
+    fn job(state: JobState) -> Job {
+        Job {
+            id: "p".into(),
+            number: 3,
+            state,
+            queue_position: None,
+            progress: 0.426,
+            current_node: Some("2".into()),
+            nodes: vec![NodeStatus {
+                id: "2".into(),
+                title: "KSampler".into(),
+                class_type: "KSampler".into(),
+                state: NodeRun::Running,
+                fraction: 0.5,
+            }],
+            has_preview: false,
+            outputs: Vec::new(),
+            error: None,
+            created_at: 0,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn a_running_job_names_its_node_and_percent() {
+        assert_eq!(
+            status_line(&job(JobState::Running)),
+            "Running KSampler · 42%"
+        );
+    }
+
+    #[test]
+    fn a_waiting_job_says_how_many_are_ahead() {
+        let mut waiting = job(JobState::Queued);
+        waiting.queue_position = Some(2);
+        assert_eq!(status_line(&waiting), "Waiting · 2 jobs ahead");
+        waiting.queue_position = Some(1);
+        assert_eq!(status_line(&waiting), "Waiting · 1 job ahead");
+    }
+
+    #[test]
+    fn a_failure_names_the_node_by_its_title() {
+        let mut failed = job(JobState::Failed);
+        failed.error = Some(JobError {
+            message: "boom".into(),
+            node_id: Some("2".into()),
+            node_type: None,
+            traceback: Vec::new(),
+        });
+        assert_eq!(status_line(&failed), "Failed in KSampler");
+    }
+
+    #[test]
+    fn percent_never_exceeds_a_hundred() {
+        let mut done = job(JobState::Succeeded);
+        done.progress = 1.2;
+        assert_eq!(percent(&done), 100);
+    }
+}
