@@ -105,6 +105,17 @@ pub async fn requeue_job(id: &str) -> Result<Job, ApiError> {
     call(post(&format!("/api/jobs/{id}/requeue")).build()).await
 }
 
+/// Whether this device may use the relay: `Some(false)` when it must pair first, `None` when
+/// the relay cannot be reached.
+pub async fn session() -> Option<bool> {
+    let response = Request::get("/api/session").send().await.ok()?;
+    match response.status() {
+        401 => Some(false),
+        status if (200..300).contains(&status) => Some(true),
+        _ => None,
+    }
+}
+
 /// Where the browser fetches an image ComfyUI holds.
 pub fn view_url(image: &ImageRef) -> String {
     format!("/view?{}", image.view_query())

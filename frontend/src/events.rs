@@ -41,6 +41,8 @@ pub struct Events {
     pub connection: RwSignal<Connection>,
     /// Whether the relay is connected to ComfyUI, once known.
     pub comfyui: RwSignal<Option<bool>>,
+    /// `false` when the relay says this device must pair first.
+    pub paired: RwSignal<Option<bool>>,
 }
 
 /// The socket URL for `path` on the origin that served the page (`ws:` or `wss:`).
@@ -93,6 +95,7 @@ impl Events {
             previews: RwSignal::new(HashMap::new()),
             connection: RwSignal::new(Connection::Connecting),
             comfyui: RwSignal::new(None),
+            paired: RwSignal::new(None),
         };
         let (kick, kicks) = futures_channel::mpsc::unbounded();
         wake_ups(kick);
@@ -162,7 +165,13 @@ impl Events {
         loop {
             let mut woken = false;
             self.connection.set(Connection::Connecting);
-            if let Ok(socket) = WebSocket::open(&url) {
+            let paired = crate::api::session().await;
+            if paired.is_some() {
+                self.paired.set(paired);
+            }
+            if paired == Some(false) {
+                // Not paired: nothing to connect to yet; look again later or on wake-up.
+            } else if let Ok(socket) = WebSocket::open(&url) {
                 let (mut sink, mut stream) = socket.split();
                 loop {
                     match select(stream.next(), kicks.next()).await {

@@ -12,6 +12,7 @@ use shared::workflow::{TextInput, Workflow};
 use components::connection_badge::ConnectionBadge;
 use components::device_link::DeviceLink;
 use components::jobs_list::JobsList;
+use components::pairing_required::PairingRequired;
 use components::text_inputs::TextInputs;
 use components::workflow_source::WorkflowSource;
 use events::Events;
@@ -44,7 +45,8 @@ impl Loaded {
 /// The app.
 #[component]
 pub fn App() -> impl IntoView {
-    provide_context(Events::start());
+    let events = Events::start();
+    provide_context(events);
     let loaded = RwSignal::new(None::<Loaded>);
     let problem = RwSignal::new(None::<String>);
     let values = StoredValue::new(Vec::<String>::new());
@@ -109,6 +111,10 @@ pub fn App() -> impl IntoView {
             <h1>"Comfy Relay"</h1>
             <ConnectionBadge />
         </header>
+        <Show
+            when=move || events.paired.get() != Some(false)
+            fallback=|| view! { <main><PairingRequired /></main> }
+        >
         <main>
             <section class="card" aria-labelledby="workflow-heading">
                 <h2 id="workflow-heading">"Workflow"</h2>
@@ -156,5 +162,6 @@ pub fn App() -> impl IntoView {
                 {move || if queue.pending().get() { "Queueing…" } else { "Queue" }}
             </button>
         </footer>
+        </Show>
     }
 }

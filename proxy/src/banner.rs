@@ -25,8 +25,20 @@ pub fn interface_addresses() -> Vec<IpAddr> {
         .unwrap_or_default()
 }
 
-/// Prints the banner to stdout, for the person who started the relay.
-pub fn print(listen: SocketAddr) {
+/// A QR code of `text` drawn with Unicode half blocks, dark on light, for a terminal.
+pub fn qr_code(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .build(),
+    )
+}
+
+/// Prints the banner to stdout, for the person who started the relay: where to open it, and,
+/// when devices must pair, the pairing link with its QR code.
+pub fn print(listen: SocketAddr, pairing_path: Option<&str>) {
     let urls = urls(listen, &interface_addresses());
     println!("Comfy Relay is running. Open it at:");
     for (index, url) in urls.iter().enumerate() {
@@ -40,6 +52,23 @@ pub fn print(listen: SocketAddr) {
     if listen.ip().is_unspecified() && urls.len() == 1 {
         println!("  (no LAN address found: is this machine on a network?)");
     }
+    let Some(path) = pairing_path else {
+        return;
+    };
+    // The last address is a LAN one when there is one: what a phone can reach.
+    let link = format!("{}{path}", urls.last().map_or("", String::as_str));
+    println!();
+    println!("Devices must pair first. Scan this code with the phone, or open this link on it:");
+    println!("  {link}");
+    if let Some(qr) = qr_code(&link) {
+        println!("{qr}");
+    }
+    println!(
+        "Anyone with this link can use ComfyUI through the relay: share it only with your team."
+    );
+    println!(
+        "`comfy-relay devices` lists paired devices; `comfy-relay devices revoke ID` unpairs one."
+    );
 }
 
 #[cfg(test)]
@@ -59,6 +88,20 @@ mod tests {
                 "http://192.168.1.20:8189",
                 "http://10.0.0.7:8189"
             ]
+        );
+    }
+
+    #[test]
+    fn a_pairing_link_makes_a_square_qr_code() {
+        let qr = qr_code("http://192.168.1.20:8189/pair?token=0123456789abcdef0123456789abcdef")
+            .unwrap();
+        let rows: Vec<&str> = qr.lines().collect();
+        assert!(rows.len() > 10);
+        let width = rows[0].chars().count();
+        assert!(rows.iter().all(|row| row.chars().count() == width));
+        assert!(
+            (width as f64 / (rows.len() as f64 * 2.0) - 1.0).abs() < 0.1,
+            "two modules per row"
         );
     }
 

@@ -125,6 +125,31 @@ impl ComfyClient {
         self.get("/queue").await
     }
 
+    /// `GET /object_info`: every node class's schema.
+    pub async fn object_info(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, RelayError> {
+        self.get("/object_info").await
+    }
+
+    /// `GET /object_info/{class}`: one class (`{}` when ComfyUI does not have it).
+    pub async fn object_info_class(
+        &self,
+        class: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, RelayError> {
+        let mut path = url::Url::parse("http://x/object_info/").expect("a valid URL");
+        path.path_segments_mut()
+            .expect("an http URL has segments")
+            .pop_if_empty()
+            .push(class);
+        self.get(path.path()).await
+    }
+
+    /// `GET /features`: what this ComfyUI supports.
+    pub async fn features(&self) -> Result<shared::comfy::FeatureFlags, RelayError> {
+        self.get("/features").await
+    }
+
     /// `GET /history/{id}`: the entry, or `None` when ComfyUI does not know the prompt.
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, RelayError> {
         let mut history: History = self.get(&format!("/history/{prompt_id}")).await?;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use url::Url;
 
 /// Where ComfyUI listens by default (`python main.py`).
@@ -14,6 +14,49 @@ pub const DEFAULT_COMFYUI_URL: &str = "http://127.0.0.1:8188";
 pub const DESKTOP_COMFYUI_URL: &str = "http://127.0.0.1:8000";
 
 /// Comfy Relay: drive ComfyUI from a phone or any browser on the LAN.
+#[derive(Debug, Parser)]
+#[command(
+    name = "comfy-relay",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; without one, the relay serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+/// The other things `comfy-relay` does.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Lists the devices paired with this relay, or revokes one.
+    Devices {
+        /// Where the relay keeps its access token and paired devices.
+        #[arg(long, env = "COMFY_RELAY_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// What to do with them.
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+    },
+}
+
+/// `comfy-relay devices ...`.
+#[derive(Debug, Subcommand)]
+pub enum DevicesAction {
+    /// Lists paired devices (the default).
+    List,
+    /// Unpairs a device, from its next request on; give its id or the start of it.
+    Revoke {
+        /// The device's id, or enough of its start to tell it from the others.
+        id: String,
+    },
+}
+
+/// How the relay serves.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "comfy-relay", version, about)]
 pub struct Config {
@@ -47,6 +90,59 @@ pub struct Config {
     /// How many finished jobs the relay remembers; older ones are forgotten first.
     #[arg(long, env = "COMFY_RELAY_MAX_FINISHED_JOBS", default_value_t = 200)]
     pub max_finished_jobs: usize,
+
+    /// Where the relay keeps its access token and paired devices.
+    #[arg(long, env = "COMFY_RELAY_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+
+    /// The access token (default: generated on first start and kept in the data directory).
+    #[arg(long, env = "COMFY_RELAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Let anyone who reaches the relay use it, without pairing. Only for trusted networks.
+    #[arg(long, env = "COMFY_RELAY_NO_AUTH")]
+    pub no_auth: bool,
+
+    /// Require pairing even when listening on loopback only.
+    #[arg(long, env = "COMFY_RELAY_REQUIRE_TOKEN", conflicts_with = "no_auth")]
+    pub require_token: bool,
+
+    /// Another host name browsers may use to reach the relay (a DNS name, say). IP addresses,
+    /// localhost and this machine's name are always accepted. Repeatable.
+    #[arg(
+        long = "allowed-host",
+        env = "COMFY_RELAY_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Also relay a ComfyUI route the relay blocks, as "METHOD /path" or "/path" (any method);
+    /// a path ending in "/" covers everything below it. Repeatable.
+    #[arg(
+        long = "allow-route",
+        env = "COMFY_RELAY_ALLOW_ROUTES",
+        value_delimiter = ','
+    )]
+    pub allowed_routes: Vec<String>,
+
+    /// The largest image upload accepted, in bytes.
+    #[arg(long, env = "COMFY_RELAY_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// How many jobs one device may have waiting in ComfyUI's queue at once.
+    #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
+    pub max_pending_jobs: usize,
+}
+
+/// `$XDG_DATA_HOME/comfy-relay`, else `~/.local/share/comfy-relay`, else `./comfy-relay-data`.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .map_or_else(
+            || PathBuf::from("comfy-relay-data"),
+            |base| base.join("comfy-relay"),
+        )
 }
 
 /// ComfyUI's `extra_data.preview_method`.
@@ -78,6 +174,11 @@ impl PreviewMethod {
 }
 
 impl Config {
+    /// Whether devices must pair: when listening beyond loopback, unless `--no-auth`.
+    pub fn auth_required(&self) -> bool {
+        !self.no_auth && (self.require_token || !self.listen.ip().is_loopback())
+    }
+
     /// The ComfyUI URLs to try, in order of preference.
     pub fn comfyui_candidates(&self) -> Vec<Url> {
         match &self.comfyui_url {
@@ -126,8 +227,38 @@ mod tests {
     }
 
     #[test]
+    fn pairing_is_required_beyond_loopback_unless_turned_off() {
+        let lan = Config::parse_from(["comfy-relay"]);
+        assert!(lan.auth_required());
+        let open = Config::parse_from(["comfy-relay", "--no-auth"]);
+        assert!(!open.auth_required());
+        let local = Config::parse_from(["comfy-relay", "--listen", "127.0.0.1:8189"]);
+        assert!(!local.auth_required());
+        let strict = Config::parse_from([
+            "comfy-relay",
+            "--listen",
+            "127.0.0.1:8189",
+            "--require-token",
+        ]);
+        assert!(strict.auth_required());
+    }
+
+    #[test]
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         Config::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn devices_is_a_subcommand_and_serving_is_the_default() {
+        let cli = Cli::parse_from(["comfy-relay", "devices", "revoke", "ab12"]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Devices { action: Some(DevicesAction::Revoke { ref id }), .. }) if id == "ab12"
+        ));
+        let cli = Cli::parse_from(["comfy-relay", "--listen", "127.0.0.1:9000"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.port(), 9000);
     }
 }

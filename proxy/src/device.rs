@@ -1,45 +1,93 @@
-//! Telling devices apart: every browser gets a random device id in an HttpOnly cookie, and jobs
-//! belong to the device that queued them. A device can hand its identity to another (a laptop
-//! next to the phone) with a short-lived one-time link.
+//! Telling devices apart. Every browser holds a random secret in an HttpOnly cookie; its device
+//! id, which owns its jobs and is safe to show and log, is derived from that secret. A device can
+//! hand its identity to another browser (a laptop next to the phone) with a short-lived one-time
+//! link. Scripts using the access token share one device of their own.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
+use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 
-/// The cookie holding the device id.
+/// The cookie holding the device secret.
 pub const COOKIE: &str = "comfy_relay_device";
 /// How long a device link stays valid.
 const LINK_LIFETIME: Duration = Duration::from_secs(600);
-/// A year and a bit: browsers cap cookie lifetimes at 400 days.
+/// Browsers cap cookie lifetimes at 400 days.
 const COOKIE_MAX_AGE_SECS: u64 = 400 * 24 * 3600;
 
-/// A device: 128 random bits, as 32 lowercase hex digits. Knowing it is owning its jobs, so it
-/// only ever travels in an HttpOnly cookie or a one-time link.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct DeviceId(Arc<str>);
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
-impl DeviceId {
-    /// A new random id.
+/// A device's secret: 128 random bits as 32 lowercase hex digits. Whoever holds it is the
+/// device, so it only travels in an HttpOnly cookie or a one-time link, and is never stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DeviceSecret(Arc<str>);
+
+impl DeviceSecret {
+    /// A new random secret.
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string().into())
     }
 
-    /// Reads an id, refusing anything that is not 32 lowercase hex digits.
+    /// Reads a secret, refusing anything that is not 32 lowercase hex digits.
     pub fn parse(text: &str) -> Option<Self> {
-        (text.len() == 32
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| Self(text.into()))
+        is_hex(text, 32).then(|| Self(text.into()))
+    }
+
+    /// The device this secret is.
+    pub fn device(&self) -> DeviceId {
+        let digest = Sha256::digest(self.0.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        DeviceId(hex.into())
+    }
+
+    /// The `Set-Cookie` header that gives a browser this secret.
+    pub fn set_cookie(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}",
+            self.0
+        ))
+        .expect("hex digits make a valid header")
+    }
+
+    /// The secret from a request's cookie, if it carries a well-formed one.
+    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        cookie(headers, COOKIE).and_then(Self::parse)
+    }
+}
+
+impl fmt::Debug for DeviceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceSecret(…)")
+    }
+}
+
+/// A device as jobs and logs know it: 16 hex digits derived from its secret, or `scripts` for
+/// everything using the access token.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DeviceId(Arc<str>);
+
+impl DeviceId {
+    /// The device of every script that authenticates with the access token.
+    pub fn scripts() -> Self {
+        Self("scripts".into())
+    }
+
+    /// Reads an id as stored.
+    pub fn parse(text: &str) -> Option<Self> {
+        (is_hex(text, 16) || text == "scripts").then(|| Self(text.into()))
     }
 
     /// The id as text.
@@ -47,15 +95,21 @@ impl DeviceId {
         &self.0
     }
 
-    /// A short form safe to log and show: the first 8 digits.
+    /// A short form for logs: the first 8 characters.
     pub fn short(&self) -> &str {
-        &self.0[..8]
+        &self.0[..self.0.len().min(8)]
     }
 }
 
 impl fmt::Debug for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DeviceId({}…)", self.short())
+        write!(f, "DeviceId({})", self.0)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -71,84 +125,58 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-fn set_cookie(device: &DeviceId) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}",
-        device.as_str()
-    ))
-    .expect("hex digits make a valid header")
-}
-
-/// Middleware: finds the request's device (issuing a new one when it has none) and puts it in
-/// the request's extensions for handlers.
-pub async fn identify(mut request: Request, next: Next) -> Response {
-    let known = cookie(request.headers(), COOKIE).and_then(DeviceId::parse);
-    let fresh = known.is_none();
-    let device = known.unwrap_or_else(DeviceId::generate);
-    request.extensions_mut().insert(device.clone());
-    let mut response = next.run(request).await;
-    // A handler that chose the device itself (a device link) has the last word.
-    let chosen = response
-        .headers()
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .any(|value| {
-            value
-                .as_bytes()
-                .starts_with(format!("{COOKIE}=").as_bytes())
-        });
-    if fresh && !chosen {
-        response
-            .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(&device));
-    }
-    response
-}
-
-/// One-time codes that hand a device's identity to another browser.
+/// One-time codes that hand a device's secret to another browser.
 #[derive(Default)]
 pub struct DeviceLinks {
-    codes: Mutex<HashMap<String, (DeviceId, Instant)>>,
+    codes: Mutex<HashMap<String, (DeviceSecret, Instant)>>,
 }
 
 impl DeviceLinks {
-    /// A new code for `device`, valid for ten minutes and one use.
-    pub fn create(&self, device: &DeviceId) -> String {
+    /// A new code for the device holding `secret`, valid for ten minutes and one use.
+    pub fn create(&self, secret: &DeviceSecret) -> String {
         let code = uuid::Uuid::new_v4().simple().to_string();
         let mut codes = self.codes.lock().expect("lock never poisoned");
         codes.retain(|_, (_, created)| created.elapsed() < LINK_LIFETIME);
-        codes.insert(code.clone(), (device.clone(), Instant::now()));
+        codes.insert(code.clone(), (secret.clone(), Instant::now()));
         code
     }
 
-    /// The device a code stands for, consuming the code.
-    pub fn redeem(&self, code: &str) -> Option<DeviceId> {
+    /// The secret a code stands for, consuming the code.
+    pub fn redeem(&self, code: &str) -> Option<DeviceSecret> {
         let mut codes = self.codes.lock().expect("lock never poisoned");
-        let (device, created) = codes.remove(code)?;
-        (created.elapsed() < LINK_LIFETIME).then_some(device)
+        let (secret, created) = codes.remove(code)?;
+        (created.elapsed() < LINK_LIFETIME).then_some(secret)
     }
 }
 
 /// `POST /api/device/link`: a one-time link that opens the app as this device elsewhere.
 pub async fn create_link(
     State(state): State<AppState>,
-    Extension(device): Extension<DeviceId>,
-) -> Json<serde_json::Value> {
-    let code = state.device_links.create(&device);
+    secret: Option<Extension<DeviceSecret>>,
+) -> Response {
+    let Some(Extension(secret)) = secret else {
+        let body = shared::api::ErrorBody {
+            error: "Only a browser can create a device link.".to_owned(),
+            detail: None,
+        };
+        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    };
+    let code = state.device_links.create(&secret);
     Json(serde_json::json!({
         "path": format!("/link/{code}"),
         "expires_in_secs": LINK_LIFETIME.as_secs(),
     }))
+    .into_response()
 }
 
 /// `GET /link/{code}`: adopts the linked device and opens the app.
 pub async fn follow_link(State(state): State<AppState>, Path(code): Path<String>) -> Response {
     match state.device_links.redeem(&code) {
-        Some(device) => {
+        Some(secret) => {
             let mut response = Redirect::to("/").into_response();
             response
                 .headers_mut()
-                .insert(header::SET_COOKIE, set_cookie(&device));
+                .insert(header::SET_COOKIE, secret.set_cookie());
             response
         }
         None => (
@@ -164,12 +192,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_32_lowercase_hex_digits_are_a_device_id() {
-        let id = DeviceId::generate();
-        assert_eq!(DeviceId::parse(id.as_str()), Some(id));
-        assert!(DeviceId::parse("0123456789ABCDEF0123456789abcdef").is_none());
-        assert!(DeviceId::parse("../../etc").is_none());
-        assert!(DeviceId::parse("").is_none());
+    fn only_32_lowercase_hex_digits_are_a_secret() {
+        let secret = DeviceSecret::generate();
+        assert_eq!(DeviceSecret::parse(&secret.0), Some(secret));
+        assert!(DeviceSecret::parse("0123456789ABCDEF0123456789abcdef").is_none());
+        assert!(DeviceSecret::parse("../../etc").is_none());
+        assert!(DeviceSecret::parse("").is_none());
+    }
+
+    #[test]
+    fn a_secret_always_makes_the_same_device_and_the_device_does_not_reveal_it() {
+        let secret = DeviceSecret::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let device = secret.device();
+        assert_eq!(device, secret.device());
+        assert_eq!(device.as_str().len(), 16);
+        assert!(!secret.0.contains(device.as_str()));
+        assert_eq!(DeviceId::parse(device.as_str()), Some(device));
     }
 
     #[test]
@@ -186,9 +224,9 @@ mod tests {
     #[test]
     fn a_link_code_works_once() {
         let links = DeviceLinks::default();
-        let device = DeviceId::generate();
-        let code = links.create(&device);
-        assert_eq!(links.redeem(&code), Some(device));
+        let secret = DeviceSecret::generate();
+        let code = links.create(&secret);
+        assert_eq!(links.redeem(&code), Some(secret));
         assert_eq!(links.redeem(&code), None);
         assert_eq!(links.redeem("made-up"), None);
     }

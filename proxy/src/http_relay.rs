@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::body::HttpBody as _;
-use axum::extract::{OriginalUri, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, Response};
 use futures_util::TryStreamExt;
 
@@ -17,11 +17,10 @@ use crate::state::AppState;
 /// Forwards the request as it came (method, path under `/` or `/api`, query, body).
 pub async fn relay(
     State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
     request: Request,
 ) -> Result<Response<Body>, RelayError> {
     let (parts, body) = request.into_parts();
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = state.upstream.url_for(path_and_query);
 
     let mut upstream_request = state

@@ -4,47 +4,60 @@
 //! [`app`] builds the router and [`run`] serves it until a shutdown signal, so tests start the
 //! real server on `127.0.0.1:0`.
 
+pub mod allowlist;
+pub mod auth;
 pub mod banner;
 pub mod comfy;
+pub mod commands;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod guard;
 pub mod headers;
 pub mod http_relay;
 pub mod jobs;
+pub mod object_info;
+pub mod prompt;
 pub mod shutdown;
 pub mod spa;
 pub mod state;
+pub mod upload;
 pub mod upstream;
 pub mod ws_relay;
 
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Request;
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodRouter, any, get, post};
+use axum::{Router, middleware};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
-use error::RelayError;
 pub use state::AppState;
 
 /// How long shutdown waits for relayed sockets to close before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// ComfyUI's routes that the relay forwards. ComfyUI serves each at `/` and under `/api`.
+/// Everything else of ComfyUI's is refused by [`allowlist`].
 fn comfyui_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     let relay = http_relay::relay;
     vec![
-        ("/prompt", get(relay).post(relay)),
-        ("/upload/image", post(relay)),
+        ("/prompt", get(relay).post(prompt::queue)),
+        (
+            "/upload/image",
+            // The upload handler enforces its own limit, on the stream.
+            post(upload::upload_image).layer(DefaultBodyLimit::disable()),
+        ),
         ("/interrupt", post(relay)),
         ("/view", get(relay)),
-        ("/history", get(relay)),
+        ("/history", get(relay).post(allowlist::refuse_or_relay)),
         ("/history/{prompt_id}", get(relay)),
-        ("/queue", get(relay).post(relay)),
+        ("/queue", get(relay).post(allowlist::edit_queue)),
         ("/object_info", get(relay)),
         ("/object_info/{node_class}", get(relay)),
         ("/system_stats", get(relay)),
@@ -53,15 +66,7 @@ fn comfyui_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// An `/api/...` path that matched nothing: a JSON 404, never the app's page.
-async fn no_such_api_route(request: Request) -> RelayError {
-    RelayError::NoSuchRoute {
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-    }
-}
-
-/// The relay's own API: jobs, their event socket, device links.
+/// The relay's own API: jobs and their event socket, devices, pairing, node schemas.
 fn relay_routes() -> Router<AppState> {
     use jobs::routes as job;
     Router::new()
@@ -71,22 +76,45 @@ fn relay_routes() -> Router<AppState> {
         .route("/api/jobs/{id}/cancel", post(job::cancel))
         .route("/api/jobs/{id}/requeue", post(job::requeue))
         .route("/api/events", get(job::events))
+        .route("/api/object_info", get(object_info::serve))
+        .route(
+            "/api/object_info/{node_class}",
+            get(object_info::serve_class),
+        )
+        .route("/api/session", get(auth::session))
         .route("/api/device/link", post(device::create_link))
         .route("/link/{code}", get(device::follow_link))
+        .route("/pair", get(auth::pair))
 }
 
 /// The whole HTTP surface of the relay.
 pub fn app(state: AppState) -> Router {
     let mut router = relay_routes();
     for (path, route) in comfyui_routes() {
-        router = router
-            .route(path, route.clone())
-            .route(&format!("/api{path}"), route);
+        // Under /api, the relay answers /object_info itself, from its kept copy.
+        if !matches!(path, "/object_info" | "/object_info/{node_class}") {
+            router = router.route(&format!("/api{path}"), route.clone());
+        }
+        router = router.route(path, route);
+    }
+    for (prefix, _) in allowlist::BLOCKED {
+        for path in [prefix.to_owned(), format!("{prefix}/{{*rest}}")] {
+            router = router
+                .route(&path, any(allowlist::refuse_or_relay))
+                .route(&format!("/api{path}"), any(allowlist::refuse_or_relay));
+        }
     }
     router
-        .route("/api/{*rest}", any(no_such_api_route))
+        .route("/api/{*rest}", any(allowlist::refuse_or_relay))
         .fallback(spa::serve)
-        .layer(axum::middleware::from_fn(device::identify))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -116,7 +144,8 @@ pub async fn run(
         state.jobs.clone(),
         token.clone(),
     ));
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         // Upgraded sockets are not connections axum waits for: tell them to close.
         token.cancel();

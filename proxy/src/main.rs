@@ -1,8 +1,9 @@
-//! `comfy-relay`: parses the configuration, prints where to open the app, and serves.
+//! `comfy-relay`: serves (the default), or runs one of its subcommands.
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use proxy::{AppState, Config, banner, shutdown};
+use proxy::config::{Cli, Command, Config};
+use proxy::{AppState, banner, commands, shutdown};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +14,16 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = Config::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Devices { data_dir, action }) => {
+            commands::devices::run(&data_dir, action, &mut std::io::stdout())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -24,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
             config.static_dir.display()
         );
     }
-    banner::print(listener.local_addr()?);
+    let pairing = state.auth.required.then(|| state.auth.pairing_path());
+    if !state.auth.required && !config.listen.ip().is_loopback() {
+        tracing::warn!("--no-auth: anyone who reaches this relay can use ComfyUI through it");
+    }
+    banner::print(listener.local_addr()?, pairing.as_deref());
     proxy::run(listener, state, shutdown::signal())
         .await
         .context("the server stopped with an error")

@@ -7,10 +7,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::comfy::ComfyClient;
 use crate::config::Config;
 use crate::device::DeviceLinks;
+use crate::guard::HostNames;
 use crate::jobs::Jobs;
+use crate::object_info::ObjectInfo;
 use crate::upstream::Upstream;
 
 /// How long to wait for a TCP connection to ComfyUI.
@@ -37,6 +40,16 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     /// One-time links that hand a device's identity to another browser.
     pub device_links: Arc<DeviceLinks>,
+    /// Who may use the relay.
+    pub auth: Arc<Auth>,
+    /// The host names the relay answers to.
+    pub host_names: Arc<HostNames>,
+    /// ComfyUI routes the operator allowed beyond the default allowlist.
+    pub allowed_routes: Arc<Vec<String>>,
+    /// The largest image upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// ComfyUI's node schemas, fetched once.
+    pub object_info: Arc<ObjectInfo>,
 }
 
 impl AppState {
@@ -51,13 +64,15 @@ impl AppState {
             .build()?;
         let upstream = Arc::new(Upstream::new(config.comfyui_candidates()));
         let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
+        let object_info = Arc::new(ObjectInfo::new(comfy.clone()));
         Ok(Self {
-            jobs: Arc::new(Jobs::new(
-                comfy,
-                config.preview_method,
-                config.max_finished_jobs,
-            )),
+            jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)),
             device_links: Arc::new(DeviceLinks::default()),
+            auth: Arc::new(Auth::new(config)?),
+            host_names: Arc::new(HostNames::new(&config.allowed_hosts)),
+            allowed_routes: Arc::new(config.allowed_routes.clone()),
+            max_upload_bytes: config.max_upload_bytes,
+            object_info,
             http,
             upstream,
             upstream_timeout: config.upstream_timeout(),

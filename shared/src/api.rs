@@ -179,6 +179,20 @@ pub enum Event {
     },
 }
 
+impl InputProblem {
+    /// One line for people: "KSampler · cfg: 101 is larger than the maximum, 100.0".
+    pub fn describe(&self) -> String {
+        let node = self
+            .node_title
+            .clone()
+            .unwrap_or_else(|| format!("node {}", self.node_id));
+        match &self.input {
+            Some(input) => format!("{node} · {input}: {}", self.message),
+            None => format!("{node}: {}", self.message),
+        }
+    }
+}
+
 /// One problem with one input, from ComfyUI's validation or the relay's own checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputProblem {

@@ -3,6 +3,7 @@
 //! - [`comfy`]: what ComfyUI sends and accepts on the wire, modelled on recorded traffic.
 //! - [`workflow`]: the API-format workflow (`workflow_api.json`) and the inputs a person can edit.
 //! - [`progress`]: folding ComfyUI's execution events into one run's progress.
+//! - [`schema`]: node classes' inputs from `/object_info`, and the checks ComfyUI applies to values.
 //! - [`api`]: Comfy Relay's own HTTP and WebSocket bodies.
 //! - [`backoff`]: when to retry a dropped connection.
 
@@ -10,4 +11,5 @@ pub mod api;
 pub mod backoff;
 pub mod comfy;
 pub mod progress;
+pub mod schema;
 pub mod workflow;

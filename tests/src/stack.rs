@@ -48,6 +48,8 @@ pub struct Stack {
     stop_relay: Option<oneshot::Sender<()>>,
     relay: JoinHandle<std::io::Result<()>>,
     _static_dir: Option<tempfile::TempDir>,
+    /// The relay's data directory (token, paired devices).
+    pub data_dir: tempfile::TempDir,
 }
 
 /// The `index.html` of the temporary static dir.
@@ -66,6 +68,7 @@ pub async fn spawn_stack_with(options: StackOptions) -> Stack {
 
 /// Starts a relay in front of an already running double.
 pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
+    let data_dir = tempfile::tempdir().expect("a temporary data dir");
     let (static_dir, temp) = match options.static_dir {
         Some(dir) => (dir, None),
         None => {
@@ -84,6 +87,7 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
         format!("--static-dir={}", static_dir.display()),
         format!("--upstream-timeout-secs={}", options.upstream_timeout_secs),
         "--probe-interval-secs=1".to_owned(),
+        format!("--data-dir={}", data_dir.path().display()),
     ];
     args.extend(options.relay_args.iter().cloned());
     let config = Config::parse_from(args);
@@ -100,6 +104,7 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
         stop_relay: Some(stop_relay),
         relay,
         _static_dir: temp,
+        data_dir,
     }
 }
 

@@ -273,3 +273,49 @@ async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
     laptop.close().await;
     phone.close().await;
 }
+
+#[tokio::test]
+async fn a_phone_pairs_through_the_link_and_then_runs_a_workflow() {
+    let token = "fedcba9876543210fedcba9876543210";
+    let stack = spawn_stack_with(StackOptions {
+        static_dir: Some(dist_dir()),
+        relay_args: vec!["--require-token".to_owned(), format!("--token={token}")],
+        ..StackOptions::default()
+    })
+    .await;
+    let phone = Browser::launch(Viewport::Phone).await;
+    phone.goto(&stack.relay_url()).await;
+    let told = phone
+        .wait_for_text("pairing-required", |t| !t.is_empty())
+        .await;
+    assert!(told.contains("pairing link"), "{told}");
+    phone
+        .wait_for_text("connection", |t| t == "Not paired")
+        .await;
+    phone.screenshot("pairing-1-not-paired").await;
+
+    phone
+        .goto(&format!("{}/pair?token={token}", stack.relay_url()))
+        .await;
+    phone.wait_for_text("connection", |t| t == "Live").await;
+    let url = phone.client.current_url().await.unwrap();
+    assert_eq!(
+        url.as_str(),
+        format!("{}/", stack.relay_url()),
+        "the token is gone from the address bar"
+    );
+    choose_workflow_file(&phone, "empty_image").await;
+    phone.by_test_id("input-7-filename_prefix").await;
+    phone.tap("queue").await;
+    wait_for_job_state(&phone, "succeeded").await;
+    phone
+        .screenshot_at("job", "pairing-2-paired-and-done")
+        .await;
+    let cookie_visible_to_scripts = phone.eval("return document.cookie;").await;
+    assert_eq!(
+        cookie_visible_to_scripts,
+        Value::from(""),
+        "the device cookie is HttpOnly"
+    );
+    phone.close().await;
+}

@@ -184,8 +184,16 @@ async fn when_comfyui_restarts_mid_run_the_job_is_marked_lost_and_can_be_queued_
 
 #[tokio::test]
 async fn a_client_that_never_reads_costs_bounded_memory_and_delays_no_one() {
-    const JOBS: usize = 60;
-    let stack = stack_at_pace(0.05).await;
+    const JOBS: usize = 200;
+    let stack = spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace: 0.01,
+            ..Options::default()
+        },
+        relay_args: vec![format!("--max-pending-jobs={JOBS}")],
+        ..StackOptions::default()
+    })
+    .await;
     let phone = Device::new(&stack.relay_url()).await;
     let stuck = tests::client::connect_unread(
         &format!("{}/api/events", stack.relay_ws("")),
@@ -332,7 +340,7 @@ async fn cancelling_a_running_job_interrupts_exactly_that_prompt() {
 }
 
 #[tokio::test]
-async fn comfyuis_validation_errors_come_back_per_input_with_node_titles() {
+async fn a_value_outside_its_range_is_refused_by_the_relay_naming_the_input() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
     let response = phone
@@ -347,9 +355,38 @@ async fn comfyuis_validation_errors_come_back_per_input_with_node_titles() {
     assert_eq!(problems[0]["node_id"], "5");
     assert_eq!(problems[0]["node_title"], "EmptyImage");
     assert_eq!(problems[0]["input"], "width");
+    assert_eq!(problems[0]["message"], "-5 is smaller than the minimum, 1");
+    assert!(phone.jobs().await.is_empty());
+    assert!(
+        stack.comfyui.requests_to("POST", "/prompt").is_empty(),
+        "refused before ComfyUI"
+    );
+}
+
+#[tokio::test]
+async fn comfyuis_own_validation_errors_come_back_per_input_with_node_titles() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let response = phone
+        .submit(
+            fixtures::INVERT_SLOW,
+            json!([{"node_id": "1", "input": "image", "value": "does-not-exist.png"}]),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: ErrorBody = response.json().await.unwrap();
+    let problems = &body.detail.unwrap()["problems"];
+    assert_eq!(problems[0]["node_id"], "1");
+    assert_eq!(problems[0]["node_title"], "Load Image");
+    assert_eq!(problems[0]["input"], "image");
     assert_eq!(
         problems[0]["message"],
-        "Value -5 smaller than min of 1 (width)"
+        "Custom validation failed for node (image - Invalid image file: does-not-exist.png)"
+    );
+    assert_eq!(
+        stack.comfyui.requests_to("POST", "/prompt").len(),
+        1,
+        "ComfyUI judged it"
     );
     assert!(phone.jobs().await.is_empty());
 }

@@ -13,8 +13,6 @@ use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUN_LIMIT: Duration = Duration::from_secs(15);
-/// What a phone on the LAN sends: its own origin, never ComfyUI's.
-const PHONE_ORIGIN: &str = "http://192.168.1.20:8189";
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
@@ -56,8 +54,17 @@ async fn every_read_route_answers_through_the_relay_as_comfyui_does_at_root_and_
                 .await
                 .unwrap();
             assert_eq!(relayed, direct, "{path}");
-            let last = stack.comfyui.requests().into_iter().rev().nth(1).unwrap();
-            assert_eq!(last.path, path, "the relay forwards the path as sent");
+            let upstream = stack.comfyui.requests().into_iter().rev().nth(1).unwrap();
+            // Under /api the relay answers /object_info from its kept copy, fetched from the root.
+            let expected = if path.starts_with("/api/object_info") {
+                &path[4..]
+            } else {
+                &path
+            };
+            assert_eq!(
+                upstream.path, expected,
+                "the relay forwards the path as sent"
+            );
         }
     }
 }
@@ -156,10 +163,13 @@ async fn a_socket_that_did_not_negotiate_gets_legacy_previews_through_the_relay(
 async fn requests_from_a_lan_origin_succeed_through_the_relay_though_comfyui_refuses_them() {
     let stack = spawn_stack().await;
     let body = prompt_body(fixtures::EMPTY_IMAGE, "phone-2");
+    // What the app sends from a phone: the relay's origin, which is foreign to ComfyUI.
+    let relay_origin = stack.relay_url();
+    let referer = format!("{relay_origin}/");
     let browser_headers = [
-        ("origin", PHONE_ORIGIN),
-        ("referer", "http://192.168.1.20:8189/"),
-        ("sec-fetch-site", "cross-site"),
+        ("origin", relay_origin.as_str()),
+        ("referer", referer.as_str()),
+        ("sec-fetch-site", "same-origin"),
         ("sec-fetch-mode", "cors"),
     ];
     let send = |base: String| {
@@ -195,7 +205,7 @@ async fn requests_from_a_lan_origin_succeed_through_the_relay_though_comfyui_ref
 
     let direct = client::connect(
         &format!("ws://{}/ws?clientId=x", stack.comfyui.addr()),
-        &[("origin", PHONE_ORIGIN)],
+        &[("origin", relay_origin.as_str())],
     )
     .await;
     assert!(
@@ -204,7 +214,7 @@ async fn requests_from_a_lan_origin_succeed_through_the_relay_though_comfyui_ref
     );
     let relayed = client::connect(
         &stack.relay_ws("/ws?clientId=x"),
-        &[("origin", PHONE_ORIGIN)],
+        &[("origin", relay_origin.as_str())],
     )
     .await;
     assert!(
@@ -324,21 +334,21 @@ async fn interrupt_queue_and_history_calls_are_relayed_with_their_bodies() {
 #[tokio::test]
 async fn comfyuis_own_error_answers_come_back_unchanged() {
     let stack = spawn_stack().await;
-    let out_of_range = json!({"prompt": {
-        "5": {"class_type": "EmptyImage", "inputs": {"width": -5, "height": 48, "batch_size": 1, "color": 0}},
-        "7": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "x"}}
+    let missing_image = json!({"prompt": {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "does-not-exist.png"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
     }});
     let response = http()
         .post(format!("{}/prompt", stack.relay_url()))
-        .json(&out_of_range)
+        .json(&missing_image)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
-        body["node_errors"]["5"]["errors"][0]["type"],
-        "value_smaller_than_min"
+        body["node_errors"]["1"]["errors"][0]["type"],
+        "custom_validation_failed"
     );
 
     let missing = http()
@@ -390,9 +400,12 @@ async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = format!("http://{}", listener.local_addr().unwrap());
+    let data_dir = tempfile::tempdir().unwrap();
     let config = <proxy::Config as clap::Parser>::parse_from([
         "comfy-relay".to_owned(),
+        format!("--listen={}", listener.local_addr().unwrap()),
         format!("--comfyui-url=http://{silent_addr}"),
+        format!("--data-dir={}", data_dir.path().display()),
         "--upstream-timeout-secs=1".to_owned(),
     ]);
     tokio::spawn(proxy::run(
@@ -416,7 +429,7 @@ async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
 }
 
 #[tokio::test]
-async fn deep_links_get_the_app_and_unknown_paths_get_real_404s() {
+async fn deep_links_get_the_app_missing_files_get_404_and_unknown_api_paths_are_refused() {
     let stack = spawn_stack().await;
     let relay = stack.relay_url();
     for deep_link in ["/", "/jobs/123", "/workflows/portrait"] {
@@ -445,11 +458,14 @@ async fn deep_links_get_the_app_and_unknown_paths_get_real_404s() {
         .send()
         .await
         .unwrap();
-    assert_eq!(api.status(), 404);
+    assert_eq!(api.status(), 403, "a JSON answer, not the app's page");
     let body: Value = api.json().await.unwrap();
-    assert_eq!(
-        body["error"],
-        "Comfy Relay has no API route GET /api/no/such/route."
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Comfy Relay does not pass GET /api/no/such/route on to ComfyUI"),
+        "{body}"
     );
     assert!(
         stack
@@ -522,9 +538,11 @@ async fn a_large_upload_over_comfyuis_limit_gets_comfyuis_413_through_the_relay(
         ..Default::default()
     })
     .await;
+    let mut png = fixtures::PHONE_PNG.to_vec();
+    png.resize(5000, 0);
     let form = reqwest::multipart::Form::new().part(
         "image",
-        reqwest::multipart::Part::bytes(vec![0u8; 5000]).file_name("big.png"),
+        reqwest::multipart::Part::bytes(png).file_name("big.png"),
     );
     let response = http()
         .post(format!("{}/upload/image", stack.relay_url()))
@@ -533,9 +551,13 @@ async fn a_large_upload_over_comfyuis_limit_gets_comfyuis_413_through_the_relay(
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    assert_eq!(
-        response.text().await.unwrap(),
-        "Maximum request body size 1000 exceeded."
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("Maximum request body size 1000 exceeded."),
+        "{body}"
     );
 }
 

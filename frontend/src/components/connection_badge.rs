@@ -4,11 +4,12 @@ use leptos::prelude::*;
 
 use crate::events::{Connection, Events};
 
-/// A small badge: "Live", "Connecting…", "Reconnecting…" or "ComfyUI offline".
+/// A small badge: "Live", "Connecting…", "Reconnecting…", "ComfyUI offline" or "Not paired".
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let events = expect_context::<Events>();
     let state = move || match (events.connection.get(), events.comfyui.get()) {
+        _ if events.paired.get() == Some(false) => ("Not paired", "badge badge-wait"),
         (Connection::Open, Some(false)) => ("ComfyUI offline", "badge badge-wait"),
         (Connection::Open, _) => ("Live", "badge badge-ok"),
         (Connection::Connecting, _) => ("Connecting…", "badge badge-wait"),

@@ -211,7 +211,7 @@ mod tests {
     #[test]
     fn a_reader_that_never_reads_holds_one_entry_and_one_preview_per_job() {
         let hub = Arc::new(Hub::default());
-        let device = DeviceId::generate();
+        let device = crate::device::DeviceSecret::generate().device();
         let slow = hub.subscribe(device.clone());
         for step in 0..10_000u32 {
             hub.job_changed(&device, "job-1");
@@ -231,7 +231,10 @@ mod tests {
     #[test]
     fn each_device_hears_only_about_its_own_jobs_but_everyone_about_comfyui() {
         let hub = Arc::new(Hub::default());
-        let (phone, laptop) = (DeviceId::generate(), DeviceId::generate());
+        let (phone, laptop) = (
+            crate::device::DeviceSecret::generate().device(),
+            crate::device::DeviceSecret::generate().device(),
+        );
         let phone_socket = hub.subscribe(phone.clone());
         let laptop_socket = hub.subscribe(laptop);
         hub.job_changed(&phone, "p1");
@@ -248,7 +251,7 @@ mod tests {
     #[test]
     fn a_removed_job_replaces_its_pending_change() {
         let hub = Arc::new(Hub::default());
-        let device = DeviceId::generate();
+        let device = crate::device::DeviceSecret::generate().device();
         let socket = hub.subscribe(device.clone());
         hub.job_changed(&device, "p1");
         hub.preview(&device, "p1", Bytes::from_static(b"x"));
@@ -260,7 +263,7 @@ mod tests {
     #[test]
     fn dropping_a_subscription_unregisters_it() {
         let hub = Arc::new(Hub::default());
-        let socket = hub.subscribe(DeviceId::generate());
+        let socket = hub.subscribe(crate::device::DeviceSecret::generate().device());
         assert_eq!(hub.subscribers(), 1);
         drop(socket);
         assert_eq!(hub.subscribers(), 0);

@@ -22,9 +22,10 @@ use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
 
 use crate::comfy::{ComfyClient, QueueError};
-use crate::config::PreviewMethod;
+use crate::config::{Config, PreviewMethod};
 use crate::device::DeviceId;
 use crate::error::RelayError;
+use crate::object_info::ObjectInfo;
 use hub::Hub;
 use registry::{JobRecord, Registry};
 
@@ -38,7 +39,9 @@ pub struct Jobs {
     pub comfy: ComfyClient,
     /// The relay's own ComfyUI client id, stable for the life of the process.
     pub client_id: String,
+    object_info: Arc<ObjectInfo>,
     preview_method: PreviewMethod,
+    max_pending: usize,
     connected: AtomicBool,
     /// Wakes the task that refreshes queue positions.
     queue_changed: Notify,
@@ -56,6 +59,9 @@ pub enum JobsError {
     /// A value does not fit the workflow.
     #[error("{0}")]
     BadInput(String, Vec<InputProblem>),
+    /// The device has as many jobs waiting as it may.
+    #[error("You already have {0} jobs waiting; queue more when some have started.")]
+    TooManyWaiting(usize),
     /// ComfyUI's validation refused the workflow.
     #[error("ComfyUI refused the workflow: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<InputProblem>, Box<PromptRejected>),
@@ -129,15 +135,17 @@ fn input_problem(error: &InputError) -> InputProblem {
 }
 
 impl Jobs {
-    /// An empty job service.
-    pub fn new(comfy: ComfyClient, preview_method: PreviewMethod, max_finished: usize) -> Self {
+    /// An empty job service, configured by `config`.
+    pub fn new(comfy: ComfyClient, object_info: Arc<ObjectInfo>, config: &Config) -> Self {
         let hub = Arc::new(Hub::default());
         Self {
-            registry: Registry::new(hub.clone(), max_finished),
+            registry: Registry::new(hub.clone(), config.max_finished_jobs),
             hub,
             comfy,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
-            preview_method,
+            object_info,
+            preview_method: config.preview_method,
+            max_pending: config.max_pending_jobs,
             connected: AtomicBool::new(false),
             queue_changed: Notify::new(),
         }
@@ -154,12 +162,18 @@ impl Jobs {
         }
     }
 
-    /// Checks a job request into the prompt to queue: an API workflow with the values applied.
-    pub fn prepare(&self, request: JobRequest) -> Result<PromptRequest, JobsError> {
+    /// Checks a job request into the prompt to queue: an API workflow with the values applied,
+    /// whose classes and values ComfyUI will accept.
+    pub async fn prepare(&self, request: JobRequest) -> Result<PromptRequest, JobsError> {
         let mut workflow =
             Workflow::from_value(request.workflow).map_err(JobsError::NotApiWorkflow)?;
         InputEdit::apply_all(&request.values, &mut workflow)
             .map_err(|e| JobsError::BadInput(e.to_string(), vec![input_problem(&e)]))?;
+        let problems = self.object_info.check(&workflow).await?;
+        if !problems.is_empty() {
+            let summary: Vec<String> = problems.iter().map(InputProblem::describe).collect();
+            return Err(JobsError::BadInput(summary.join("; "), problems));
+        }
         let mut extra_data = serde_json::Map::new();
         if let Some(method) = self.preview_method.as_extra_data() {
             // Newer ComfyUI sends no previews unless the prompt asks for them.
@@ -174,6 +188,15 @@ impl Jobs {
 
     /// Queues a prepared prompt for `device`.
     pub async fn submit(&self, device: DeviceId, prompt: PromptRequest) -> Result<Job, JobsError> {
+        let waiting = self
+            .registry
+            .list(&device)
+            .iter()
+            .filter(|job| job.state == JobState::Queued)
+            .count();
+        if waiting >= self.max_pending {
+            return Err(JobsError::TooManyWaiting(waiting));
+        }
         let accepted = self
             .comfy
             .queue_prompt(&prompt)

@@ -552,7 +552,10 @@ mod tests {
         registry.apply(&message(
             r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"p"}}"#,
         ));
-        let job = registry.insert(record("p", &DeviceId::generate()));
+        let job = registry.insert(record(
+            "p",
+            &crate::device::DeviceSecret::generate().device(),
+        ));
         assert_eq!(job.state, JobState::Running);
         assert_eq!(job.nodes[0].state, NodeRun::Cached);
     }
@@ -560,7 +563,7 @@ mod tests {
     #[test]
     fn finished_jobs_beyond_the_limit_are_forgotten_oldest_first() {
         let registry = Registry::new(Arc::new(Hub::default()), 2);
-        let device = DeviceId::generate();
+        let device = crate::device::DeviceSecret::generate().device();
         for id in ["a", "b", "c"] {
             registry.insert(record(id, &device));
             registry.apply(&message(&format!(
@@ -579,7 +582,10 @@ mod tests {
     #[test]
     fn a_failure_keeps_the_traceback_and_names_the_node() {
         let registry = Registry::new(Arc::new(Hub::default()), 10);
-        registry.insert(record("p", &DeviceId::generate()));
+        registry.insert(record(
+            "p",
+            &crate::device::DeviceSecret::generate().device(),
+        ));
         registry.apply(&message(
             r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"SaveImage",
                "exception_message":"disk full\n","exception_type":"OSError","traceback":["line 1"]}}"#,
@@ -595,7 +601,7 @@ mod tests {
     #[test]
     fn only_the_latest_preview_is_kept_and_it_goes_when_the_job_ends() {
         let registry = Registry::new(Arc::new(Hub::default()), 10);
-        let device = DeviceId::generate();
+        let device = crate::device::DeviceSecret::generate().device();
         registry.insert(record("p", &device));
         registry.preview("p", Bytes::from_static(b"one"));
         registry.preview("p", Bytes::from_static(b"two"));
@@ -608,7 +614,10 @@ mod tests {
     #[test]
     fn a_device_lists_only_its_own_jobs_newest_first() {
         let registry = Registry::new(Arc::new(Hub::default()), 10);
-        let (phone, laptop) = (DeviceId::generate(), DeviceId::generate());
+        let (phone, laptop) = (
+            crate::device::DeviceSecret::generate().device(),
+            crate::device::DeviceSecret::generate().device(),
+        );
         registry.insert(record("1", &phone));
         registry.insert(record("2", &laptop));
         registry.insert(record("3", &phone));

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::Notice;
 use super::{Jobs, JobsError};
+use crate::auth::Auth;
 use crate::device::DeviceId;
 use crate::state::AppState;
 
@@ -48,6 +49,7 @@ impl IntoResponse for JobsError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
             Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
             Self::Finished(_) => (StatusCode::CONFLICT, None),
+            Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             Self::Upstream(_) => unreachable!("answered above"),
         };
         let body = ErrorBody {
@@ -66,7 +68,7 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<Job>), JobsError> {
     let request: JobRequest =
         serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
-    let prompt = state.jobs.prepare(request)?;
+    let prompt = state.jobs.prepare(request).await?;
     let job = state.jobs.submit(device, prompt).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
@@ -144,13 +146,16 @@ pub async fn events(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let jobs = state.jobs.clone();
+    let auth = state.auth.clone();
     let shutdown = state.shutdown.clone();
     let tasks = state.tasks.clone();
     upgrade
         .read_buffer_size(EVENTS_READ_BUFFER)
         // Each send is awaited anyway: write it out at once rather than collecting 128 KiB.
         .write_buffer_size(0)
-        .on_upgrade(move |socket| tasks.track_future(serve_events(jobs, device, socket, shutdown)))
+        .on_upgrade(move |socket| {
+            tasks.track_future(serve_events(jobs, auth, device, socket, shutdown))
+        })
 }
 
 fn text(bytes: Bytes) -> Message {
@@ -167,6 +172,7 @@ fn event(event: &Event) -> Message {
 /// Sends the device's jobs, then every change, until the socket closes or the relay stops.
 async fn serve_events(
     jobs: Arc<Jobs>,
+    auth: Arc<Auth>,
     device: DeviceId,
     socket: WebSocket,
     shutdown: CancellationToken,
@@ -200,6 +206,12 @@ async fn serve_events(
                     Some(Ok(_)) => continue,
                 },
                 _ = ping.tick() => {
+                    // A device revoked while connected is cut off here.
+                    if !auth.still_allowed(&device) {
+                        let close = CloseFrame { code: 1008, reason: "This device was unpaired".into() };
+                        let _ = tx.send(Message::Close(Some(close))).await;
+                        return;
+                    }
                     if tx.send(Message::Ping(Bytes::new())).await.is_err() {
                         return;
                     }

@@ -75,3 +75,13 @@ pub fn numbers_as_f64(value: Value) -> Value {
         other => other,
     }
 }
+
+/// The recorded `GET /object_info` (497 classes).
+pub fn object_info() -> Value {
+    let gz =
+        std::fs::read(root().join("object_info_full.json.gz")).expect("object_info is recorded");
+    let mut json = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut json)
+        .expect("gzip");
+    serde_json::from_str(&json).expect("JSON")
+}

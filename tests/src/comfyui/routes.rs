@@ -43,9 +43,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
             .route("/object_info/{class}", get(object_info_class))
             .route(
                 "/upload/image",
-                // Room for the multipart framing around a file at the limit.
-                post(upload_image)
-                    .layer(DefaultBodyLimit::max(upload_limit.saturating_add(65_536))),
+                // aiohttp's client_max_size: the whole body, framing included.
+                post(upload_image).layer(DefaultBodyLimit::max(upload_limit)),
             )
             .route("/view", get(view))
             .route("/ws", get(sockets::connect))

@@ -1,0 +1,3 @@
+//! `comfy-relay`'s subcommands besides serving.
+
+pub mod devices;

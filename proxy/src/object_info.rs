@@ -1,0 +1,162 @@
+//! ComfyUI's node schemas (`/object_info`), fetched once and kept.
+//!
+//! With many custom nodes ComfyUI can take seconds to minutes to answer `/object_info`
+//! (ComfyUI #6372), so the relay asks once, shares the answer with every device
+//! (`GET /api/object_info`), and refreshes on demand, or one class at a time when a workflow
+//! names a class or a combo value the kept copy does not know (a node or model installed since).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::api::InputProblem;
+use shared::schema::{NodeSchema, check_workflow};
+use shared::workflow::Workflow;
+use tokio::sync::Mutex;
+
+use crate::comfy::ComfyClient;
+use crate::error::RelayError;
+use crate::state::AppState;
+
+/// One fetched `/object_info`.
+struct Snapshot {
+    raw: Map<String, Value>,
+    /// The raw answer serialised once, for every device that asks.
+    json: Bytes,
+    schemas: BTreeMap<String, NodeSchema>,
+}
+
+impl Snapshot {
+    fn new(raw: Map<String, Value>) -> Self {
+        let json = Bytes::from(serde_json::to_vec(&raw).expect("JSON serialises"));
+        let schemas = NodeSchema::parse_all(&raw);
+        Self { raw, json, schemas }
+    }
+}
+
+/// The kept `/object_info`.
+pub struct ObjectInfo {
+    comfy: ComfyClient,
+    /// Held while fetching, so concurrent callers wait for one fetch instead of starting many.
+    snapshot: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl ObjectInfo {
+    /// Nothing kept yet.
+    pub fn new(comfy: ComfyClient) -> Self {
+        Self {
+            comfy,
+            snapshot: Mutex::new(None),
+        }
+    }
+
+    async fn current(&self, refresh: bool) -> Result<Arc<Snapshot>, RelayError> {
+        let mut slot = self.snapshot.lock().await;
+        match slot.as_ref() {
+            Some(snapshot) if !refresh => Ok(snapshot.clone()),
+            _ => {
+                let started = std::time::Instant::now();
+                let raw = self.comfy.object_info().await?;
+                tracing::info!(
+                    classes = raw.len(),
+                    "fetched ComfyUI's node schemas in {:?}",
+                    started.elapsed()
+                );
+                let snapshot = Arc::new(Snapshot::new(raw));
+                *slot = Some(snapshot.clone());
+                Ok(snapshot)
+            }
+        }
+    }
+
+    /// Fetches one class again and keeps the answer; `false` if ComfyUI does not have it.
+    async fn refresh_class(&self, class: &str) -> Result<bool, RelayError> {
+        let mut fetched = self.comfy.object_info_class(class).await?;
+        let mut slot = self.snapshot.lock().await;
+        let mut raw = slot.as_ref().map(|s| s.raw.clone()).unwrap_or_default();
+        let known = match fetched.remove(class) {
+            Some(info) => {
+                raw.insert(class.to_owned(), info);
+                true
+            }
+            None => {
+                raw.remove(class);
+                false
+            }
+        };
+        *slot = Some(Arc::new(Snapshot::new(raw)));
+        Ok(known)
+    }
+
+    /// What ComfyUI would refuse in `workflow`: unknown classes and values outside a node's
+    /// range or list. Classes behind a problem are fetched again once before it is reported.
+    pub async fn check(&self, workflow: &Workflow) -> Result<Vec<InputProblem>, RelayError> {
+        let snapshot = self.current(false).await?;
+        let problems = check_workflow(workflow, |class| snapshot.schemas.get(class));
+        if problems.is_empty() {
+            return Ok(problems);
+        }
+        let mut stale: Vec<&str> = problems
+            .iter()
+            .filter_map(|p| workflow.node(&p.node_id).map(|n| n.class_type.as_str()))
+            .collect();
+        stale.sort_unstable();
+        stale.dedup();
+        for class in stale {
+            self.refresh_class(class).await?;
+        }
+        let snapshot = self.current(false).await?;
+        Ok(check_workflow(workflow, |class| {
+            snapshot.schemas.get(class)
+        }))
+    }
+
+    /// The schema of one class, if ComfyUI has it.
+    pub async fn schema(&self, class: &str) -> Result<Option<NodeSchema>, RelayError> {
+        let snapshot = self.current(false).await?;
+        Ok(snapshot.schemas.get(class).cloned())
+    }
+}
+
+/// `GET /api/object_info` query.
+#[derive(Deserialize)]
+pub struct RefreshQuery {
+    #[serde(default)]
+    refresh: bool,
+}
+
+/// `GET /api/object_info[?refresh=true]`: the kept `/object_info`, fetched if needed.
+pub async fn serve(
+    State(state): State<AppState>,
+    Query(query): Query<RefreshQuery>,
+) -> Result<Response, RelayError> {
+    let snapshot = state.object_info.current(query.refresh).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        snapshot.json.clone(),
+    )
+        .into_response())
+}
+
+/// `GET /api/object_info/{class}`: one class, fetched again from ComfyUI and kept.
+pub async fn serve_class(
+    State(state): State<AppState>,
+    axum::extract::Path(class): axum::extract::Path<String>,
+) -> Result<Json<Value>, RelayError> {
+    state.object_info.refresh_class(&class).await?;
+    let snapshot = state.object_info.current(false).await?;
+    let mut found = Map::new();
+    if let Some(info) = snapshot.raw.get(&class) {
+        found.insert(class, info.clone());
+    }
+    Ok(Json(Value::Object(found)))
+}

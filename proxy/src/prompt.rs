@@ -1,0 +1,90 @@
+//! `POST /prompt` as relayed for other clients: checked before ComfyUI sees it.
+//!
+//! ComfyUI answers a body that is not JSON, and a UI-format workflow, with a bare 500, and some
+//! bad values only fail deep inside a run. The relay reads the (bounded) body and answers those
+//! itself: 400 for malformed JSON, 422 for a workflow that is not API format or has values
+//! outside a node's range or list, naming each input. A good body goes on unchanged.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use shared::api::ErrorBody;
+use shared::workflow::Workflow;
+
+use crate::http_relay;
+use crate::state::AppState;
+
+/// The largest prompt body read: a workflow is JSON text; a megabyte is already huge.
+pub const MAX_PROMPT_BYTES: usize = 16 * 1024 * 1024;
+
+fn refuse(status: StatusCode, error: String, detail: Option<Value>) -> Response {
+    (status, Json(ErrorBody { error, detail })).into_response()
+}
+
+/// Checks a `POST /prompt` body; `Ok` with the body to forward, or the answer to give.
+pub async fn check(state: &AppState, body: &Bytes) -> Result<(), Response> {
+    let request: Value = serde_json::from_slice(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("The body is not valid JSON: {e}."),
+            None,
+        )
+    })?;
+    let Some(prompt) = request.get("prompt") else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "The body has no \"prompt\": send {\"prompt\": <API-format workflow>}.".to_owned(),
+            None,
+        ));
+    };
+    let workflow = Workflow::from_value(prompt.clone())
+        .map_err(|e| refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None))?;
+    let problems = state
+        .object_info
+        .check(&workflow)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = problems
+        .iter()
+        .map(|p| match &p.input {
+            Some(input) => format!("node {} input \"{input}\": {}", p.node_id, p.message),
+            None => format!("node {}: {}", p.node_id, p.message),
+        })
+        .collect();
+    Err(refuse(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("ComfyUI would refuse this workflow: {}", summary.join("; ")),
+        Some(serde_json::json!({ "problems": problems })),
+    ))
+}
+
+/// `POST /prompt` (and `/api/prompt`).
+pub async fn queue(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_PROMPT_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "The body is larger than {} MB.",
+                    MAX_PROMPT_BYTES / 1024 / 1024
+                ),
+                None,
+            );
+        }
+    };
+    if let Err(answer) = check(&state, &body).await {
+        return answer;
+    }
+    let request = Request::from_parts(parts, Body::from(body));
+    http_relay::relay(State(state), request)
+        .await
+        .into_response()
+}

@@ -1,0 +1,491 @@
+//! Image uploads, checked on the way through and streamed, never held whole.
+//!
+//! ComfyUI stores whatever it is sent as an "image" (a text file included), keeps `../` in file
+//! names, and lets a client pick folder, type and overwriting (recorded in
+//! `http/upload_not_an_image.json` and `upload_path_traversal.json`). The relay:
+//! - refuses a declared body over the limit before contacting ComfyUI, and cuts an undeclared
+//!   one at the limit (ComfyUI then sees an aborted request, never a stored file): 413;
+//! - sniffs the first bytes: PNG, JPEG, WebP and GIF pass; anything else is 415, with a hint for
+//!   the HEIC and AVIF photos phones take;
+//! - reduces the file name to a safe base name with the right extension, allows only simple
+//!   subfolder names and the `input` type, and never overwrites (ComfyUI renames instead).
+//!
+//! The image goes to ComfyUI as a new multipart body written while the browser's is read.
+
+use std::io;
+
+use axum::Json;
+use axum::extract::multipart::{Field, Multipart, MultipartError};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use shared::api::ErrorBody;
+use shared::comfy::UploadedImage;
+
+use crate::error::{RelayError, error_chain};
+use crate::state::AppState;
+
+/// Room for the multipart framing and small fields around an image at the limit.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+/// The longest file name kept (without extension).
+const MAX_NAME: usize = 100;
+/// Chunks in flight between the browser's body and ComfyUI's: the memory an upload costs.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// An image format ComfyUI reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// PNG.
+    Png,
+    /// JPEG.
+    Jpeg,
+    /// WebP.
+    Webp,
+    /// GIF.
+    Gif,
+}
+
+impl ImageKind {
+    /// The file extension to use.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpg",
+            Self::Webp => "webp",
+            Self::Gif => "gif",
+        }
+    }
+
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+            Self::Gif => "image/gif",
+        }
+    }
+
+    fn accepts_extension(self, extension: &str) -> bool {
+        match self {
+            Self::Jpeg => matches!(extension, "jpg" | "jpeg"),
+            other => extension == other.extension(),
+        }
+    }
+}
+
+/// Why an upload is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Over the size limit.
+    #[error("The image is larger than the {} MB limit.", .0 / (1024 * 1024))]
+    TooLarge(u64),
+    /// Not an image ComfyUI reads.
+    #[error("{0}")]
+    NotAnImage(String),
+    /// The form is not what `/upload/image` takes.
+    #[error("{0}")]
+    BadForm(String),
+    /// ComfyUI answered something else than the upload.
+    #[error("ComfyUI refused the upload (status {status}): {text}")]
+    ComfyUi {
+        /// Its status.
+        status: u16,
+        /// Its body.
+        text: String,
+    },
+    /// ComfyUI is down or slow.
+    #[error(transparent)]
+    Upstream(#[from] RelayError),
+}
+
+impl IntoResponse for UploadError {
+    fn into_response(self) -> Response {
+        if let Self::Upstream(error) = self {
+            return error.into_response();
+        }
+        let status = match &self {
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotAnImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BadForm(_) => StatusCode::BAD_REQUEST,
+            Self::ComfyUi { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            Self::Upstream(_) => unreachable!("answered above"),
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            detail: None,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// What the first bytes of a file say it is.
+pub fn sniff(head: &[u8]) -> Result<ImageKind, String> {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        return Ok(ImageKind::Png);
+    }
+    if starts(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(ImageKind::Jpeg);
+    }
+    if starts(b"GIF87a") || starts(b"GIF89a") {
+        return Ok(ImageKind::Gif);
+    }
+    if head.len() >= 12 && starts(b"RIFF") && &head[8..12] == b"WEBP" {
+        return Ok(ImageKind::Webp);
+    }
+    if head.len() >= 12 && &head[4..8] == b"ftyp" {
+        let brand = &head[8..12];
+        if [b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"]
+            .iter()
+            .any(|b| brand == *b)
+        {
+            return Err(
+                "This is a HEIC photo, which ComfyUI cannot read. Send it as JPEG: on an \
+                        iPhone, Settings → Camera → Formats → Most Compatible, or share it \
+                        as JPEG."
+                    .to_owned(),
+            );
+        }
+        if brand == b"avif" || brand == b"avis" {
+            return Err(
+                "This is an AVIF image, which ComfyUI cannot read. Send a PNG, JPEG, \
+                        WebP or GIF."
+                    .to_owned(),
+            );
+        }
+    }
+    Err("This file is not an image ComfyUI can read: send a PNG, JPEG, WebP or GIF.".to_owned())
+}
+
+/// A file name reduced to a safe base name with the extension of what it really is.
+pub fn safe_filename(name: &str, kind: ImageKind) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = base
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '"' | '\'' | ':' | '*' | '?' | '<' | '>' | '|'))
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim();
+    let (stem, extension) = match cleaned.rsplit_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, extension.to_ascii_lowercase()),
+        _ => (cleaned, String::new()),
+    };
+    let stem: String = stem.chars().take(MAX_NAME).collect();
+    let stem = if stem.trim().is_empty() {
+        "upload".to_owned()
+    } else {
+        stem
+    };
+    if kind.accepts_extension(&extension) {
+        format!("{stem}.{extension}")
+    } else {
+        format!("{stem}.{}", kind.extension())
+    }
+}
+
+/// Checks a subfolder: empty, or up to two simple segments of letters, digits, `-` and `_`.
+pub fn safe_subfolder(subfolder: &str) -> Result<String, UploadError> {
+    let subfolder = subfolder.trim().trim_matches('/');
+    let segments: Vec<&str> = subfolder.split('/').filter(|s| !s.is_empty()).collect();
+    let simple = |segment: &&str| {
+        segment.len() <= 64
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if segments.len() > 2 || !segments.iter().all(simple) {
+        return Err(UploadError::BadForm(
+            "The subfolder may only hold up to two names of letters, digits, - and _.".to_owned(),
+        ));
+    }
+    Ok(segments.join("/"))
+}
+
+fn bad_form(error: MultipartError) -> UploadError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return UploadError::BadForm("The form is too large.".to_owned());
+    }
+    UploadError::BadForm(format!(
+        "The upload is not a valid form: {}",
+        error.body_text()
+    ))
+}
+
+/// The small text fields that go with the image.
+#[derive(Default)]
+struct Options {
+    subfolder: String,
+}
+
+async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
+    let bytes = field.bytes().await.map_err(bad_form)?;
+    if bytes.len() > 256 {
+        return Err(UploadError::BadForm("A form field is too long.".to_owned()));
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn option(options: &mut Options, field: Field<'_>) -> Result<(), UploadError> {
+    match field.name().unwrap_or_default() {
+        "subfolder" => options.subfolder = safe_subfolder(&small_text(field).await?)?,
+        "type" => {
+            let kind = small_text(field).await?;
+            if !matches!(kind.trim(), "" | "input") {
+                return Err(UploadError::BadForm(format!(
+                    "Uploads go to ComfyUI's input folder; type \"{kind}\" is not allowed."
+                )));
+            }
+        }
+        // Never overwrite: ComfyUI gives a new name to a different file of the same name.
+        "overwrite" => drop(small_text(field).await?),
+        _ => drop(field.bytes().await.map_err(bad_form)?),
+    }
+    Ok(())
+}
+
+async fn trailing_options(
+    multipart: &mut Multipart,
+    options: &mut Options,
+) -> Result<(), UploadError> {
+    while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
+        option(options, field).await?;
+    }
+    Ok(())
+}
+
+/// The multipart framing written to ComfyUI.
+struct Form {
+    boundary: String,
+}
+
+impl Form {
+    fn file_head(&self, filename: &str, kind: ImageKind) -> Bytes {
+        Bytes::from(format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n\
+             Content-Type: {}\r\n\r\n",
+            self.boundary,
+            kind.mime()
+        ))
+    }
+
+    fn tail(&self, options: &Options) -> Bytes {
+        let mut tail = String::from("\r\n");
+        for (name, value) in [("type", "input"), ("subfolder", options.subfolder.as_str())] {
+            tail.push_str(&format!(
+                "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
+                self.boundary
+            ));
+        }
+        tail.push_str(&format!("--{}--\r\n", self.boundary));
+        Bytes::from(tail)
+    }
+}
+
+/// Reads the browser's form and streams its image to ComfyUI's `/upload/image`.
+pub async fn stream_image(
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<UploadedImage, UploadError> {
+    let limit = state.max_upload_bytes;
+    let mut options = Options::default();
+    // Fields before the image.
+    let mut image = loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(bad_form)?
+            .ok_or_else(|| UploadError::BadForm("The form has no \"image\" file.".to_owned()))?;
+        if field.name() == Some("image") && field.file_name().is_some() {
+            break field;
+        }
+        option(&mut options, field).await?;
+    };
+    let mut head = Vec::new();
+    while head.len() < 16 {
+        match image.chunk().await.map_err(bad_form)? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    let kind = sniff(&head).map_err(UploadError::NotAnImage)?;
+    let filename = safe_filename(image.file_name().unwrap_or_default(), kind);
+    if head.len() as u64 > limit {
+        return Err(UploadError::TooLarge(limit));
+    }
+
+    let form = Form {
+        boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+    let url = state.upstream.url_for("/upload/image");
+    let send = state
+        .http
+        .post(url.clone())
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={}", form.boundary),
+        )
+        .body(reqwest::Body::wrap_stream(receiver_stream(rx)))
+        .send();
+    tokio::pin!(send);
+    // The image, passed on chunk by chunk while ComfyUI reads it.
+    let image_fed = async {
+        let mut image = image;
+        let mut sent = head.len() as u64;
+        let _ = tx.send(Ok(form.file_head(&filename, kind))).await;
+        let _ = tx.send(Ok(Bytes::from(head))).await;
+        while let Some(chunk) = image.chunk().await.map_err(bad_form)? {
+            sent += chunk.len() as u64;
+            if sent > limit {
+                return Err(UploadError::TooLarge(limit));
+            }
+            // Awaiting each send keeps at most a few chunks in memory.
+            if tx.send(Ok(chunk)).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let mut answered = None;
+    let mut refused = None;
+    tokio::select! {
+        fed = image_fed => refused = fed.err(),
+        // ComfyUI answered before the end of the image: it refused it.
+        early = &mut send => answered = Some(early),
+    }
+    if refused.is_none() && answered.is_none() {
+        // Fields after the image, then the end of the form.
+        match trailing_options(&mut multipart, &mut options).await {
+            Ok(()) => {
+                let _ = tx.send(Ok(form.tail(&options))).await;
+            }
+            Err(error) => refused = Some(error),
+        }
+    }
+    if let Some(refused) = refused {
+        // Abort ComfyUI's side: its request fails instead of storing a partial file.
+        let _ = tx.send(Err(io::Error::other("upload refused"))).await;
+        return Err(refused);
+    }
+    drop(tx);
+    let sent = match answered {
+        Some(answer) => answer,
+        None => send.await,
+    };
+    let response =
+        sent.map_err(|e| RelayError::from_upstream(&url, e, state.upstream_timeout.as_secs()))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| RelayError::UpstreamFailed {
+            url: url.to_string(),
+            detail: error_chain(&e),
+        })?;
+    if !status.is_success() {
+        return Err(UploadError::ComfyUi {
+            status: status.as_u16(),
+            text,
+        });
+    }
+    serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
+        status: status.as_u16(),
+        text,
+    })
+}
+
+/// A receiver as a stream, without pulling in tokio-stream.
+fn receiver_stream(
+    mut rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `POST /upload/image` (and `/api/upload/image`): checked and streamed to ComfyUI.
+pub async fn upload_image(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<UploadedImage>, UploadError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.max_upload_bytes + FORM_OVERHEAD) {
+        return Err(UploadError::TooLarge(state.max_upload_bytes));
+    }
+    let multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|e| {
+            UploadError::BadForm(format!("The upload is not a form: {}", e.body_text()))
+        })?;
+    let uploaded = stream_image(&state, multipart).await?;
+    tracing::info!(name = %uploaded.name, subfolder = %uploaded.subfolder, "uploaded an image");
+    Ok(Json(uploaded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_four_formats_comfyui_reads_are_recognised_by_their_bytes() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"), Ok(ImageKind::Png));
+        assert_eq!(
+            sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F']),
+            Ok(ImageKind::Jpeg)
+        );
+        assert_eq!(sniff(b"GIF89a\x01\0\x01\0"), Ok(ImageKind::Gif));
+        assert_eq!(sniff(b"RIFF\x24\0\0\0WEBPVP8 "), Ok(ImageKind::Webp));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_a_hint_for_phone_photos() {
+        assert!(
+            sniff(b"notes: buy milk")
+                .unwrap_err()
+                .contains("not an image")
+        );
+        assert!(
+            sniff(b"\0\0\0\x18ftypheic\0\0\0\0")
+                .unwrap_err()
+                .contains("HEIC")
+        );
+        assert!(
+            sniff(b"\0\0\0\x1cftypavif\0\0\0\0")
+                .unwrap_err()
+                .contains("AVIF")
+        );
+        assert!(sniff(b"").is_err());
+    }
+
+    #[test]
+    fn file_names_become_safe_base_names_with_the_true_extension() {
+        assert_eq!(safe_filename("../../evil.png", ImageKind::Png), "evil.png");
+        assert_eq!(
+            safe_filename("C:\\photos\\IMG_1.JPG", ImageKind::Jpeg),
+            "IMG_1.jpg"
+        );
+        assert_eq!(safe_filename("photo.heic", ImageKind::Jpeg), "photo.jpg");
+        assert_eq!(safe_filename(".htaccess", ImageKind::Png), "htaccess.png");
+        assert_eq!(safe_filename("", ImageKind::Gif), "upload.gif");
+        assert_eq!(safe_filename("a\u{0}b\"c.png", ImageKind::Png), "abc.png");
+        assert_eq!(
+            safe_filename(&"x".repeat(300), ImageKind::Png).len(),
+            MAX_NAME + 4
+        );
+    }
+
+    #[test]
+    fn subfolders_are_simple_names_only() {
+        assert_eq!(safe_subfolder("mobile").unwrap(), "mobile");
+        assert_eq!(safe_subfolder("/team/anna/").unwrap(), "team/anna");
+        assert_eq!(safe_subfolder("").unwrap(), "");
+        for bad in ["../../tmp", "a/b/c", "x y", "..", "a\\b"] {
+            assert!(safe_subfolder(bad).is_err(), "{bad}");
+        }
+    }
+}
