@@ -129,6 +129,11 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_upload_bytes: u64,
 
+    /// Devices may only run the saved workflows (managed on disk, in the data directory's
+    /// `workflows/`): they send values, not graphs, and cannot change the library.
+    #[arg(long, env = "COMFY_RELAY_LOCKED_WORKFLOWS")]
+    pub locked_workflows: bool,
+
     /// How many jobs one device may have waiting in ComfyUI's queue at once.
     #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
     pub max_pending_jobs: usize,

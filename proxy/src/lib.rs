@@ -16,6 +16,7 @@ pub mod guard;
 pub mod headers;
 pub mod http_relay;
 pub mod jobs;
+pub mod library;
 pub mod object_info;
 pub mod prompt;
 pub mod shutdown;
@@ -81,6 +82,12 @@ fn relay_routes() -> Router<AppState> {
             "/api/object_info/{node_class}",
             get(object_info::serve_class),
         )
+        .route("/api/workflows", get(library::list))
+        .route(
+            "/api/workflows/{name}",
+            get(library::get).put(library::put).delete(library::delete),
+        )
+        .route("/api/workflows/{name}/rename", post(library::rename))
         .route("/api/session", get(auth::session))
         .route("/api/device/link", post(device::create_link))
         .route("/link/{code}", get(device::follow_link))

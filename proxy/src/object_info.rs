@@ -27,16 +27,24 @@ use crate::state::AppState;
 /// One fetched `/object_info`.
 struct Snapshot {
     raw: Map<String, Value>,
-    /// The raw answer serialised once, for every device that asks.
-    json: Bytes,
+    /// The raw answer serialised and gzipped once, for every device that asks (megabytes of
+    /// JSON with many custom nodes; a tenth of that compressed).
+    json_gz: Bytes,
     schemas: BTreeMap<String, NodeSchema>,
 }
 
 impl Snapshot {
     fn new(raw: Map<String, Value>) -> Self {
-        let json = Bytes::from(serde_json::to_vec(&raw).expect("JSON serialises"));
+        let json = serde_json::to_vec(&raw).expect("JSON serialises");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &json).expect("writing to memory");
+        let json_gz = Bytes::from(gz.finish().expect("writing to memory"));
         let schemas = NodeSchema::parse_all(&raw);
-        Self { raw, json, schemas }
+        Self {
+            raw,
+            json_gz,
+            schemas,
+        }
     }
 }
 
@@ -126,23 +134,62 @@ impl ObjectInfo {
 
 /// `GET /api/object_info` query.
 #[derive(Deserialize)]
-pub struct RefreshQuery {
+pub struct ObjectInfoQuery {
+    /// Fetch it from ComfyUI again first.
     #[serde(default)]
     refresh: bool,
+    /// Only these classes, comma-separated (what a phone needs for one workflow).
+    classes: Option<String>,
 }
 
-/// `GET /api/object_info[?refresh=true]`: the kept `/object_info`, fetched if needed.
+/// `GET /api/object_info[?refresh=true][&classes=A,B]`: the kept `/object_info` (fetched if
+/// needed), whole and gzipped, or only some classes.
 pub async fn serve(
     State(state): State<AppState>,
-    Query(query): Query<RefreshQuery>,
+    Query(query): Query<ObjectInfoQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, RelayError> {
     let snapshot = state.object_info.current(query.refresh).await?;
+    if let Some(classes) = query.classes {
+        let subset: Map<String, Value> = classes
+            .split(',')
+            .filter_map(|class| {
+                let class = class.trim();
+                snapshot
+                    .raw
+                    .get(class)
+                    .map(|info| (class.to_owned(), info.clone()))
+            })
+            .collect();
+        return Ok(Json(Value::Object(subset)).into_response());
+    }
+    let accepts_gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        snapshot.json_gz.clone(),
+    )
+        .into_response();
+    if accepts_gzip {
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+        return Ok(response);
+    }
+    // Rare: a client that does not take gzip gets it plain.
+    let plain = serde_json::to_vec(&snapshot.raw).expect("JSON serialises");
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        snapshot.json.clone(),
+        plain,
     )
         .into_response())
 }

@@ -26,6 +26,15 @@ fn refuse(status: StatusCode, error: String, detail: Option<Value>) -> Response 
 
 /// Checks a `POST /prompt` body; `Ok` with the body to forward, or the answer to give.
 pub async fn check(state: &AppState, body: &Bytes) -> Result<(), Response> {
+    if state.library.locked() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "This relay only runs saved workflows: queue them with POST /api/jobs \
+             {\"workflow_name\", \"values\"}."
+                .to_owned(),
+            None,
+        ));
+    }
     let request: Value = serde_json::from_slice(body).map_err(|e| {
         refuse(
             StatusCode::BAD_REQUEST,

@@ -17,7 +17,9 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
     let files = ServeDir::new(&state.static_dir)
         .precompressed_br()
         .precompressed_gzip();
-    let is_file = Path::new(request.uri().path()).extension().is_some();
+    let request_path = request.uri().path().to_owned();
+    let request_path = request_path.as_str();
+    let is_file = Path::new(request_path).extension().is_some();
     let result = if is_file {
         files
             .oneshot(request)
@@ -35,11 +37,44 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
         Ok(response) => response,
         Err(never) => match never {},
     };
-    if !is_file {
+    let cache = if !is_file {
         // The page names the hashed assets of the current build: always revalidate it.
+        Some("no-cache")
+    } else if is_hashed(request_path) && response.status().is_success() {
+        // A hashed name never changes content: phones keep it for good.
+        Some("public, max-age=31536000, immutable")
+    } else {
+        None
+    };
+    if let Some(cache) = cache {
         response
             .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     }
     response
+}
+
+/// Whether a file name carries trunk's content hash: `frontend-0123456789abcdef.js`.
+pub fn is_hashed(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let stem = name.split('.').next().unwrap_or_default();
+    stem.rsplit_once('-').is_some_and(|(_, hash)| {
+        // wasm-bindgen's module is `name-HASH_bg.wasm`.
+        let hash = hash.strip_suffix("_bg").unwrap_or(hash);
+        hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trunks_hashed_names_are_recognised() {
+        assert!(is_hashed("/frontend-325dc21cf3ee4bf0_bg.wasm"));
+        assert!(is_hashed("/frontend-325dc21cf3ee4bf0.js"));
+        assert!(is_hashed("/style-7689b8ab4578dfd5.css"));
+        assert!(!is_hashed("/index.html"));
+        assert!(!is_hashed("/my-photo.png"));
+    }
 }

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::device::DeviceLinks;
 use crate::guard::HostNames;
 use crate::jobs::Jobs;
+use crate::library::Library;
 use crate::object_info::ObjectInfo;
 use crate::upstream::Upstream;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// ComfyUI's node schemas, fetched once.
     pub object_info: Arc<ObjectInfo>,
+    /// The team's saved workflows.
+    pub library: Arc<Library>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             allowed_routes: Arc::new(config.allowed_routes.clone()),
             max_upload_bytes: config.max_upload_bytes,
             object_info,
+            library: Arc::new(Library::new(&config.data_dir, config.locked_workflows)),
             http,
             upstream,
             upstream_timeout: config.upstream_timeout(),

@@ -37,11 +37,16 @@ impl InputEdit {
     }
 }
 
-/// `POST /api/jobs`: a workflow and the values to change in it.
+/// `POST /api/jobs`: a workflow (given, or saved in the library by name) and the values to
+/// change in it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRequest {
     /// The API-format workflow, as JSON (checked by the relay, which explains what is wrong).
-    pub workflow: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Value>,
+    /// Or the name of a saved workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_name: Option<String>,
     /// Values to set before queueing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<InputEdit>,
@@ -124,6 +129,9 @@ pub struct Job {
     pub id: String,
     /// ComfyUI's queue number.
     pub number: i64,
+    /// The saved workflow it ran, if it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_name: Option<String>,
     /// Where it is.
     pub state: JobState,
     /// While it is queued: how many prompts are ahead of it, the running one included.

@@ -16,7 +16,7 @@ pub mod upstream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use shared::api::{InputEdit, InputProblem, Job, JobError, JobRequest, JobState};
+use shared::api::{InputEdit, InputProblem, Job, JobError, JobState};
 use shared::comfy::{PromptRejected, PromptRequest};
 use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
@@ -65,6 +65,14 @@ pub enum JobsError {
     /// ComfyUI's validation refused the workflow.
     #[error("ComfyUI refused the workflow: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<InputProblem>, Box<PromptRejected>),
+    /// The relay only runs saved workflows.
+    #[error(
+        "This relay only runs saved workflows: send \"workflow_name\" and values, not a graph."
+    )]
+    Locked,
+    /// The saved workflow could not be used.
+    #[error(transparent)]
+    Library(#[from] crate::library::LibraryError),
     /// ComfyUI answered in a way it does not document.
     #[error("ComfyUI could not queue the workflow (status {status}): {text}")]
     ComfyUi {
@@ -164,10 +172,12 @@ impl Jobs {
 
     /// Checks a job request into the prompt to queue: an API workflow with the values applied,
     /// whose classes and values ComfyUI will accept.
-    pub async fn prepare(&self, request: JobRequest) -> Result<PromptRequest, JobsError> {
-        let mut workflow =
-            Workflow::from_value(request.workflow).map_err(JobsError::NotApiWorkflow)?;
-        InputEdit::apply_all(&request.values, &mut workflow)
+    pub async fn prepare(
+        &self,
+        mut workflow: Workflow,
+        values: &[InputEdit],
+    ) -> Result<PromptRequest, JobsError> {
+        InputEdit::apply_all(values, &mut workflow)
             .map_err(|e| JobsError::BadInput(e.to_string(), vec![input_problem(&e)]))?;
         let problems = self.object_info.check(&workflow).await?;
         if !problems.is_empty() {
@@ -186,8 +196,13 @@ impl Jobs {
         })
     }
 
-    /// Queues a prepared prompt for `device`.
-    pub async fn submit(&self, device: DeviceId, prompt: PromptRequest) -> Result<Job, JobsError> {
+    /// Queues a prepared prompt for `device`; `workflow_name` names the saved workflow it is.
+    pub async fn submit(
+        &self,
+        device: DeviceId,
+        prompt: PromptRequest,
+        workflow_name: Option<String>,
+    ) -> Result<Job, JobsError> {
         let waiting = self
             .registry
             .list(&device)
@@ -214,6 +229,7 @@ impl Jobs {
             accepted.number,
             device,
             prompt,
+            workflow_name,
         ));
         self.queue_changed.notify_one();
         Ok(job)
@@ -280,6 +296,11 @@ impl Jobs {
     /// Queues a job of `device` again, as it was queued the first time.
     pub async fn requeue(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
         let record = self.owned_record(device, id)?;
-        self.submit(device.clone(), record.prompt().clone()).await
+        self.submit(
+            device.clone(),
+            record.prompt().clone(),
+            record.workflow_name().map(str::to_owned),
+        )
+        .await
     }
 }

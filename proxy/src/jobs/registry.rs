@@ -57,11 +57,18 @@ pub struct JobRecord {
     preview: Option<Bytes>,
     error: Option<JobError>,
     prompt: PromptRequest,
+    workflow_name: Option<String>,
 }
 
 impl JobRecord {
-    /// A job ComfyUI just accepted.
-    pub fn new(id: String, number: i64, device: DeviceId, prompt: PromptRequest) -> Self {
+    /// A job ComfyUI just accepted; `workflow_name` names the saved workflow it runs.
+    pub fn new(
+        id: String,
+        number: i64,
+        device: DeviceId,
+        prompt: PromptRequest,
+        workflow_name: Option<String>,
+    ) -> Self {
         let nodes = prompt
             .prompt
             .nodes_in_display_order()
@@ -85,7 +92,13 @@ impl JobRecord {
             preview: None,
             error: None,
             prompt,
+            workflow_name,
         }
+    }
+
+    /// The saved workflow it runs, if it is one.
+    pub fn workflow_name(&self) -> Option<&str> {
+        self.workflow_name.as_deref()
     }
 
     /// The device that queued it.
@@ -224,6 +237,7 @@ impl JobRecord {
         Job {
             id: self.id.clone(),
             number: self.number,
+            workflow_name: self.workflow_name.clone(),
             state: self.state,
             queue_position: self.queue_position,
             progress: self.run.fraction(),
@@ -535,6 +549,7 @@ mod tests {
                 client_id: Some("relay".into()),
                 extra_data: serde_json::Map::new(),
             },
+            None,
         )
     }
 

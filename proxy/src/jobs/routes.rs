@@ -19,6 +19,7 @@ use axum::{Extension, Json};
 use futures_util::{SinkExt, StreamExt};
 use shared::api::{ErrorBody, Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
+use shared::workflow::Workflow;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::Notice;
@@ -35,8 +36,10 @@ const EVENTS_READ_BUFFER: usize = 4 * 1024;
 
 impl IntoResponse for JobsError {
     fn into_response(self) -> Response {
-        if let Self::Upstream(error) = self {
-            return error.into_response();
+        match self {
+            Self::Upstream(error) => return error.into_response(),
+            Self::Library(error) => return error.into_response(),
+            _ => {}
         }
         let (status, detail) = match &self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, None),
@@ -50,7 +53,8 @@ impl IntoResponse for JobsError {
             Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
             Self::Finished(_) => (StatusCode::CONFLICT, None),
             Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
-            Self::Upstream(_) => unreachable!("answered above"),
+            Self::Locked => (StatusCode::FORBIDDEN, None),
+            Self::Upstream(_) | Self::Library(_) => unreachable!("answered above"),
         };
         let body = ErrorBody {
             error: self.to_string(),
@@ -68,8 +72,26 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<Job>), JobsError> {
     let request: JobRequest =
         serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
-    let prompt = state.jobs.prepare(request).await?;
-    let job = state.jobs.submit(device, prompt).await?;
+    let workflow = match (request.workflow, &request.workflow_name) {
+        (Some(_), Some(_)) => {
+            return Err(JobsError::BadRequest(
+                "send either \"workflow\" or \"workflow_name\", not both".to_owned(),
+            ));
+        }
+        (None, None) => {
+            return Err(JobsError::BadRequest(
+                "send a \"workflow\", or the \"workflow_name\" of a saved one".to_owned(),
+            ));
+        }
+        (None, Some(name)) => state.library.get(name)?,
+        (Some(_), None) if state.library.locked() => return Err(JobsError::Locked),
+        (Some(graph), None) => Workflow::from_value(graph).map_err(JobsError::NotApiWorkflow)?,
+    };
+    let prompt = state.jobs.prepare(workflow, &request.values).await?;
+    let job = state
+        .jobs
+        .submit(device, prompt, request.workflow_name)
+        .await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 

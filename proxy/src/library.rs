@@ -1,0 +1,375 @@
+//! The team's workflow library: API-format workflows kept as plain JSON files in
+//! `<data dir>/workflows/`, one per workflow, named after it (`Portrait upscale.json`).
+//!
+//! Anyone paired can import, rename and delete, unless the operator locked the relay to the
+//! saved workflows (`--locked-workflows`): then the files are managed on disk only, and devices
+//! send values for a saved workflow, never a graph.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shared::api::ErrorBody;
+use shared::workflow::{Workflow, WorkflowError};
+
+use crate::auth::token::write_private;
+use crate::state::AppState;
+
+/// The longest workflow name.
+const MAX_NAME: usize = 80;
+/// The largest workflow file accepted.
+const MAX_WORKFLOW_BYTES: usize = 8 * 1024 * 1024;
+
+/// A saved workflow as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedWorkflow {
+    /// Its name.
+    pub name: String,
+    /// How many nodes it has.
+    pub nodes: usize,
+    /// When it was last saved, in milliseconds since the epoch.
+    pub updated_at: u64,
+}
+
+/// Why a library operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    /// The name cannot be a file name.
+    #[error(
+        "A workflow name is 1 to {MAX_NAME} letters, digits, spaces, and - _ . ( ), and does not start with a dot."
+    )]
+    BadName,
+    /// No workflow has this name.
+    #[error("There is no saved workflow \"{0}\".")]
+    NotFound(String),
+    /// A workflow already has the new name.
+    #[error("A workflow called \"{0}\" already exists.")]
+    Exists(String),
+    /// The body is not JSON.
+    #[error("This is not valid JSON: {0}")]
+    Malformed(String),
+    /// The JSON is not an API-format workflow.
+    #[error("{0}")]
+    NotApiWorkflow(WorkflowError),
+    /// The operator manages the library on disk.
+    #[error("The workflows are locked: the operator manages them on the relay's machine.")]
+    Locked,
+    /// The disk failed.
+    #[error("Comfy Relay could not read or write the workflow: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl IntoResponse for LibraryError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::BadName | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Exists(_) => StatusCode::CONFLICT,
+            Self::NotApiWorkflow(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Locked => StatusCode::FORBIDDEN,
+            Self::Io(error) => {
+                tracing::error!(%error, "workflow library");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let body = ErrorBody {
+            error: self.to_string(),
+            detail: None,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Whether a name is a safe file name for a workflow.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME
+        && !name.starts_with('.')
+        && name.trim() == name
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '(' | ')'))
+}
+
+/// The workflows kept in one folder.
+pub struct Library {
+    dir: PathBuf,
+    locked: bool,
+}
+
+fn modified_ms(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads a workflow file's text into a checked workflow.
+pub fn parse(text: &[u8]) -> Result<Workflow, LibraryError> {
+    let value: Value =
+        serde_json::from_slice(text).map_err(|e| LibraryError::Malformed(e.to_string()))?;
+    Workflow::from_value(value).map_err(LibraryError::NotApiWorkflow)
+}
+
+impl Library {
+    /// The library in `<data_dir>/workflows`.
+    pub fn new(data_dir: &Path, locked: bool) -> Self {
+        Self {
+            dir: data_dir.join("workflows"),
+            locked,
+        }
+    }
+
+    /// Whether devices may only run saved workflows.
+    pub fn locked(&self) -> bool {
+        self.locked
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf, LibraryError> {
+        if !valid_name(name) {
+            return Err(LibraryError::BadName);
+        }
+        Ok(self.dir.join(format!("{name}.json")))
+    }
+
+    fn writable(&self) -> Result<(), LibraryError> {
+        if self.locked {
+            return Err(LibraryError::Locked);
+        }
+        Ok(())
+    }
+
+    /// Every saved workflow, by name.
+    pub fn list(&self) -> Result<Vec<SavedWorkflow>, LibraryError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error.into()),
+        };
+        let mut saved = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let Some(name) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .filter(|n| valid_name(n))
+            else {
+                continue;
+            };
+            // A file that is not a workflow (edited by hand, say) is left out, not fatal.
+            let Ok(workflow) = std::fs::read(&path)
+                .map_err(LibraryError::from)
+                .and_then(|t| parse(&t))
+            else {
+                tracing::warn!(file = %path.display(), "not an API-format workflow; not listed");
+                continue;
+            };
+            saved.push(SavedWorkflow {
+                name: name.to_owned(),
+                nodes: workflow.len(),
+                updated_at: modified_ms(&path),
+            });
+        }
+        saved.sort_by_key(|w| w.name.to_lowercase());
+        Ok(saved)
+    }
+
+    /// A saved workflow.
+    pub fn get(&self, name: &str) -> Result<Workflow, LibraryError> {
+        let path = self.path(name)?;
+        match std::fs::read(&path) {
+            Ok(text) => parse(&text),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(LibraryError::NotFound(name.to_owned()))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Saves (or replaces) a workflow from the text a device sent; returns how it is listed.
+    pub fn save(&self, name: &str, text: &[u8]) -> Result<SavedWorkflow, LibraryError> {
+        self.writable()?;
+        let path = self.path(name)?;
+        let workflow = parse(text)?;
+        std::fs::create_dir_all(&self.dir)?;
+        let pretty = serde_json::to_vec_pretty(&workflow).map_err(std::io::Error::other)?;
+        write_private(&path, &pretty)?;
+        Ok(SavedWorkflow {
+            name: name.to_owned(),
+            nodes: workflow.len(),
+            updated_at: modified_ms(&path),
+        })
+    }
+
+    /// Renames a workflow.
+    pub fn rename(&self, name: &str, to: &str) -> Result<SavedWorkflow, LibraryError> {
+        self.writable()?;
+        let (from, to_path) = (self.path(name)?, self.path(to)?);
+        if !from.exists() {
+            return Err(LibraryError::NotFound(name.to_owned()));
+        }
+        if to_path.exists() && name != to {
+            return Err(LibraryError::Exists(to.to_owned()));
+        }
+        std::fs::rename(&from, &to_path)?;
+        let workflow = self.get(to)?;
+        Ok(SavedWorkflow {
+            name: to.to_owned(),
+            nodes: workflow.len(),
+            updated_at: modified_ms(&to_path),
+        })
+    }
+
+    /// Deletes a workflow.
+    pub fn delete(&self, name: &str) -> Result<(), LibraryError> {
+        self.writable()?;
+        match std::fs::remove_file(self.path(name)?) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(LibraryError::NotFound(name.to_owned()))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// `GET /api/workflows`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, LibraryError> {
+    Ok(Json(serde_json::json!({
+        "workflows": state.library.list()?,
+        "locked": state.library.locked(),
+    })))
+}
+
+/// `GET /api/workflows/{name}`: the workflow itself.
+pub async fn get(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Workflow>, LibraryError> {
+    state.library.get(&name).map(Json)
+}
+
+/// `PUT /api/workflows/{name}`: saves the body (an API-format workflow).
+pub async fn put(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Result<Json<SavedWorkflow>, LibraryError> {
+    if body.len() > MAX_WORKFLOW_BYTES {
+        return Err(LibraryError::Malformed(
+            "the workflow is larger than 8 MB".to_owned(),
+        ));
+    }
+    let saved = state.library.save(&name, &body)?;
+    tracing::info!(workflow = %name, "saved a workflow");
+    Ok(Json(saved))
+}
+
+/// `POST /api/workflows/{name}/rename` body.
+#[derive(Deserialize)]
+pub struct Rename {
+    to: String,
+}
+
+/// `POST /api/workflows/{name}/rename` `{"to": "new name"}`.
+pub async fn rename(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Json(rename): Json<Rename>,
+) -> Result<Json<SavedWorkflow>, LibraryError> {
+    state.library.rename(&name, &rename.to).map(Json)
+}
+
+/// `DELETE /api/workflows/{name}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, LibraryError> {
+    state.library.delete(&name)?;
+    tracing::info!(workflow = %name, "deleted a workflow");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY_IMAGE: &str = r#"{"5":{"class_type":"EmptyImage","inputs":{"width":64}},"7":{"class_type":"SaveImage","inputs":{"images":["5",0]}}}"#;
+
+    #[test]
+    fn names_are_file_names_that_cannot_escape_the_folder() {
+        for good in ["portrait", "Portrait upscale (v2)", "sd1.5 txt2img", "été"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            " padded",
+            "x\\y",
+            "a:b",
+            &"n".repeat(81),
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn save_list_rename_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library::new(dir.path(), false);
+        assert!(library.list().unwrap().is_empty());
+        library.save("b", EMPTY_IMAGE.as_bytes()).unwrap();
+        library.save("A", EMPTY_IMAGE.as_bytes()).unwrap();
+        let names: Vec<_> = library
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(names, ["A", "b"]);
+        assert_eq!(library.get("A").unwrap().len(), 2);
+        assert!(matches!(
+            library.rename("A", "b"),
+            Err(LibraryError::Exists(_))
+        ));
+        library.rename("A", "c").unwrap();
+        assert!(matches!(library.get("A"), Err(LibraryError::NotFound(_))));
+        library.delete("c").unwrap();
+        assert!(matches!(
+            library.delete("c"),
+            Err(LibraryError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn only_api_workflows_are_saved_and_a_locked_library_is_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library::new(dir.path(), false);
+        assert!(matches!(
+            library.save("x", b"{\"nodes\": [], \"links\": []}"),
+            Err(LibraryError::NotApiWorkflow(_))
+        ));
+        assert!(matches!(
+            library.save("x", b"{not json"),
+            Err(LibraryError::Malformed(_))
+        ));
+        library.save("x", EMPTY_IMAGE.as_bytes()).unwrap();
+        let locked = Library::new(dir.path(), true);
+        assert_eq!(locked.get("x").unwrap().len(), 2);
+        assert!(matches!(
+            locked.save("y", EMPTY_IMAGE.as_bytes()),
+            Err(LibraryError::Locked)
+        ));
+        assert!(matches!(locked.delete("x"), Err(LibraryError::Locked)));
+    }
+}
