@@ -82,7 +82,7 @@ ensure_browser() {
 # so the relay serves them precompressed.
 build_app() {
   step "trunk: building the web app (release)"
-  (cd "$ROOT" && trunk build --release --offline)
+  (cd "$ROOT" && trunk build --release --offline --minify)
   find "$ROOT/dist" -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.svg' \) \
     -exec brotli --force --best --keep {} + \
     -exec gzip --force --best --keep {} +

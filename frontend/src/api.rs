@@ -1,11 +1,14 @@
 //! Every HTTP call the app makes, to the relay that served it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use gloo_net::http::{Request, RequestBuilder, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use shared::api::{ErrorBody, InputEdit, InputProblem, Job, JobRequest};
-use shared::comfy::ImageRef;
+use shared::comfy::{FeatureFlags, ImageRef};
+use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
 
 /// Why a call did not give the answer hoped for, in words for the person holding the phone.
@@ -47,7 +50,7 @@ impl ApiError {
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Relay { body, .. } => write!(f, "{}", body.error),
+            Self::Relay { body, .. } => f.write_str(&body.error),
             Self::Status { status, text } if text.is_empty() => {
                 write!(f, "The request failed with status {status}.")
             }
@@ -59,37 +62,128 @@ impl fmt::Display for ApiError {
     }
 }
 
-async fn error_from(response: Response) -> ApiError {
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+/// Reads an error answer: the relay's JSON, or whatever text came.
+pub fn error_from_text(status: u16, text: String) -> ApiError {
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ApiError::Relay { status, body },
         Err(_) => ApiError::Status { status, text },
     }
 }
 
+async fn error_from(response: Response) -> ApiError {
+    let status = response.status();
+    error_from_text(status, response.text().await.unwrap_or_default())
+}
+
 fn network(error: gloo_net::Error) -> ApiError {
     ApiError::Network(error.to_string())
+}
+
+async fn send(request: Result<Request, gloo_net::Error>) -> Result<Response, ApiError> {
+    let response = request.map_err(network)?.send().await.map_err(network)?;
+    if response.ok() {
+        Ok(response)
+    } else {
+        Err(error_from(response).await)
+    }
+}
+
+/// The body of a successful answer. Not generic, so the async plumbing exists once in the
+/// bundle; only the JSON reading is per type.
+async fn body(request: Result<Request, gloo_net::Error>) -> Result<String, ApiError> {
+    send(request).await?.text().await.map_err(network)
 }
 
 async fn call<T: DeserializeOwned>(
     request: Result<Request, gloo_net::Error>,
 ) -> Result<T, ApiError> {
-    let response = request.map_err(network)?.send().await.map_err(network)?;
-    if !response.ok() {
-        return Err(error_from(response).await);
-    }
-    response.json().await.map_err(network)
+    let text = body(request).await?;
+    serde_json::from_str(&text).map_err(|e| ApiError::Network(format!("unexpected answer: {e}")))
 }
 
 fn post(path: &str) -> RequestBuilder {
     Request::post(path)
 }
 
-/// Queues `workflow` with `values` changed, for this device.
-pub async fn submit_job(workflow: &Workflow, values: Vec<InputEdit>) -> Result<Job, ApiError> {
+/// A path segment, percent-encoded.
+fn segment(text: &str) -> String {
+    js_sys::encode_uri_component(text).into()
+}
+
+/// A saved workflow as listed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SavedWorkflow {
+    /// Its name.
+    pub name: String,
+    /// How many nodes it has.
+    pub nodes: usize,
+}
+
+/// The library's listing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Library {
+    /// The saved workflows, by name.
+    pub workflows: Vec<SavedWorkflow>,
+    /// Whether only the operator can change it.
+    pub locked: bool,
+}
+
+/// The saved workflows.
+pub async fn workflows() -> Result<Library, ApiError> {
+    call(Request::get("/api/workflows").build()).await
+}
+
+/// One saved workflow.
+pub async fn workflow(name: &str) -> Result<Workflow, ApiError> {
+    call(Request::get(&format!("/api/workflows/{}", segment(name))).build()).await
+}
+
+/// Saves a workflow under `name` (replacing one of that name).
+pub async fn save_workflow(name: &str, workflow: &Workflow) -> Result<SavedWorkflow, ApiError> {
+    call(Request::put(&format!("/api/workflows/{}", segment(name))).json(workflow)).await
+}
+
+/// Renames a saved workflow.
+pub async fn rename_workflow(name: &str, to: &str) -> Result<SavedWorkflow, ApiError> {
+    call(
+        post(&format!("/api/workflows/{}/rename", segment(name)))
+            .json(&serde_json::json!({ "to": to })),
+    )
+    .await
+}
+
+/// Deletes a saved workflow.
+pub async fn delete_workflow(name: &str) -> Result<(), ApiError> {
+    send(Request::delete(&format!("/api/workflows/{}", segment(name))).build())
+        .await
+        .map(drop)
+}
+
+/// The schemas of the node classes a workflow uses (ComfyUI's `/object_info`, kept by the relay).
+pub async fn schemas(workflow: &Workflow) -> Result<BTreeMap<String, NodeSchema>, ApiError> {
+    let mut classes: Vec<&str> = workflow
+        .nodes_in_display_order()
+        .into_iter()
+        .map(|(_, node)| node.class_type.as_str())
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let path = format!("/api/object_info?classes={}", segment(&classes.join(",")));
+    let info: serde_json::Map<String, serde_json::Value> =
+        call(Request::get(&path).build()).await?;
+    Ok(NodeSchema::parse_all(&info))
+}
+
+/// What ComfyUI supports, its upload limit among it.
+pub async fn features() -> Result<FeatureFlags, ApiError> {
+    call(Request::get("/api/features").build()).await
+}
+
+/// Queues a saved workflow with `values` changed, for this device.
+pub async fn submit_job(workflow_name: &str, values: Vec<InputEdit>) -> Result<Job, ApiError> {
     let request = JobRequest {
-        workflow: serde_json::to_value(workflow).map_err(|e| ApiError::Network(e.to_string()))?,
+        workflow: None,
+        workflow_name: Some(workflow_name.to_owned()),
         values,
     };
     call(post("/api/jobs").json(&request)).await
@@ -103,6 +197,16 @@ pub async fn cancel_job(id: &str) -> Result<Job, ApiError> {
 /// Queues a finished (or lost) job again.
 pub async fn requeue_job(id: &str) -> Result<Job, ApiError> {
     call(post(&format!("/api/jobs/{id}/requeue")).build()).await
+}
+
+/// A one-time link (absolute URL) that opens this device's jobs in another browser.
+pub async fn device_link() -> Result<String, ApiError> {
+    let link: serde_json::Value = call(post("/api/device/link").build()).await?;
+    let path = link["path"].as_str().unwrap_or_default();
+    let origin = web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default();
+    Ok(format!("{origin}{path}"))
 }
 
 /// Whether this device may use the relay: `Some(false)` when it must pair first, `None` when
@@ -121,12 +225,11 @@ pub fn view_url(image: &ImageRef) -> String {
     format!("/view?{}", image.view_query())
 }
 
-/// A one-time link (absolute URL) that opens this device's jobs in another browser.
-pub async fn device_link() -> Result<String, ApiError> {
-    let link: serde_json::Value = call(post("/api/device/link").build()).await?;
-    let path = link["path"].as_str().unwrap_or_default();
-    let origin = web_sys::window()
-        .and_then(|w| w.location().origin().ok())
-        .unwrap_or_default();
-    Ok(format!("{origin}{path}"))
+/// An image's bytes, as a blob (to upload it again as an input, or to share it).
+pub async fn image_blob(image: &ImageRef) -> Result<web_sys::Blob, ApiError> {
+    let response = send(Request::get(&view_url(image)).build()).await?;
+    let bytes = response.binary().await.map_err(network)?;
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes.as_slice()));
+    web_sys::Blob::new_with_u8_array_sequence(&parts)
+        .map_err(|_| ApiError::Network("cannot hold the image".to_owned()))
 }

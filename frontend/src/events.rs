@@ -5,8 +5,6 @@
 //! phones freeze sockets without closing them, so a socket that looks open may be dead. Every
 //! connection starts with a snapshot, so reconnecting loses nothing.
 
-use std::collections::HashMap;
-
 use futures_util::future::{Either, select};
 use futures_util::{SinkExt as _, StreamExt};
 use gloo_net::websocket::Message;
@@ -36,7 +34,7 @@ pub struct Events {
     /// Jobs, newest first.
     pub jobs: RwSignal<Vec<Job>>,
     /// The latest preview of each running job, as an object URL.
-    pub previews: RwSignal<HashMap<String, String>>,
+    pub previews: RwSignal<Vec<(String, String)>>,
     /// The socket's state.
     pub connection: RwSignal<Connection>,
     /// Whether the relay is connected to ComfyUI, once known.
@@ -92,7 +90,7 @@ impl Events {
     pub fn start() -> Self {
         let events = Self {
             jobs: RwSignal::new(Vec::new()),
-            previews: RwSignal::new(HashMap::new()),
+            previews: RwSignal::new(Vec::new()),
             connection: RwSignal::new(Connection::Connecting),
             comfyui: RwSignal::new(None),
             paired: RwSignal::new(None),
@@ -132,7 +130,7 @@ impl Events {
 
     fn forget_previews(&self, forget: impl Fn(&str) -> bool) {
         self.previews.update(|previews| {
-            previews.retain(|id, url| {
+            previews.retain(|(id, url)| {
                 let keep = !forget(id);
                 if !keep {
                     let _ = web_sys::Url::revoke_object_url(url);
@@ -152,11 +150,15 @@ impl Events {
         let Some(url) = image_url(preview.image, preview.mime.as_deref()) else {
             return;
         };
-        self.previews.update(|previews| {
-            if let Some(old) = previews.insert(id, url) {
-                let _ = web_sys::Url::revoke_object_url(&old);
-            }
-        });
+        self.previews.update(
+            |previews| match previews.iter_mut().find(|(job, _)| *job == id) {
+                Some((_, old)) => {
+                    let _ = web_sys::Url::revoke_object_url(old);
+                    *old = url;
+                }
+                None => previews.push((id, url)),
+            },
+        );
     }
 
     async fn run(self, mut kicks: futures_channel::mpsc::UnboundedReceiver<()>) {

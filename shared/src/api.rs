@@ -160,7 +160,7 @@ pub struct Job {
 
 /// A text message on `GET /api/events`. Previews come as binary frames, exactly as ComfyUI
 /// sends them with metadata (the metadata's `prompt_id` is the job id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// Sent first on every connection: all of this device's jobs, newest first.
@@ -201,6 +201,50 @@ impl InputProblem {
     }
 }
 
+/// [`Event`] as it travels: a flat object. Read through this rather than serde's internally
+/// tagged enum support, whose generic buffering costs the web app tens of kilobytes.
+#[derive(Deserialize)]
+struct EventFields {
+    #[serde(rename = "type")]
+    kind: String,
+    jobs: Option<Vec<Job>>,
+    comfyui_connected: Option<bool>,
+    job: Option<Box<Job>>,
+    id: Option<String>,
+    connected: Option<bool>,
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let fields = EventFields::deserialize(deserializer)?;
+        let missing = |field| D::Error::missing_field(field);
+        Ok(match fields.kind.as_str() {
+            "snapshot" => Self::Snapshot {
+                jobs: fields.jobs.ok_or_else(|| missing("jobs"))?,
+                comfyui_connected: fields
+                    .comfyui_connected
+                    .ok_or_else(|| missing("comfyui_connected"))?,
+            },
+            "job" => Self::Job {
+                job: fields.job.ok_or_else(|| missing("job"))?,
+            },
+            "removed" => Self::Removed {
+                id: fields.id.ok_or_else(|| missing("id"))?,
+            },
+            "comfyui" => Self::Comfyui {
+                connected: fields.connected.ok_or_else(|| missing("connected"))?,
+            },
+            other => {
+                return Err(D::Error::unknown_variant(
+                    other,
+                    &["snapshot", "job", "removed", "comfyui"],
+                ));
+            }
+        })
+    }
+}
+
 /// One problem with one input, from ComfyUI's validation or the relay's own checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputProblem {
@@ -229,6 +273,21 @@ mod tests {
         );
         let back: Event = serde_json::from_str(r#"{"type":"removed","id":"p1"}"#).unwrap();
         assert_eq!(back, Event::Removed { id: "p1".into() });
+        for event in [
+            Event::Snapshot {
+                jobs: Vec::new(),
+                comfyui_connected: false,
+            },
+            Event::Comfyui { connected: true },
+        ] {
+            let text = serde_json::to_string(&event).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Event>(&text).unwrap(),
+                event,
+                "{text}"
+            );
+        }
+        assert!(serde_json::from_str::<Event>(r#"{"type":"removed"}"#).is_err());
     }
 
     #[test]

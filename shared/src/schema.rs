@@ -201,12 +201,15 @@ impl NodeSchema {
     }
 }
 
+/// A float as JSON writes it ("100.0", "0.01").
 fn format_float(value: f64) -> String {
-    if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:.1}")
-    } else {
-        value.to_string()
-    }
+    serde_json::Number::from_f64(value).map_or_else(|| "NaN".to_owned(), |n| json(&n.into()))
+}
+
+/// A value as JSON text. Messages use this rather than `Display`, so the web app carries one
+/// JSON writer, not two (with `f64` formatting on top).
+pub fn json(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 impl InputKind {
@@ -216,7 +219,7 @@ impl InputKind {
         match self {
             Self::Int { min, max, .. } => {
                 let Some(number) = as_i128(value) else {
-                    return Err(format!("{value} is not a whole number"));
+                    return Err(format!("{} is not a whole number", json(value)));
                 };
                 match (min, max) {
                     (Some(min), _) if number < *min => {
@@ -230,37 +233,45 @@ impl InputKind {
             }
             Self::Float { min, max, .. } => {
                 let Some(number) = value.as_f64() else {
-                    return Err(format!("{value} is not a number"));
+                    return Err(format!("{} is not a number", json(value)));
                 };
                 match (min, max) {
                     (Some(min), _) if number < *min => Err(format!(
-                        "{number} is smaller than the minimum, {}",
+                        "{} is smaller than the minimum, {}",
+                        format_float(number),
                         format_float(*min)
                     )),
                     (_, Some(max)) if number > *max => Err(format!(
-                        "{number} is larger than the maximum, {}",
+                        "{} is larger than the maximum, {}",
+                        format_float(number),
                         format_float(*max)
                     )),
                     _ => Ok(()),
                 }
             }
             Self::Boolean { .. } if !value.is_boolean() => {
-                Err(format!("{value} is not true or false"))
+                Err(format!("{} is not true or false", json(value)))
             }
-            Self::String { .. } if !value.is_string() => Err(format!("{value} is not text")),
+            Self::String { .. } if !value.is_string() => {
+                Err(format!("{} is not text", json(value)))
+            }
             Self::Combo {
                 options,
                 image_upload: false,
                 remote: false,
             } if !options.contains(value) => {
-                let shown: Vec<String> = options.iter().take(8).map(Value::to_string).collect();
+                let shown: Vec<String> = options.iter().take(8).map(json).collect();
                 let more = if options.len() > 8 { ", …" } else { "" };
                 if options.is_empty() {
                     Err(format!(
                         "{value} is not available: ComfyUI lists no choices here (is the model installed?)"
                     ))
                 } else {
-                    Err(format!("{value} is not one of {}{more}", shown.join(", ")))
+                    Err(format!(
+                        "{} is not one of {}{more}",
+                        json(value),
+                        shown.join(", ")
+                    ))
                 }
             }
             _ => Ok(()),

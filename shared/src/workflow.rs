@@ -19,7 +19,7 @@ pub struct Workflow {
 }
 
 /// One node of an API-format workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Node {
     /// The node's class, a key of `/object_info`.
     pub class_type: String,
@@ -35,7 +35,7 @@ pub struct Node {
 }
 
 /// A node's `_meta`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct NodeMeta {
     /// The title shown in the editor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +43,49 @@ pub struct NodeMeta {
     /// Any other metadata, kept as is.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+// Read by hand rather than derived: serde's `flatten` buffers every field through a generic
+// `Content` tree, which costs the web app tens of kilobytes for nothing.
+impl<'de> Deserialize<'de> for NodeMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut extra = Map::<String, Value>::deserialize(deserializer)?;
+        let title = match extra.remove("title") {
+            Some(Value::String(title)) => Some(title),
+            Some(other) => {
+                extra.insert("title".to_owned(), other);
+                None
+            }
+            None => None,
+        };
+        Ok(Self { title, extra })
+    }
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut extra = Map::<String, Value>::deserialize(deserializer)?;
+        let class_type = match extra.remove("class_type") {
+            Some(Value::String(class)) => class,
+            _ => return Err(D::Error::missing_field("class_type")),
+        };
+        let inputs = match extra.remove("inputs") {
+            Some(Value::Object(inputs)) => inputs,
+            None => Map::new(),
+            Some(_) => return Err(D::Error::custom("\"inputs\" is not an object")),
+        };
+        let meta = extra
+            .remove("_meta")
+            .map(|meta| NodeMeta::deserialize(meta).map_err(D::Error::custom))
+            .transpose()?;
+        Ok(Self {
+            class_type,
+            inputs,
+            meta,
+            extra,
+        })
+    }
 }
 
 impl Node {
@@ -116,14 +159,29 @@ pub fn is_link(value: &Value) -> bool {
     )
 }
 
-/// Orders node ids as people read them: `2` before `10`, `10:5` after `10`.
+/// Orders node ids as people read them: `2` before `10`, `10:5` after `10`, numbers before
+/// names.
 pub fn compare_node_ids(a: &str, b: &str) -> Ordering {
-    fn key(id: &str) -> Vec<Result<u64, &str>> {
-        id.split(':')
-            .map(|part| part.parse::<u64>().map_err(|_| part))
-            .collect()
+    let part = |part: &str| part.parse::<u64>().map_err(|_| ());
+    let (mut a_parts, mut b_parts) = (a.split(':'), b.split(':'));
+    loop {
+        match (a_parts.next(), b_parts.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => {
+                let order = match (part(x), part(y)) {
+                    (Ok(m), Ok(n)) => m.cmp(&n),
+                    (Ok(_), Err(())) => Ordering::Less,
+                    (Err(()), Ok(_)) => Ordering::Greater,
+                    (Err(()), Err(())) => x.cmp(y),
+                };
+                if order != Ordering::Equal {
+                    return order;
+                }
+            }
+        }
     }
-    key(a).cmp(&key(b))
 }
 
 impl Workflow {

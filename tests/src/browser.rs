@@ -22,6 +22,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub enum Viewport {
     /// 390x844 CSS pixels, touch, a phone's user agent.
     Phone,
+    /// 360x740: the narrowest phones in common use.
+    SmallPhone,
     /// A 1280x800 window.
     Desktop,
 }
@@ -31,8 +33,34 @@ impl Viewport {
     pub fn name(self) -> &'static str {
         match self {
             Self::Phone => "phone",
+            Self::SmallPhone => "phone360",
             Self::Desktop => "desktop",
         }
+    }
+}
+
+/// A Chrome DevTools Protocol command, sent through chromedriver.
+#[derive(Debug)]
+struct Cdp {
+    command: String,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        let body = json!({ "cmd": self.command, "params": self.params });
+        (axum::http::Method::POST, Some(body.to_string()))
     }
 }
 
@@ -111,9 +139,14 @@ impl Browser {
         ];
         let mut options = json!({ "binary": chromium, "args": [] });
         match viewport {
-            Viewport::Phone => {
+            Viewport::Phone | Viewport::SmallPhone => {
+                let (width, height) = if viewport == Viewport::Phone {
+                    (390, 844)
+                } else {
+                    (360, 740)
+                };
                 options["mobileEmulation"] = json!({
-                    "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 3.0, "touch": true },
+                    "deviceMetrics": { "width": width, "height": height, "pixelRatio": 3.0, "touch": true },
                     "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 \
                                   (KHTML, like Gecko) Chrome/156.0 Mobile Safari/537.36",
                 });
@@ -207,6 +240,17 @@ impl Browser {
             "{id} never satisfied the condition; its text was {last:?} (screenshot: {})",
             shot.display()
         );
+    }
+
+    /// Sends a Chrome DevTools Protocol command (CPU throttling, emulated media, ...).
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        self.client
+            .issue_cmd(Cdp {
+                command: command.to_owned(),
+                params,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{command} failed: {e}"))
     }
 
     /// Runs JavaScript in the page and returns its result.

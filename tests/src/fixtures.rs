@@ -8,6 +8,8 @@ pub const SD15_TXT2IMG: &str = include_str!("../fixtures/comfyui/workflows/sd15_
 pub const INVERT_SLOW: &str = include_str!("../fixtures/comfyui/workflows/invert_slow.json");
 /// EmptyImage → PreviewImage + SaveImage.
 pub const EMPTY_IMAGE: &str = include_str!("../fixtures/comfyui/workflows/empty_image.json");
+/// EmptyImage ×2 → ImageCompositeMasked → SaveImage: has a BOOLEAN input (`resize_source`).
+pub const COMPOSITE_BOOLEAN: &str = include_str!("../fixtures/workflows/composite_boolean.json");
 /// A workflow saved in the editor's UI format, which ComfyUI cannot run.
 pub const UI_FORMAT: &str = include_str!("../fixtures/comfyui/workflows/ui_format_not_api.json");
 

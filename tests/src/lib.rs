@@ -4,11 +4,13 @@
 //!   replays recorded run transcripts to the client that queued a prompt, enforces ComfyUI's
 //!   origin guard, and keeps every request it received.
 //! - [`stack`]: `spawn_stack()`, the double plus the real relay, both on port 0.
+//! - [`app`]: driving the web app as a person does.
 //! - [`browser`]: headless Chromium driven over WebDriver, at phone and desktop sizes.
 //! - [`device`]: a device speaking the jobs API and following its event socket.
 //! - [`client`]: a WebSocket client that speaks as a browser would.
 //! - [`fixtures`]: recorded workflows and test images.
 
+pub mod app;
 pub mod browser;
 pub mod client;
 pub mod comfyui;

@@ -1,11 +1,13 @@
-//! The real built page in headless Chromium, at a phone viewport and a desktop one, against the
-//! relay and the ComfyUI double. Screenshots of each step go to `target/browser-artifacts/`.
+//! The real built page in headless Chromium against the relay and the ComfyUI double: a run from
+//! paste to image, jobs surviving reloads and wake-ups, cancelling, pairing, device links.
+//! Screenshots of each step go to `target/browser-artifacts/`.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::time::Duration;
 
 use serde_json::Value;
+use tests::app::{self, Import};
 use tests::browser::{Browser, Viewport, dist_dir};
 use tests::comfyui::Options;
 use tests::fixtures;
@@ -23,77 +25,42 @@ async fn stack(pace: f64) -> Stack {
     .await
 }
 
-async fn open_app(viewport: Viewport, stack: &Stack) -> Browser {
-    let browser = Browser::launch(viewport).await;
-    browser.goto(&stack.relay_url()).await;
-    browser.wait_for_text("connection", |t| t == "Live").await;
-    browser
-}
-
-async fn choose_workflow_file(browser: &Browser, name: &str) {
-    let path = fixtures::path(&format!("comfyui/workflows/{name}.json"));
-    browser
-        .by_test_id("workflow-file")
-        .await
-        .send_keys(&path.display().to_string())
-        .await
-        .unwrap();
-}
-
-/// Waits until the page's only job card says `state`.
-async fn wait_for_job_state(browser: &Browser, state: &str) {
-    browser.wait_for_text("job-state", |t| t == state).await;
-}
-
 async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport) {
     let stack = stack(1.0).await;
-    let browser = open_app(viewport, &stack).await;
-
-    browser
-        .by_test_id("workflow-json")
-        .await
-        .send_keys(fixtures::SD15_TXT2IMG)
-        .await
-        .unwrap();
-    let prompt = browser.by_test_id("input-6-text").await;
+    let browser = app::open(viewport, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     assert_eq!(
-        prompt.prop("value").await.unwrap().as_deref(),
-        Some("beautiful scenery nature glass bottle landscape, , purple galaxy bottle,")
+        app::value_of(&browser, "input-6-text").await,
+        "beautiful scenery nature glass bottle landscape, , purple galaxy bottle,"
     );
-    let labels = browser.by_test_id("inputs").await.text().await.unwrap();
-    assert!(labels.contains("CLIP Text Encode (Prompt)"), "{labels}");
-    assert!(labels.contains("Save Image"), "{labels}");
-    prompt.clear().await.unwrap();
-    prompt.send_keys("a red fox on the moon").await.unwrap();
+    let form = browser.by_test_id("all-inputs").await.text().await.unwrap();
+    assert!(form.contains("CLIP Text Encode (Prompt)"), "{form}");
+    assert!(form.contains("Save Image"), "{form}");
+    app::type_into(&browser, "input-6-text", "a red fox on the moon").await;
     browser.screenshot_at("input-6-text", "run-1-edited").await;
 
     browser.tap("queue").await;
     browser.wait_for_text("job-percent", |t| t != "0%").await;
     browser.screenshot_at("job", "run-2-progress").await;
-    wait_for_job_state(&browser, "succeeded").await;
-    let image = browser.by_test_id("job-output").await;
-    let src = image.attr("src").await.unwrap().unwrap();
+    app::wait_for_job(&browser, "succeeded").await;
+    let src = browser
+        .by_test_id("job-output")
+        .await
+        .attr("src")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(src.starts_with("/view?filename=ComfyUI_"), "{src}");
-    let loaded = browser
-        .eval("const i = document.querySelector('[data-testid=job-output]'); return i.complete && i.naturalWidth;")
-        .await;
     assert_eq!(
-        loaded,
-        Value::from(64),
+        app::wait_loaded(&browser, "job-output").await,
+        64,
         "the output PNG loads through the relay"
     );
     browser.screenshot_at("job", "run-3-done").await;
 
-    let queued = stack.comfyui.queued_prompts();
-    assert_eq!(queued.len(), 1);
-    assert_eq!(
-        queued[0]["prompt"]["6"]["inputs"]["text"],
-        "a red fox on the moon"
-    );
-    assert_eq!(
-        queued[0]["prompt"]["7"]["inputs"]["text"],
-        "text, watermark"
-    );
+    let sent = app::last_queued(&stack);
+    assert_eq!(sent["6"]["inputs"]["text"], "a red fox on the moon");
+    assert_eq!(sent["7"]["inputs"]["text"], "text, watermark");
     browser.close().await;
 }
 
@@ -109,18 +76,25 @@ async fn on_a_desktop_a_pasted_workflow_with_an_edited_prompt_runs_to_its_image(
 
 async fn a_ui_format_file_shows_how_to_export_the_api_format(viewport: Viewport) {
     let stack = stack(1.0).await;
-    let browser = open_app(viewport, &stack).await;
-    choose_workflow_file(&browser, "ui_format_not_api").await;
+    let browser = app::open(viewport, &stack).await;
+    app::library(&browser).await;
+    let path = fixtures::path("comfyui/workflows/ui_format_not_api.json");
+    browser
+        .by_test_id("workflow-file")
+        .await
+        .send_keys(&path.display().to_string())
+        .await
+        .unwrap();
     let message = browser
         .wait_for_text("workflow-error", |t| !t.is_empty())
         .await;
     assert!(message.contains("Export (API)"), "{message}");
-    let queue = browser.by_test_id("queue").await;
+    let save = browser.by_test_id("save-workflow").await;
     assert_eq!(
-        queue.attr("disabled").await.unwrap().as_deref(),
+        save.attr("disabled").await.unwrap().as_deref(),
         Some("true")
     );
-    browser.screenshot("ui-format-message").await;
+    browser.screenshot_at("import", "ui-format-message").await;
     assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
     browser.close().await;
 }
@@ -138,9 +112,13 @@ async fn on_a_desktop_a_ui_format_file_shows_how_to_export_the_api_format() {
 #[tokio::test]
 async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
     let stack = stack(6.0).await;
-    let browser = open_app(Viewport::Phone, &stack).await;
-    choose_workflow_file(&browser, "invert_slow").await;
-    browser.by_test_id("input-4-filename_prefix").await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(
+        &browser,
+        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
+        "invert",
+    )
+    .await;
     browser.tap("queue").await;
     browser
         .wait_for_text("job-status", |t| {
@@ -149,15 +127,14 @@ async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
         .await;
     browser.screenshot_at("job", "cancel-1-running").await;
     browser.tap("job-cancel").await;
-    wait_for_job_state(&browser, "interrupted").await;
+    app::wait_for_job(&browser, "interrupted").await;
     browser.screenshot_at("job", "cancel-2-stopped").await;
 
     let interrupts = stack.comfyui.requests_to("POST", "/interrupt");
     assert_eq!(interrupts.len(), 1);
-    let history = stack.comfyui.history_ids();
     assert_eq!(
         interrupts[0].json()["prompt_id"],
-        history[0],
+        stack.comfyui.history_ids()[0],
         "the interrupt names this job"
     );
     browser.close().await;
@@ -166,9 +143,13 @@ async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
 #[tokio::test]
 async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image() {
     let stack = stack(4.0).await;
-    let browser = open_app(Viewport::Phone, &stack).await;
-    choose_workflow_file(&browser, "invert_slow").await;
-    browser.by_test_id("input-4-filename_prefix").await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(
+        &browser,
+        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
+        "invert",
+    )
+    .await;
     browser.tap("queue").await;
     browser
         .wait_for_text("job-percent", |t| {
@@ -179,12 +160,8 @@ async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image(
 
     browser.client.refresh().await.unwrap();
     browser.wait_for_text("connection", |t| t == "Live").await;
-    let status = browser.wait_for_text("job-status", |t| !t.is_empty()).await;
-    assert!(
-        !status.is_empty(),
-        "the job is shown right after the reload"
-    );
-    wait_for_job_state(&browser, "succeeded").await;
+    browser.wait_for_text("job-status", |t| !t.is_empty()).await;
+    app::wait_for_job(&browser, "succeeded").await;
     browser.by_test_id("job-output").await;
     browser.screenshot_at("job", "reload-2-after").await;
     assert_eq!(
@@ -198,7 +175,7 @@ async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image(
 #[tokio::test]
 async fn a_page_waking_up_reconnects_its_event_socket_at_once() {
     let stack = stack(1.0).await;
-    let browser = open_app(Viewport::Phone, &stack).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
     let hub = &stack.state.jobs.hub;
     let before = hub.subscriptions_opened();
     let wake_ups = [
@@ -226,12 +203,12 @@ async fn a_page_waking_up_reconnects_its_event_socket_at_once() {
 #[tokio::test]
 async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
     let stack = stack(1.0).await;
-    let phone = open_app(Viewport::Phone, &stack).await;
-    choose_workflow_file(&phone, "empty_image").await;
-    phone.by_test_id("input-7-filename_prefix").await;
+    let phone = app::open(Viewport::Phone, &stack).await;
+    app::import(&phone, Import::Paste(fixtures::EMPTY_IMAGE), "empty").await;
     phone.tap("queue").await;
-    wait_for_job_state(&phone, "succeeded").await;
+    app::wait_for_job(&phone, "succeeded").await;
 
+    app::library(&phone).await;
     phone
         .eval("document.querySelector('.device-link').open = true;")
         .await;
@@ -252,7 +229,9 @@ async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
     let laptop = Browser::launch(Viewport::Desktop).await;
     laptop.goto(&link).await;
     laptop.wait_for_text("connection", |t| t == "Live").await;
-    wait_for_job_state(&laptop, "succeeded").await;
+    laptop.tap("tab-jobs").await;
+    app::wait_for_job(&laptop, "succeeded").await;
+    phone.tap("tab-jobs").await;
     assert_eq!(
         laptop
             .by_test_id("job")
@@ -304,10 +283,9 @@ async fn a_phone_pairs_through_the_link_and_then_runs_a_workflow() {
         format!("{}/", stack.relay_url()),
         "the token is gone from the address bar"
     );
-    choose_workflow_file(&phone, "empty_image").await;
-    phone.by_test_id("input-7-filename_prefix").await;
+    app::import(&phone, Import::Paste(fixtures::EMPTY_IMAGE), "empty").await;
     phone.tap("queue").await;
-    wait_for_job_state(&phone, "succeeded").await;
+    app::wait_for_job(&phone, "succeeded").await;
     phone
         .screenshot_at("job", "pairing-2-paired-and-done")
         .await;

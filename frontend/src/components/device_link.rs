@@ -2,14 +2,20 @@
 
 use leptos::prelude::*;
 
-use crate::api;
+use crate::{api, task};
 
 /// A button that asks the relay for a one-time link and shows it, ready to copy.
 #[component]
 pub fn DeviceLink() -> impl IntoView {
-    let link = Action::new_local(|(): &()| api::device_link());
+    let busy = RwSignal::new(false);
+    let link = RwSignal::new(None::<Result<String, String>>);
+    let create = move |_| {
+        task::submit(busy, async move {
+            link.set(Some(api::device_link().await.map_err(|e| e.to_string())));
+        });
+    };
     let shown = move || {
-        link.value().get().map(|result| match result {
+        link.get().map(|result| match result {
             Ok(url) => view! {
                 <p class="muted">"Open this link on your other device within ten minutes (it works once):"</p>
                 <input class="link" data-testid="device-link" readonly value=url on:focus=|ev| {
@@ -18,21 +24,14 @@ pub fn DeviceLink() -> impl IntoView {
                 } />
             }
             .into_any(),
-            Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+            Err(error) => view! { <p class="error" role="alert">{error}</p> }.into_any(),
         })
     };
     view! {
         <details class="card device-link">
             <summary>"Use on another device"</summary>
             <p class="muted">"Your jobs belong to this browser. A link lets another one see and manage them too."</p>
-            <button
-                class="button secondary"
-                data-testid="create-device-link"
-                disabled=move || link.pending().get()
-                on:click=move |_| {
-                    link.dispatch(());
-                }
-            >
+            <button class="button secondary" data-testid="create-device-link" disabled=move || busy.get() on:click=create>
                 "Create a link"
             </button>
             {shown}

@@ -40,6 +40,18 @@ pub fn status_line(job: &Job) -> String {
     }
 }
 
+/// The job's state as one word, as shown on its badge.
+pub fn state_label(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Interrupted => "interrupted",
+        JobState::Lost => "lost",
+    }
+}
+
 fn state_class(state: JobState) -> &'static str {
     match state {
         JobState::Queued => "pill",
@@ -47,6 +59,15 @@ fn state_class(state: JobState) -> &'static str {
         JobState::Succeeded => "pill pill-ok",
         JobState::Failed | JobState::Lost => "pill pill-bad",
         JobState::Interrupted => "pill pill-muted",
+    }
+}
+
+fn node_state(state: NodeRun) -> &'static str {
+    match state {
+        NodeRun::Pending => "pending",
+        NodeRun::Cached => "cached",
+        NodeRun::Running => "running",
+        NodeRun::Finished => "finished",
     }
 }
 
@@ -73,7 +94,13 @@ pub fn JobCard(
             .with(|jobs| jobs.iter().find(|j| j.id == lookup).cloned())
     });
     let preview_id = id.clone();
-    let preview = Memo::new(move |_| events.previews.with(|p| p.get(&preview_id).cloned()));
+    let preview = Memo::new(move |_| {
+        events.previews.with(|p| {
+            p.iter()
+                .find(|(job, _)| *job == preview_id)
+                .map(|(_, url)| url.clone())
+        })
+    });
     let failure = RwSignal::new(None::<String>);
     let act = move |requeue: bool| {
         let id = id.clone();
@@ -92,7 +119,7 @@ pub fn JobCard(
             let finished = job.state.is_finished();
             let percent = percent(&job);
             let status = status_line(&job);
-            let state = format!("{:?}", job.state).to_lowercase();
+            let state = state_label(job.state);
             let error = job.error.map(|error| {
                 view! { <p class="error" data-testid="job-error">{error.message}</p> }
             });
@@ -114,9 +141,9 @@ pub fn JobCard(
                 .into_iter()
                 .map(|node| {
                     view! {
-                        <li data-node-state=format!("{:?}", node.state).to_lowercase()>
+                        <li data-node-state=node_state(node.state)>
                             <span aria-hidden="true">{node_mark(node.state)}</span>
-                            {format!(" {} · {}%", node.title, (node.fraction * 100.0).floor())}
+                            {format!(" {} · {}%", node.title, (node.fraction.clamp(0.0, 1.0) * 100.0) as u32)}
                         </li>
                     }
                 })
@@ -141,18 +168,21 @@ pub fn JobCard(
             view! {
                 <article class="job card" data-testid="job" data-job-id=job.id>
                     <header class="job-head">
-                        <h3>{format!("Job #{}", job.number)}</h3>
+                        <h3>{match &job.workflow_name {
+                            Some(name) => format!("{name} · #{}", job.number),
+                            None => format!("Job #{}", job.number),
+                        }}</h3>
                         <span class=state_class(job.state) data-testid="job-state">{state}</span>
                     </header>
                     <p class="status" data-testid="job-status" role="status" aria-live="polite">
                         {status}
                     </p>
-                    <Show when=move || !finished>
+                    {(!finished).then(|| view! {
                         <div class="progress-row">
                             <progress max="100" value=percent aria-label="Progress"></progress>
                             <span data-testid="job-percent">{format!("{percent}%")}</span>
                         </div>
-                    </Show>
+                    })}
                     {error}
                     {move || preview.get().filter(|_| !finished).map(|url| view! {
                         <img class="preview" data-testid="job-preview" alt="Live preview" src=url />
@@ -179,6 +209,7 @@ mod tests {
         Job {
             id: "p".into(),
             number: 3,
+            workflow_name: Some("Portrait".into()),
             state,
             queue_position: None,
             progress: 0.426,

@@ -17,12 +17,9 @@ pub fn JobsList() -> impl IntoView {
     view! {
         <section aria-labelledby="jobs-heading" data-testid="jobs">
             <h2 id="jobs-heading" class="section-title">"My jobs"</h2>
-            <Show when=move || ids.with(Vec::is_empty)>
-                <p class="muted empty">"Nothing queued yet."</p>
-            </Show>
-            <For each=move || ids.get() key=|id| id.clone() let:id>
-                <JobCard id=id />
-            </For>
+            <p class="muted empty" hidden=move || !ids.with(Vec::is_empty)>"Nothing queued yet."</p>
+            // Cards follow their job by themselves: the list changes only when a job comes or goes.
+            {move || ids.get().into_iter().map(|id| view! { <JobCard id=id /> }).collect_view()}
         </section>
     }
 }

@@ -1,9 +1,12 @@
-//! The app's components, one per file.
+//! The app's smaller parts, one component per file.
 
 pub mod connection_badge;
 pub mod device_link;
+pub mod field;
+pub mod image_input;
 pub mod job_card;
 pub mod jobs_list;
 pub mod pairing_required;
-pub mod text_inputs;
-pub mod workflow_source;
+pub mod tab_bar;
+pub mod viewer;
+pub mod workflow_import;

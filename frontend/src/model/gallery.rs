@@ -1,0 +1,87 @@
+//! The gallery: every image this device's jobs produced, newest first, each once.
+
+use shared::api::Job;
+use shared::comfy::ImageRef;
+
+/// An image and the job that made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shot {
+    /// The image.
+    pub image: ImageRef,
+    /// The job's number.
+    pub job_number: i64,
+    /// The saved workflow it ran, if any.
+    pub workflow_name: Option<String>,
+}
+
+/// The images of `jobs` (given newest first), newest first, without repeats.
+pub fn shots(jobs: &[Job]) -> Vec<Shot> {
+    let mut shots: Vec<Shot> = Vec::new();
+    for job in jobs {
+        for image in &job.outputs {
+            if !shots.iter().any(|s| s.image == *image) {
+                shots.push(Shot {
+                    image: image.clone(),
+                    job_number: job.number,
+                    workflow_name: job.workflow_name.clone(),
+                });
+            }
+        }
+    }
+    shots
+}
+
+/// The index after `index` when swiping `forward` (or back), wrapping around.
+pub fn step(index: usize, count: usize, forward: bool) -> usize {
+    match (count, forward) {
+        (0, _) => 0,
+        (_, true) => (index + 1) % count,
+        (_, false) => (index + count - 1) % count,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::api::JobState;
+
+    fn job(number: i64, files: &[&str]) -> Job {
+        Job {
+            id: number.to_string(),
+            number,
+            workflow_name: None,
+            state: JobState::Succeeded,
+            queue_position: None,
+            progress: 1.0,
+            current_node: None,
+            nodes: Vec::new(),
+            has_preview: false,
+            outputs: files
+                .iter()
+                .map(|f| ImageRef {
+                    filename: (*f).to_owned(),
+                    subfolder: String::new(),
+                    kind: "output".into(),
+                })
+                .collect(),
+            error: None,
+            created_at: 0,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn newest_first_and_each_once() {
+        let shots = shots(&[job(2, &["b.png", "c.png"]), job(1, &["a.png", "b.png"])]);
+        let names: Vec<_> = shots.iter().map(|s| s.image.filename.as_str()).collect();
+        assert_eq!(names, ["b.png", "c.png", "a.png"]);
+        assert_eq!(shots[2].job_number, 1);
+    }
+
+    #[test]
+    fn swiping_wraps_around() {
+        assert_eq!(step(2, 3, true), 0);
+        assert_eq!(step(0, 3, false), 2);
+        assert_eq!(step(0, 0, true), 0);
+    }
+}

@@ -1,0 +1,7 @@
+//! The app's logic that needs no browser: forms from workflows and schemas, what a device
+//! remembers, the gallery, routes. Unit-tested natively (`cargo test -p frontend`).
+
+pub mod form;
+pub mod gallery;
+pub mod memory;
+pub mod route;

@@ -1,0 +1,472 @@
+//! The phone app in headless Chromium at 390x844 and 1280x800 (and 360 wide): importing every
+//! recorded workflow three ways, editing an input of every type, seeds, uploading a picture,
+//! progress, previews and results, validation errors next to their inputs, pins and memory, the
+//! gallery and its viewer. A screenshot of each step goes to `target/browser-artifacts/`.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use serde_json::{Value, json};
+use tests::app::{self, Import};
+use tests::browser::{Browser, Viewport, dist_dir};
+use tests::comfyui::Options;
+use tests::fixtures;
+use tests::stack::{Stack, StackOptions, spawn_stack_with};
+
+async fn stack(pace: f64) -> Stack {
+    spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace,
+            ..Options::default()
+        },
+        static_dir: Some(dist_dir()),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+async fn every_recorded_workflow_imports_three_ways_into_a_typed_form(viewport: Viewport) {
+    let stack = stack(1.0).await;
+    let browser = app::open(viewport, &stack).await;
+    let invert = fixtures::path("comfyui/workflows/invert_slow.json");
+    app::import(
+        &browser,
+        Import::Paste(fixtures::SD15_TXT2IMG),
+        "sd15 txt2img",
+    )
+    .await;
+    browser.screenshot_at("all-inputs", "import-1-pasted").await;
+    app::import(&browser, Import::File(&invert), "invert slow").await;
+    browser.screenshot_at("all-inputs", "import-2-chosen").await;
+    app::import(&browser, Import::Drop(fixtures::EMPTY_IMAGE), "empty image").await;
+    browser
+        .screenshot_at("all-inputs", "import-3-dropped")
+        .await;
+
+    app::library(&browser).await;
+    let listed = browser.by_test_id("library").await.text().await.unwrap();
+    for name in ["empty image", "invert slow", "sd15 txt2img"] {
+        assert!(listed.contains(name), "{listed}");
+    }
+    browser.screenshot_at("library", "import-4-library").await;
+    let saved: Vec<String> = stack
+        .state
+        .library
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|w| w.name)
+        .collect();
+    assert_eq!(
+        saved,
+        ["empty image", "invert slow", "sd15 txt2img"],
+        "kept by the relay for the team"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn on_a_phone_every_recorded_workflow_imports_three_ways_into_a_typed_form() {
+    every_recorded_workflow_imports_three_ways_into_a_typed_form(Viewport::Phone).await;
+}
+
+#[tokio::test]
+async fn on_a_desktop_every_recorded_workflow_imports_three_ways_into_a_typed_form() {
+    every_recorded_workflow_imports_three_ways_into_a_typed_form(Viewport::Desktop).await;
+}
+
+async fn an_input_of_every_type_is_edited_and_reaches_comfyui(viewport: Viewport) {
+    let stack = stack(1.0).await;
+    let browser = app::open(viewport, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+    // Checked as typed, with ComfyUI's own bounds.
+    app::type_into(&browser, "input-3-steps", "0").await;
+    let complaint = browser
+        .wait_for_text("error-3-steps", |t| !t.is_empty())
+        .await;
+    assert_eq!(complaint, "0 is smaller than the minimum, 1");
+    browser
+        .screenshot_at("input-3-steps", "types-1-checked-as-typed")
+        .await;
+
+    app::type_into(&browser, "input-3-steps", "30").await;
+    app::type_into(&browser, "input-3-cfg", "6,5").await;
+    app::choose(&browser, "input-3-sampler_name", "dpmpp_2m").await;
+    app::type_into(&browser, "input-6-text", "a lighthouse in a storm").await;
+    app::type_into(&browser, "input-9-filename_prefix", "lighthouse").await;
+    let before = app::value_of(&browser, "input-3-seed").await;
+    browser.tap("dice-3-seed").await;
+    let seed = app::value_of(&browser, "input-3-seed").await;
+    assert_ne!(seed, before, "the dice draws a new seed");
+    let seed: u64 = seed.parse().unwrap();
+    browser
+        .screenshot_at("input-3-seed", "types-2-edited")
+        .await;
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+
+    let sent = app::last_queued(&stack);
+    assert_eq!(sent["3"]["inputs"]["steps"], 30);
+    assert_eq!(sent["3"]["inputs"]["cfg"], 6.5);
+    assert_eq!(sent["3"]["inputs"]["sampler_name"], "dpmpp_2m");
+    assert_eq!(
+        sent["3"]["inputs"]["seed"],
+        json!(seed),
+        "the seed arrives exactly, beyond a JS number"
+    );
+    assert_eq!(sent["6"]["inputs"]["text"], "a lighthouse in a storm");
+    assert_eq!(sent["9"]["inputs"]["filename_prefix"], "lighthouse");
+
+    app::import(
+        &browser,
+        Import::Paste(fixtures::COMPOSITE_BOOLEAN),
+        "composite",
+    )
+    .await;
+    let toggle = browser.by_test_id("input-9-resize_source").await;
+    assert_eq!(
+        toggle.prop("checked").await.unwrap().as_deref(),
+        Some("false")
+    );
+    browser.tap("input-9-resize_source").await;
+    app::type_into(&browser, "input-8-color", "65280").await;
+    browser
+        .screenshot_at("input-9-resize_source", "types-3-boolean")
+        .await;
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-state", |t| t == "succeeded")
+        .await;
+    let sent = app::last_queued(&stack);
+    assert_eq!(sent["9"]["inputs"]["resize_source"], true);
+    assert_eq!(sent["8"]["inputs"]["color"], 65280);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn on_a_phone_an_input_of_every_type_is_edited_and_reaches_comfyui() {
+    an_input_of_every_type_is_edited_and_reaches_comfyui(Viewport::Phone).await;
+}
+
+#[tokio::test]
+async fn on_a_desktop_an_input_of_every_type_is_edited_and_reaches_comfyui() {
+    an_input_of_every_type_is_edited_and_reaches_comfyui(Viewport::Desktop).await;
+}
+
+#[tokio::test]
+async fn a_randomised_seed_is_new_for_every_run() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+    browser.tap("randomize-3-seed").await;
+    let mut seeds = Vec::new();
+    for run in 0..2 {
+        browser.tap("queue").await;
+        browser
+            .wait_for_text("job-state", |t| t == "succeeded")
+            .await;
+        let seed = app::last_queued(&stack)["3"]["inputs"]["seed"].clone();
+        assert_eq!(
+            app::value_of(&browser, "input-3-seed").await,
+            seed.to_string(),
+            "run {run} shows its seed"
+        );
+        seeds.push(seed);
+    }
+    assert_ne!(seeds[0], seeds[1]);
+    assert_ne!(
+        seeds[0],
+        json!(156680208700286u64),
+        "not the workflow's own seed"
+    );
+    browser.close().await;
+}
+
+async fn a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result(
+    viewport: Viewport,
+) {
+    let stack = stack(4.0).await;
+    let browser = app::open(viewport, &stack).await;
+    app::import(
+        &browser,
+        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
+        "invert",
+    )
+    .await;
+    let picture = fixtures::path("phone.png");
+    browser
+        .by_test_id("input-1-image-file")
+        .await
+        .send_keys(&picture.display().to_string())
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("input-1-image", |t| t == "phone.png")
+        .await;
+    assert_eq!(
+        app::wait_loaded(&browser, "input-1-image-thumb").await,
+        32,
+        "the thumbnail shows the picture"
+    );
+    browser
+        .screenshot_at("input-1-image-thumb", "upload-1-picture")
+        .await;
+    let stored = stack.comfyui.files();
+    assert_eq!(stored[0].name, "phone.png");
+    assert_eq!(stored[0].bytes.as_ref(), fixtures::PHONE_PNG);
+
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-status", |t| {
+            t.starts_with("Running Slow Progress (test)")
+        })
+        .await;
+    assert!(
+        app::wait_loaded(&browser, "job-preview").await > 0,
+        "the live preview shows"
+    );
+    browser.screenshot_at("job", "upload-2-preview").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    assert_eq!(app::wait_loaded(&browser, "job-output").await, 64);
+    browser.screenshot_at("job", "upload-3-result").await;
+    assert_eq!(
+        app::last_queued(&stack)["1"]["inputs"]["image"],
+        "phone.png"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn on_a_phone_a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result() {
+    a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result(Viewport::Phone)
+        .await;
+}
+
+#[tokio::test]
+async fn on_a_desktop_a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result() {
+    a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result(Viewport::Desktop)
+        .await;
+}
+
+#[tokio::test]
+async fn comfyuis_validation_error_appears_next_to_its_input() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    let mut workflow: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
+    workflow["1"]["inputs"]["image"] = json!("does-not-exist.png");
+    app::import(
+        &browser,
+        Import::Paste(&workflow.to_string()),
+        "missing picture",
+    )
+    .await;
+    browser.tap("queue").await;
+    let message = browser
+        .wait_for_text("error-1-image", |t| !t.is_empty())
+        .await;
+    assert!(
+        message.contains("Invalid image file: does-not-exist.png"),
+        "{message}"
+    );
+    browser
+        .screenshot_at("error-1-image", "validation-next-to-input")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_node_comfyui_lacks_is_named_before_anything_is_queued() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    let workflow = json!({
+        "1": {"class_type": "FancyUpscaler", "inputs": {"scale": 2}, "_meta": {"title": "Upscale"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}
+    });
+    app::import(
+        &browser,
+        Import::Paste(&workflow.to_string()),
+        "needs a custom node",
+    )
+    .await;
+    let alert = browser
+        .wait_for_text("missing-nodes", |t| !t.is_empty())
+        .await;
+    assert!(alert.contains("\"FancyUpscaler\""), "{alert}");
+    let queue = browser.by_test_id("queue").await;
+    assert_eq!(
+        queue.attr("disabled").await.unwrap().as_deref(),
+        Some("true")
+    );
+    browser.screenshot("missing-node").await;
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_device() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+    browser.tap("pin-6-text").await;
+    let pinned = browser.by_test_id("pinned").await.text().await.unwrap();
+    assert!(pinned.contains("CLIP Text Encode (Prompt)"), "{pinned}");
+    app::type_into(&browser, "input-6-text", "remember me").await;
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-state", |t| t == "succeeded")
+        .await;
+    browser.screenshot_at("pinned", "pins-1-pinned").await;
+
+    browser.client.refresh().await.unwrap();
+    browser
+        .wait_for_text("workflow-title", |t| t == "sd15")
+        .await;
+    assert_eq!(app::value_of(&browser, "input-6-text").await, "remember me");
+    let pinned = browser.by_test_id("pinned").await.text().await.unwrap();
+    assert!(
+        pinned.contains("CLIP Text Encode (Prompt)"),
+        "still pinned after a reload: {pinned}"
+    );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_a_workflow() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(
+        &browser,
+        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
+        "invert",
+    )
+    .await;
+    app::import(&browser, Import::Paste(fixtures::EMPTY_IMAGE), "empty").await;
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+
+    browser.tap("tab-gallery").await;
+    browser.wait_for_text("gallery", |_| true).await;
+    let count = browser
+        .eval("return document.querySelectorAll('[data-testid=gallery-item]').length;")
+        .await;
+    assert_eq!(count, json!(2), "PreviewImage and SaveImage outputs");
+    browser.screenshot_at("gallery", "gallery-1-grid").await;
+    browser.tap("gallery-item").await;
+    browser
+        .wait_for_text("viewer-position", |t| t == "1 / 2")
+        .await;
+    let swipe = "const v = document.querySelector('[data-testid=viewer]');
+        const touch = x => [new Touch({identifier: 1, target: v, clientX: x, clientY: 300})];
+        v.dispatchEvent(new TouchEvent('touchstart', {changedTouches: touch(300), bubbles: true}));
+        v.dispatchEvent(new TouchEvent('touchend', {changedTouches: touch(100), bubbles: true}));";
+    browser.eval(swipe).await;
+    browser
+        .wait_for_text("viewer-position", |t| t == "2 / 2")
+        .await;
+    let download = browser.by_test_id("viewer-download").await;
+    let href = download.attr("href").await.unwrap().unwrap();
+    let name = download.attr("download").await.unwrap().unwrap();
+    assert!(
+        href.starts_with("/view?filename=") && href.contains(&name),
+        "{href} {name}"
+    );
+    browser.screenshot("gallery-2-viewer").await;
+
+    app::choose(&browser, "use-as-input-workflow", "invert").await;
+    browser.tap("use-as-input").await;
+    browser
+        .wait_for_text("workflow-title", |t| t == "invert")
+        .await;
+    let value = browser
+        .wait_for_text("input-1-image", |t| t.ends_with(".png"))
+        .await;
+    assert!(
+        stack
+            .comfyui
+            .files()
+            .iter()
+            .any(|f| f.kind == "input" && f.name == value),
+        "{value} was uploaded as an input"
+    );
+    browser
+        .screenshot_at("input-1-image-thumb", "gallery-3-used-as-input")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_app_fits_a_360_pixel_phone_with_finger_sized_targets_in_light_and_dark() {
+    let stack = stack(1.0).await;
+    let browser = app::open(Viewport::SmallPhone, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+    let overflow = browser
+        .eval("return document.documentElement.scrollWidth;")
+        .await;
+    assert!(
+        overflow.as_u64().unwrap() <= 360,
+        "the page is {overflow} px wide"
+    );
+    let small = browser
+        .eval(
+            "return [...document.querySelectorAll('button, a.button, a.tab, input, select, textarea, summary')]
+               .filter(e => e.offsetParent !== null && e.type !== 'file' && e.type !== 'checkbox')
+               .filter(e => e.getBoundingClientRect().height < 44)
+               .map(e => e.outerHTML.slice(0, 80));",
+        )
+        .await;
+    assert_eq!(small, json!([]), "every control is at least 44 px tall");
+    let font = browser.eval("return getComputedStyle(document.querySelector('[data-testid=\"input-3-steps\"]')).fontSize;").await;
+    assert_eq!(font, json!("16px"), "iOS does not zoom into 16 px inputs");
+    browser.screenshot("small-1-light").await;
+
+    let light = browser
+        .eval("return getComputedStyle(document.body).backgroundColor;")
+        .await;
+    browser
+        .cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await;
+    let dark = browser
+        .eval("return getComputedStyle(document.body).backgroundColor;")
+        .await;
+    assert_ne!(light, dark, "dark mode follows the system");
+    browser.screenshot("small-2-dark").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_locked_relay_runs_saved_workflows_by_name_only() {
+    let stack = spawn_stack_with(StackOptions {
+        static_dir: Some(dist_dir()),
+        relay_args: vec!["--locked-workflows".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    // The operator puts the workflow on disk.
+    let folder = stack.data_dir.path().join("workflows");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("sd15.json"), fixtures::SD15_TXT2IMG).unwrap();
+    let browser = Browser::launch(Viewport::Phone).await;
+    browser.goto(&stack.relay_url()).await;
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    browser
+        .wait_for_text("library", |t| t.contains("sd15"))
+        .await;
+    let import = browser
+        .eval("return document.querySelector('[data-testid=import]') === null;")
+        .await;
+    assert_eq!(import, json!(true), "no importing into a locked library");
+    browser
+        .goto(&format!("{}/#/w/sd15", stack.relay_url()))
+        .await;
+    app::type_into(&browser, "input-6-text", "only values travel").await;
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    let request = stack.comfyui.queued_prompts().pop().unwrap();
+    assert_eq!(
+        request["prompt"]["6"]["inputs"]["text"],
+        "only values travel"
+    );
+    browser.close().await;
+}
