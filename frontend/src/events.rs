@@ -107,6 +107,7 @@ impl Events {
                 jobs,
                 comfyui_connected,
             } => {
+                crate::mark("comfy-relay:live");
                 self.comfyui.set(Some(comfyui_connected));
                 self.forget_previews(|id| {
                     !jobs.iter().any(|j| j.id == id && !j.state.is_finished())

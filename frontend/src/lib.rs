@@ -27,6 +27,13 @@ use pages::jobs::JobsPage;
 use pages::library::LibraryPage;
 use pages::workflow::WorkflowPage;
 
+/// Records a moment in the browser's performance timeline (what `bench-load` measures).
+pub fn mark(name: &str) {
+    if let Some(performance) = window().performance() {
+        let _ = performance.mark(name);
+    }
+}
+
 /// Opens a page (through the URL's hash, so the back button works).
 pub fn go(route: &Route) {
     let _ = window().location().set_hash(&route.hash());

@@ -2,4 +2,5 @@
 
 fn main() {
     leptos::mount::mount_to_body(frontend::App);
+    frontend::mark("comfy-relay:mounted");
 }

@@ -1,0 +1,270 @@
+//! The workflow library over HTTP, jobs from saved workflows, the relay's kept `/object_info`,
+//! and a relay locked to saved workflows.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::api::{ErrorBody, Job};
+use tests::device::Device;
+use tests::fixtures;
+use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
+
+async fn put(device: &Device, name: &str, body: &str) -> reqwest::Response {
+    device
+        .request(Method::PUT, &format!("/api/workflows/{name}"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    assert_eq!(
+        put(&phone, "Portrait%20(v2)", fixtures::SD15_TXT2IMG)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        put(&phone, "empty", fixtures::EMPTY_IMAGE).await.status(),
+        200
+    );
+    assert!(
+        stack
+            .data_dir
+            .path()
+            .join("workflows/Portrait (v2).json")
+            .is_file(),
+        "a plain JSON file"
+    );
+
+    let listed: Value = phone
+        .request(Method::GET, "/api/workflows")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["locked"], false);
+    let names: Vec<&str> = listed["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["empty", "Portrait (v2)"]);
+
+    let renamed = phone
+        .request(Method::POST, "/api/workflows/empty/rename")
+        .json(&json!({"to": "Portrait (v2)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 409, "never overwrite another workflow");
+    let renamed = phone
+        .request(Method::POST, "/api/workflows/empty/rename")
+        .json(&json!({"to": "blank"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let fetched: Value = phone
+        .request(Method::GET, "/api/workflows/blank")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["7"]["class_type"], "SaveImage");
+    assert_eq!(
+        phone
+            .request(Method::DELETE, "/api/workflows/blank")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        phone
+            .request(Method::GET, "/api/workflows/blank")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn only_api_workflows_under_safe_names_are_saved() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let ui = put(&phone, "ui", fixtures::UI_FORMAT).await;
+    assert_eq!(ui.status(), 422);
+    assert!(
+        ui.json::<ErrorBody>()
+            .await
+            .unwrap()
+            .error
+            .contains("Export (API)")
+    );
+    assert_eq!(put(&phone, "broken", "{\"3\": ").await.status(), 400);
+    assert_eq!(
+        put(&phone, "..%2F..%2Fescape", fixtures::EMPTY_IMAGE)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        put(&phone, ".hidden", fixtures::EMPTY_IMAGE).await.status(),
+        400
+    );
+    assert!(!stack.data_dir.path().join("escape.json").exists());
+}
+
+#[tokio::test]
+async fn a_saved_workflow_runs_by_name_with_values_and_its_jobs_carry_the_name() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    put(&phone, "sd15", fixtures::SD15_TXT2IMG).await;
+    let response = phone
+        .request(Method::POST, "/api/jobs")
+        .json(&json!({"workflow_name": "sd15", "values": [{"node_id": "6", "input": "text", "value": "a harbour at dawn"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let job: Job = response.json().await.unwrap();
+    assert_eq!(job.workflow_name.as_deref(), Some("sd15"));
+    assert_eq!(
+        stack.comfyui.queued_prompts()[0]["prompt"]["6"]["inputs"]["text"],
+        "a harbour at dawn"
+    );
+    let unknown = phone
+        .request(Method::POST, "/api/jobs")
+        .json(&json!({"workflow_name": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn object_info_is_fetched_once_and_served_whole_gzipped_or_by_class() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let some: Value = phone
+        .request(
+            Method::GET,
+            "/api/object_info?classes=KSampler,SaveImage,NoSuchNode",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let classes: Vec<&String> = some.as_object().unwrap().keys().collect();
+    assert_eq!(classes, ["KSampler", "SaveImage"]);
+    let whole = phone
+        .request(Method::GET, "/api/object_info")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.headers()["content-encoding"], "gzip");
+    let compressed = whole.bytes().await.unwrap();
+    let mut json = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(compressed.as_ref()),
+        &mut json,
+    )
+    .unwrap();
+    let whole: serde_json::Map<String, Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(whole.len(), 497);
+    assert!(
+        compressed.len() * 5 < json.len(),
+        "{} bytes for {}",
+        compressed.len(),
+        json.len()
+    );
+    assert_eq!(
+        stack.comfyui.requests_to("GET", "/object_info").len(),
+        1,
+        "ComfyUI was asked once"
+    );
+}
+
+#[tokio::test]
+async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
+    let stack = spawn_stack_with(StackOptions {
+        relay_args: vec!["--locked-workflows".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    let folder = stack.data_dir.path().join("workflows");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("empty.json"), fixtures::EMPTY_IMAGE).unwrap();
+    let phone = Device::new(&stack.relay_url()).await;
+
+    let listed: Value = phone
+        .request(Method::GET, "/api/workflows")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["locked"], true);
+    assert_eq!(
+        put(&phone, "mine", fixtures::EMPTY_IMAGE).await.status(),
+        403
+    );
+    assert_eq!(
+        phone
+            .request(Method::DELETE, "/api/workflows/empty")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let graph = phone.submit(fixtures::EMPTY_IMAGE, json!([])).await;
+    assert_eq!(graph.status(), 403);
+    assert!(
+        graph
+            .json::<ErrorBody>()
+            .await
+            .unwrap()
+            .error
+            .contains("only runs saved workflows")
+    );
+    let raw = phone
+        .request(Method::POST, "/prompt")
+        .json(&json!({"prompt": serde_json::from_str::<Value>(fixtures::EMPTY_IMAGE).unwrap()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 403);
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+
+    let by_name = phone
+        .request(Method::POST, "/api/jobs")
+        .json(&json!({"workflow_name": "empty", "values": [{"node_id": "5", "input": "width", "value": 32}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_name.status(), 201);
+    assert_eq!(
+        stack.comfyui.queued_prompts()[0]["prompt"]["5"]["inputs"]["width"],
+        32
+    );
+}
