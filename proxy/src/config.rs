@@ -134,6 +134,12 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_LOCKED_WORKFLOWS")]
     pub locked_workflows: bool,
 
+    /// A saved workflow that runs as soon as a picture is uploaded into it through
+    /// `POST /api/workflows/{name}/image` (a request's `?run=` overrides); `*` for all.
+    /// Repeatable.
+    #[arg(long = "auto-run", env = "COMFY_RELAY_AUTO_RUN", value_delimiter = ',')]
+    pub auto_run: Vec<String>,
+
     /// How many jobs one device may have waiting in ComfyUI's queue at once.
     #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
     pub max_pending_jobs: usize,

@@ -6,6 +6,7 @@
 
 pub mod allowlist;
 pub mod auth;
+pub mod automation;
 pub mod banner;
 pub mod comfy;
 pub mod commands;
@@ -14,6 +15,7 @@ pub mod device;
 pub mod error;
 pub mod guard;
 pub mod headers;
+pub mod health;
 pub mod http_relay;
 pub mod jobs;
 pub mod library;
@@ -67,7 +69,8 @@ fn comfyui_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// The relay's own API: jobs and their event socket, devices, pairing, node schemas.
+/// The relay's own API: jobs and their event socket, the workflow library and its automation,
+/// devices, pairing, node schemas, health.
 fn relay_routes() -> Router<AppState> {
     use jobs::routes as job;
     Router::new()
@@ -76,6 +79,8 @@ fn relay_routes() -> Router<AppState> {
         .route("/api/jobs/{id}/preview", get(job::preview))
         .route("/api/jobs/{id}/cancel", post(job::cancel))
         .route("/api/jobs/{id}/requeue", post(job::requeue))
+        .route("/api/interrupt", post(job::interrupt))
+        .route("/api/health", get(health::health))
         .route("/api/events", get(job::events))
         .route("/api/object_info", get(object_info::serve))
         .route(
@@ -88,6 +93,13 @@ fn relay_routes() -> Router<AppState> {
             get(library::get).put(library::put).delete(library::delete),
         )
         .route("/api/workflows/{name}/rename", post(library::rename))
+        .route(
+            "/api/workflows/{name}/image",
+            // The upload enforces its own limit, on the stream.
+            post(automation::image).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/workflows/{name}/prompt", post(automation::prompt))
+        .route("/api/workflows/{name}/run", post(automation::run))
         .route("/api/session", get(auth::session))
         .route("/api/device/link", post(device::create_link))
         .route("/link/{code}", get(device::follow_link))
@@ -98,8 +110,12 @@ fn relay_routes() -> Router<AppState> {
 pub fn app(state: AppState) -> Router {
     let mut router = relay_routes();
     for (path, route) in comfyui_routes() {
-        // Under /api, the relay answers /object_info itself, from its kept copy.
-        if !matches!(path, "/object_info" | "/object_info/{node_class}") {
+        // Under /api, the relay answers /object_info itself, from its kept copy, and
+        // /interrupt stops the device's own job, never someone else's.
+        if !matches!(
+            path,
+            "/object_info" | "/object_info/{node_class}" | "/interrupt"
+        ) {
             router = router.route(&format!("/api{path}"), route.clone());
         }
         router = router.route(path, route);

@@ -3,9 +3,12 @@
 //!
 //! Anyone paired can import, rename and delete, unless the operator locked the relay to the
 //! saved workflows (`--locked-workflows`): then the files are managed on disk only, and devices
-//! send values for a saved workflow, never a graph.
+//! send values for a saved workflow, never a graph. Values (a prompt's text, the picture of a
+//! LoadImage) can always be set through the automation API: they change what a workflow says,
+//! never how it is wired.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::UNIX_EPOCH;
 
 use axum::Json;
@@ -101,6 +104,9 @@ pub fn valid_name(name: &str) -> bool {
 pub struct Library {
     dir: PathBuf,
     locked: bool,
+    auto_run: Vec<String>,
+    /// Serialises read-modify-write of the files.
+    writing: Mutex<()>,
 }
 
 fn modified_ms(path: &Path) -> u64 {
@@ -119,17 +125,37 @@ pub fn parse(text: &[u8]) -> Result<Workflow, LibraryError> {
 }
 
 impl Library {
-    /// The library in `<data_dir>/workflows`.
-    pub fn new(data_dir: &Path, locked: bool) -> Self {
+    /// The library in `<data_dir>/workflows`; `auto_run` names the workflows that run as soon
+    /// as a picture is uploaded into them.
+    pub fn new(data_dir: &Path, locked: bool, auto_run: Vec<String>) -> Self {
         Self {
             dir: data_dir.join("workflows"),
             locked,
+            auto_run,
+            writing: Mutex::new(()),
         }
     }
 
     /// Whether devices may only run saved workflows.
     pub fn locked(&self) -> bool {
         self.locked
+    }
+
+    /// Whether a workflow runs as soon as a picture is uploaded into it.
+    pub fn auto_runs(&self, name: &str) -> bool {
+        self.auto_run.iter().any(|n| n == name || n == "*")
+    }
+
+    fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // A panic while writing leaves nothing half-done in memory: the lock only orders writes.
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self, path: &Path, workflow: &Workflow) -> Result<(), LibraryError> {
+        std::fs::create_dir_all(&self.dir)?;
+        let pretty = serde_json::to_vec_pretty(workflow).map_err(std::io::Error::other)?;
+        write_private(path, &pretty)?;
+        Ok(())
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, LibraryError> {
@@ -199,9 +225,8 @@ impl Library {
         self.writable()?;
         let path = self.path(name)?;
         let workflow = parse(text)?;
-        std::fs::create_dir_all(&self.dir)?;
-        let pretty = serde_json::to_vec_pretty(&workflow).map_err(std::io::Error::other)?;
-        write_private(&path, &pretty)?;
+        let _writing = self.write_lock();
+        self.write(&path, &workflow)?;
         Ok(SavedWorkflow {
             name: name.to_owned(),
             nodes: workflow.len(),
@@ -209,9 +234,25 @@ impl Library {
         })
     }
 
+    /// Changes values of a saved workflow with `change`, which sees the workflow as saved and
+    /// may refuse; the file is rewritten only when it accepts. Allowed on a locked library:
+    /// [`Workflow::set_input`] never rewires a graph.
+    pub fn set_values<T, E: From<LibraryError>>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Workflow) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _writing = self.write_lock();
+        let mut workflow = self.get(name)?;
+        let changed = change(&mut workflow)?;
+        self.write(&self.path(name)?, &workflow)?;
+        Ok(changed)
+    }
+
     /// Renames a workflow.
     pub fn rename(&self, name: &str, to: &str) -> Result<SavedWorkflow, LibraryError> {
         self.writable()?;
+        let _writing = self.write_lock();
         let (from, to_path) = (self.path(name)?, self.path(to)?);
         if !from.exists() {
             return Err(LibraryError::NotFound(name.to_owned()));
@@ -231,6 +272,7 @@ impl Library {
     /// Deletes a workflow.
     pub fn delete(&self, name: &str) -> Result<(), LibraryError> {
         self.writable()?;
+        let _writing = self.write_lock();
         match std::fs::remove_file(self.path(name)?) {
             Ok(()) => Ok(()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -326,7 +368,7 @@ mod tests {
     #[test]
     fn save_list_rename_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let library = Library::new(dir.path(), false);
+        let library = Library::new(dir.path(), false, Vec::new());
         assert!(library.list().unwrap().is_empty());
         library.save("b", EMPTY_IMAGE.as_bytes()).unwrap();
         library.save("A", EMPTY_IMAGE.as_bytes()).unwrap();
@@ -354,7 +396,7 @@ mod tests {
     #[test]
     fn only_api_workflows_are_saved_and_a_locked_library_is_read_only() {
         let dir = tempfile::tempdir().unwrap();
-        let library = Library::new(dir.path(), false);
+        let library = Library::new(dir.path(), false, Vec::new());
         assert!(matches!(
             library.save("x", b"{\"nodes\": [], \"links\": []}"),
             Err(LibraryError::NotApiWorkflow(_))
@@ -364,7 +406,7 @@ mod tests {
             Err(LibraryError::Malformed(_))
         ));
         library.save("x", EMPTY_IMAGE.as_bytes()).unwrap();
-        let locked = Library::new(dir.path(), true);
+        let locked = Library::new(dir.path(), true, Vec::new());
         assert_eq!(locked.get("x").unwrap().len(), 2);
         assert!(matches!(
             locked.save("y", EMPTY_IMAGE.as_bytes()),

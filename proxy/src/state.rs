@@ -76,7 +76,11 @@ impl AppState {
             allowed_routes: Arc::new(config.allowed_routes.clone()),
             max_upload_bytes: config.max_upload_bytes,
             object_info,
-            library: Arc::new(Library::new(&config.data_dir, config.locked_workflows)),
+            library: Arc::new(Library::new(
+                &config.data_dir,
+                config.locked_workflows,
+                config.auto_run.clone(),
+            )),
             http,
             upstream,
             upstream_timeout: config.upstream_timeout(),

@@ -87,6 +87,9 @@ pub enum UploadError {
     /// The form is not what `/upload/image` takes.
     #[error("{0}")]
     BadForm(String),
+    /// The form names a node the picture cannot go into.
+    #[error("{0}")]
+    WrongNode(String),
     /// ComfyUI answered something else than the upload.
     #[error("ComfyUI refused the upload (status {status}): {text}")]
     ComfyUi {
@@ -109,6 +112,7 @@ impl IntoResponse for UploadError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotAnImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadForm(_) => StatusCode::BAD_REQUEST,
+            Self::WrongNode(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ComfyUi { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -215,9 +219,11 @@ fn bad_form(error: MultipartError) -> UploadError {
 }
 
 /// The small text fields that go with the image.
-#[derive(Default)]
-struct Options {
+#[derive(Debug, Default)]
+pub struct FormFields {
     subfolder: String,
+    /// The node to put the picture into (the automation API's `node` field).
+    pub node: Option<String>,
 }
 
 async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
@@ -228,9 +234,10 @@ async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-async fn option(options: &mut Options, field: Field<'_>) -> Result<(), UploadError> {
+async fn option(options: &mut FormFields, field: Field<'_>) -> Result<(), UploadError> {
     match field.name().unwrap_or_default() {
         "subfolder" => options.subfolder = safe_subfolder(&small_text(field).await?)?,
+        "node" => options.node = Some(small_text(field).await?.trim().to_owned()),
         "type" => {
             let kind = small_text(field).await?;
             if !matches!(kind.trim(), "" | "input") {
@@ -248,7 +255,7 @@ async fn option(options: &mut Options, field: Field<'_>) -> Result<(), UploadErr
 
 async fn trailing_options(
     multipart: &mut Multipart,
-    options: &mut Options,
+    options: &mut FormFields,
 ) -> Result<(), UploadError> {
     while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
         option(options, field).await?;
@@ -271,7 +278,7 @@ impl Form {
         ))
     }
 
-    fn tail(&self, options: &Options) -> Bytes {
+    fn tail(&self, options: &FormFields) -> Bytes {
         let mut tail = String::from("\r\n");
         for (name, value) in [("type", "input"), ("subfolder", options.subfolder.as_str())] {
             tail.push_str(&format!(
@@ -284,13 +291,16 @@ impl Form {
     }
 }
 
-/// Reads the browser's form and streams its image to ComfyUI's `/upload/image`.
+/// Reads the browser's form and streams its image to ComfyUI's `/upload/image`, with the
+/// form's other fields. `before_image` sees the fields that came before the image and may
+/// refuse the upload before any of it reaches ComfyUI.
 pub async fn stream_image(
     state: &AppState,
     mut multipart: Multipart,
-) -> Result<UploadedImage, UploadError> {
+    before_image: impl FnOnce(&FormFields) -> Result<(), UploadError>,
+) -> Result<(UploadedImage, FormFields), UploadError> {
     let limit = state.max_upload_bytes;
-    let mut options = Options::default();
+    let mut options = FormFields::default();
     // Fields before the image.
     let mut image = loop {
         let field = multipart
@@ -303,6 +313,7 @@ pub async fn stream_image(
         }
         option(&mut options, field).await?;
     };
+    before_image(&options)?;
     let mut head = Vec::new();
     while head.len() < 16 {
         match image.chunk().await.map_err(bad_form)? {
@@ -391,10 +402,11 @@ pub async fn stream_image(
             text,
         });
     }
-    serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
+    let uploaded = serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
         status: status.as_u16(),
         text,
-    })
+    })?;
+    Ok((uploaded, options))
 }
 
 /// A receiver as a stream, without pulling in tokio-stream.
@@ -404,11 +416,8 @@ fn receiver_stream(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// `POST /upload/image` (and `/api/upload/image`): checked and streamed to ComfyUI.
-pub async fn upload_image(
-    State(state): State<AppState>,
-    request: Request,
-) -> Result<Json<UploadedImage>, UploadError> {
+/// Reads a request as a multipart form, refusing a declared body over the limit at once.
+pub async fn multipart_form(state: &AppState, request: Request) -> Result<Multipart, UploadError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -417,12 +426,18 @@ pub async fn upload_image(
     if declared.is_some_and(|len| len > state.max_upload_bytes + FORM_OVERHEAD) {
         return Err(UploadError::TooLarge(state.max_upload_bytes));
     }
-    let multipart = Multipart::from_request(request, &state)
+    Multipart::from_request(request, state)
         .await
-        .map_err(|e| {
-            UploadError::BadForm(format!("The upload is not a form: {}", e.body_text()))
-        })?;
-    let uploaded = stream_image(&state, multipart).await?;
+        .map_err(|e| UploadError::BadForm(format!("The upload is not a form: {}", e.body_text())))
+}
+
+/// `POST /upload/image` (and `/api/upload/image`): checked and streamed to ComfyUI.
+pub async fn upload_image(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<UploadedImage>, UploadError> {
+    let multipart = multipart_form(&state, request).await?;
+    let (uploaded, _) = stream_image(&state, multipart, |_| Ok(())).await?;
     tracing::info!(name = %uploaded.name, subfolder = %uploaded.subfolder, "uploaded an image");
     Ok(Json(uploaded))
 }

@@ -199,6 +199,16 @@ impl NodeSchema {
     pub fn input(&self, name: &str) -> Option<&InputSpec> {
         self.inputs.iter().find(|input| input.name == name)
     }
+
+    /// The input that takes an uploaded picture (LoadImage's `image`), if the class has one.
+    pub fn image_input(&self) -> Option<&str> {
+        self.inputs.iter().find_map(|input| match input.kind {
+            InputKind::Combo {
+                image_upload: true, ..
+            } => Some(input.name.as_str()),
+            _ => None,
+        })
+    }
 }
 
 /// A float as JSON writes it ("100.0", "0.01").
@@ -399,6 +409,8 @@ mod tests {
             load.check(&Value::from("just-uploaded.png")).is_ok(),
             "uploads are not in the cached list"
         );
+        assert_eq!(schemas["LoadImage"].image_input(), Some("image"));
+        assert_eq!(schemas["KSampler"].image_input(), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use shared::api::{InputEdit, InputProblem, Job, JobError, JobState};
 use shared::comfy::{PromptRejected, PromptRequest};
@@ -90,6 +91,9 @@ pub enum JobsError {
     /// The job has ended.
     #[error("Job {0} has already ended.")]
     Finished(String),
+    /// None of the device's jobs is running.
+    #[error("None of your jobs is running now.")]
+    NothingRunning,
     /// ComfyUI is down or slow.
     #[error(transparent)]
     Upstream(#[from] RelayError),
@@ -241,6 +245,40 @@ impl Jobs {
             Some((owner, job)) if owner == *device => Ok(job),
             _ => Err(JobsError::NotFound(id.to_owned())),
         }
+    }
+
+    /// A job of `device` once it has ended, or as it is after `timeout`.
+    pub async fn wait(
+        &self,
+        device: &DeviceId,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Job, JobsError> {
+        // Subscribed before looking, so an ending in between still wakes us.
+        let subscription = self.hub.subscribe(device.clone());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get(device, id)?;
+            if job.state.is_finished() {
+                return Ok(job);
+            }
+            while subscription.mailbox.pop().is_some() {}
+            let woken = subscription.mailbox.ready.notified();
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return self.get(device, id);
+            }
+        }
+    }
+
+    /// Interrupts the job of `device` that ComfyUI is running now.
+    pub async fn interrupt_running(&self, device: &DeviceId) -> Result<Job, JobsError> {
+        let running = self
+            .registry
+            .list(device)
+            .into_iter()
+            .find(|job| job.state == JobState::Running)
+            .ok_or(JobsError::NothingRunning)?;
+        self.cancel(device, &running.id).await
     }
 
     fn owned_record(&self, device: &DeviceId, id: &str) -> Result<JobRecord, JobsError> {

@@ -2,8 +2,9 @@
 //!
 //! - `POST /api/jobs` `{workflow, values}` → 201 with the job
 //! - `GET /api/jobs` → this device's jobs, newest first
-//! - `GET /api/jobs/{id}`, `GET /api/jobs/{id}/preview`
-//! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`
+//! - `GET /api/jobs/{id}[?wait=SECONDS]` (a long poll until it ends), `GET /api/jobs/{id}/preview`
+//! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`, `POST /api/interrupt` (the
+//!   device's running job)
 //! - `GET /api/events` (WebSocket): a snapshot of the device's jobs, then every change;
 //!   previews as binary frames.
 
@@ -12,11 +13,12 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
 use shared::api::{ErrorBody, Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
@@ -28,6 +30,8 @@ use crate::auth::Auth;
 use crate::device::DeviceId;
 use crate::state::AppState;
 
+/// The longest a `GET /api/jobs/{id}?wait=` waits.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
 /// How often an idle event socket is pinged, so a phone that froze its socket is noticed.
 const PING_EVERY: Duration = Duration::from_secs(25);
 /// Devices send next to nothing on the event socket: a small read buffer keeps an idle socket
@@ -51,7 +55,7 @@ impl IntoResponse for JobsError {
             Self::ComfyUi { .. } => (StatusCode::BAD_GATEWAY, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
             Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
-            Self::Finished(_) => (StatusCode::CONFLICT, None),
+            Self::Finished(_) | Self::NothingRunning => (StatusCode::CONFLICT, None),
             Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             Self::Locked => (StatusCode::FORBIDDEN, None),
             Self::Upstream(_) | Self::Library(_) => unreachable!("answered above"),
@@ -103,13 +107,37 @@ pub async fn list(
     Json(state.jobs.registry.list(&device))
 }
 
-/// `GET /api/jobs/{id}`.
+/// `GET /api/jobs/{id}` query.
+#[derive(Deserialize)]
+pub struct JobQuery {
+    /// Answer once the job has ended, or after this many seconds (at most [`MAX_WAIT`]).
+    wait: Option<f64>,
+}
+
+/// `GET /api/jobs/{id}[?wait=SECONDS]`: the job now, or once it has ended (a long poll).
 pub async fn get(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
     Path(id): Path<String>,
+    Query(query): Query<JobQuery>,
 ) -> Result<Json<Job>, JobsError> {
-    state.jobs.get(&device, &id).map(Json)
+    let Some(wait) = query.wait.filter(|w| w.is_finite() && *w > 0.0) else {
+        return state.jobs.get(&device, &id).map(Json);
+    };
+    let timeout = Duration::from_secs_f64(wait).min(MAX_WAIT);
+    tokio::select! {
+        job = state.jobs.wait(&device, &id, timeout) => job.map(Json),
+        // A long poll must not hold up the relay's shutdown.
+        () = state.shutdown.cancelled() => state.jobs.get(&device, &id).map(Json),
+    }
+}
+
+/// `POST /api/interrupt`: interrupts the device's job that is running now.
+pub async fn interrupt(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+) -> Result<Json<Job>, JobsError> {
+    state.jobs.interrupt_running(&device).await.map(Json)
 }
 
 /// `GET /api/jobs/{id}/preview`: the latest preview image.
