@@ -33,6 +33,11 @@ pub struct Cli {
 /// The other things `comfy-relay` does.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs one API-format workflow from the terminal: shows what it does, asks, queues it,
+    /// follows its progress, and downloads its pictures. Ctrl+C interrupts it in ComfyUI.
+    /// Exit codes: 0 done, 1 the run failed, 2 bad usage or a workflow ComfyUI refuses,
+    /// 130 interrupted.
+    Run(RunArgs),
     /// Lists the devices paired with this relay, or revokes one.
     Devices {
         /// Where the relay keeps its access token and paired devices.
@@ -42,6 +47,38 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DevicesAction>,
     },
+}
+
+/// `comfy-relay run ...`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The workflow, as saved by ComfyUI's Workflow → Export (API).
+    pub workflow: PathBuf,
+
+    /// Sets an input first: NODE.INPUT=VALUE, where NODE is a node's id or title and VALUE is
+    /// JSON when it reads as JSON (42, 7.5, true), else text. Repeatable.
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    pub set: Vec<String>,
+
+    /// Uploads a picture into the workflow's LoadImage first; NODE=PATH picks one of several.
+    #[arg(long, value_name = "[NODE=]PATH")]
+    pub image: Option<String>,
+
+    /// The Comfy Relay or ComfyUI to run it on.
+    #[arg(long, env = "COMFY_RELAY_SERVER", default_value = DEFAULT_COMFYUI_URL)]
+    pub server: Url,
+
+    /// The relay's access token (a bare ComfyUI needs none).
+    #[arg(long, env = "COMFY_RELAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Where to write the pictures it makes.
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+
+    /// Queue without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `comfy-relay devices ...`.

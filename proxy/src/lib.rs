@@ -8,6 +8,7 @@ pub mod allowlist;
 pub mod auth;
 pub mod automation;
 pub mod banner;
+pub mod cli;
 pub mod comfy;
 pub mod commands;
 pub mod config;

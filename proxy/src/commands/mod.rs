@@ -1,3 +1,4 @@
 //! `comfy-relay`'s subcommands besides serving.
 
 pub mod devices;
+pub mod run;

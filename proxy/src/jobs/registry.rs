@@ -14,9 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shared::api::{Event, Job, JobError, JobState, NodeRun, NodeStatus};
-use shared::comfy::{
-    Executed, HistoryEntry, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
-};
+use shared::comfy::{HistoryEntry, PreviewMetadata, PromptRequest, ServerMessage, with_metadata};
 use shared::progress::{Outcome, RunProgress};
 use shared::workflow::Workflow;
 
@@ -151,20 +149,12 @@ impl JobRecord {
     /// Ends it from ComfyUI's history entry (after a reconnect missed its end events), by
     /// applying the outputs and events the history recorded.
     pub fn finish_from_history(&mut self, entry: &HistoryEntry) {
-        for output in entry.outputs.values() {
-            self.apply(&ServerMessage::Executed(Executed {
-                node: String::new(),
-                display_node: None,
-                output: output.clone(),
-                prompt_id: self.id.clone(),
-            }));
-        }
-        for message in entry.events() {
+        for message in entry.replay(&self.id) {
             self.apply(&message);
         }
         if !self.state.is_finished() {
             // A history entry without an end event: trust its status.
-            if entry.status.status_str == "success" {
+            if entry.succeeded() {
                 self.finish(JobState::Succeeded, None);
             } else {
                 self.finish(

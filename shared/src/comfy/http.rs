@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ws::{NodeOutput, ServerMessage};
+use super::ws::{Executed, NodeOutput, ServerMessage};
 use crate::workflow::Workflow;
 
 /// The body of `POST /prompt`.
@@ -197,6 +197,25 @@ impl HistoryEntry {
             let frame = serde_json::json!({ "type": kind, "data": data });
             ServerMessage::parse(&frame.to_string()).ok()
         })
+    }
+
+    /// What a client that missed the run would have heard: an `executed` per output node,
+    /// then the recorded events.
+    pub fn replay(&self, prompt_id: &str) -> Vec<ServerMessage> {
+        let outputs = self.outputs.iter().map(|(node, output)| {
+            ServerMessage::Executed(Executed {
+                node: node.clone(),
+                display_node: None,
+                output: output.clone(),
+                prompt_id: prompt_id.to_owned(),
+            })
+        });
+        outputs.chain(self.events()).collect()
+    }
+
+    /// Whether ComfyUI says the run succeeded.
+    pub fn succeeded(&self) -> bool {
+        self.status.status_str == "success"
     }
 }
 

@@ -1,0 +1,62 @@
+//! The `comfy-relay` command line: serves (the default), or runs one of its subcommands.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Cli, Command, Config};
+use crate::{AppState, banner, commands, shutdown};
+
+/// Reads the command line and does what it says; the exit code says how it went.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The relay logs what it does; the terminal runner prints for people, and logs only trouble.
+    let default_level = if matches!(cli.command, Some(Command::Run(_))) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .init();
+    let result = match cli.command {
+        Some(Command::Run(args)) => return commands::run::run(args).await,
+        Some(Command::Devices { data_dir, action }) => {
+            commands::devices::run(&data_dir, action, &mut std::io::stdout())
+        }
+        None => serve(cli.serve).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let state = AppState::new(&config)?;
+    if !config.static_dir.join("index.html").is_file() {
+        tracing::warn!(
+            "no built web app in {}; build it with `trunk build --release` (scripts/start does)",
+            config.static_dir.display()
+        );
+    }
+    let pairing = state.auth.required.then(|| state.auth.pairing_path());
+    if !state.auth.required && !config.listen.ip().is_loopback() {
+        tracing::warn!("--no-auth: anyone who reaches this relay can use ComfyUI through it");
+    }
+    banner::print(listener.local_addr()?, pairing.as_deref());
+    crate::run(listener, state, shutdown::signal())
+        .await
+        .context("the server stopped with an error")
+}
