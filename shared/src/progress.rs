@@ -156,12 +156,12 @@ impl RunProgress {
             return 1.0;
         }
         let to_run = self.node_count.saturating_sub(self.cached.len()).max(1);
-        let done: f64 = self
+        // Not `sum()`: an empty float sum is -0.0, which JSON would carry as "-0.0".
+        let done = self
             .node_fraction
             .iter()
             .filter(|(node, _)| !self.cached.contains(*node))
-            .map(|(_, fraction)| fraction)
-            .sum();
+            .fold(0.0, |done, (_, fraction)| done + fraction);
         (done / to_run as f64).min(1.0)
     }
 
@@ -221,6 +221,10 @@ mod tests {
             4,
         );
         assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(
+            seen[0].is_sign_positive(),
+            "not -0.0, which JSON shows as \"-0.0\""
+        );
         assert!(
             seen.iter().any(|f| *f > 0.3 && *f < 0.7),
             "a middle value: {seen:?}"
