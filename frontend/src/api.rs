@@ -161,13 +161,7 @@ pub async fn delete_workflow(name: &str) -> Result<(), ApiError> {
 
 /// The schemas of the node classes a workflow uses (ComfyUI's `/object_info`, kept by the relay).
 pub async fn schemas(workflow: &Workflow) -> Result<BTreeMap<String, NodeSchema>, ApiError> {
-    let mut classes: Vec<&str> = workflow
-        .nodes_in_display_order()
-        .into_iter()
-        .map(|(_, node)| node.class_type.as_str())
-        .collect();
-    classes.sort_unstable();
-    classes.dedup();
+    let classes = workflow.classes();
     let path = format!("/api/object_info?classes={}", segment(&classes.join(",")));
     let info: serde_json::Map<String, serde_json::Value> =
         call(Request::get(&path).build()).await?;

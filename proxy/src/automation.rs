@@ -98,12 +98,7 @@ impl NodeRef {
                     .collect()
             }
             (None, Some(title)) => {
-                let titled: Vec<&str> = workflow
-                    .nodes_in_display_order()
-                    .into_iter()
-                    .filter(|(_, node)| node.title() == title)
-                    .map(|(id, _)| id)
-                    .collect();
+                let titled = workflow.nodes_titled(title);
                 if titled.is_empty() {
                     return Err(AutomationError::WrongNode(format!(
                         "The workflow has no node titled \"{title}\"."

@@ -9,6 +9,16 @@ use shared::comfy::{History, HistoryEntry, PromptAccepted, PromptRejected, Promp
 use crate::error::RelayError;
 use crate::upstream::Upstream;
 
+/// `/object_info/{class}`, the class percent-encoded as one path segment.
+pub fn object_info_path(class: &str) -> String {
+    let mut path = url::Url::parse("http://x/object_info/").expect("a valid URL");
+    path.path_segments_mut()
+        .expect("an http URL has segments")
+        .pop_if_empty()
+        .push(class);
+    path.path().to_owned()
+}
+
 /// Calls ComfyUI wherever [`Upstream`] says it is.
 #[derive(Clone)]
 pub struct ComfyClient {
@@ -137,12 +147,7 @@ impl ComfyClient {
         &self,
         class: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, RelayError> {
-        let mut path = url::Url::parse("http://x/object_info/").expect("a valid URL");
-        path.path_segments_mut()
-            .expect("an http URL has segments")
-            .pop_if_empty()
-            .push(class);
-        self.get(path.path()).await
+        self.get(&object_info_path(class)).await
     }
 
     /// `GET /features`: what this ComfyUI supports.

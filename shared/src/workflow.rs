@@ -260,6 +260,23 @@ impl Workflow {
         nodes
     }
 
+    /// The node classes it uses, sorted, each once.
+    pub fn classes(&self) -> Vec<&str> {
+        let mut classes: Vec<&str> = self.nodes.values().map(|n| n.class_type.as_str()).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        classes
+    }
+
+    /// The ids of the nodes titled `title`, in display order.
+    pub fn nodes_titled(&self, title: &str) -> Vec<&str> {
+        self.nodes_in_display_order()
+            .into_iter()
+            .filter(|(_, node)| node.title() == title)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// Every editable text input (a string literal: a prompt, a file name prefix, ...), in
     /// display order.
     pub fn text_inputs(&self) -> Vec<TextInput> {
@@ -341,6 +358,20 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(workflow.len() >= 3, "{name}");
         }
+    }
+
+    #[test]
+    fn classes_are_listed_once_and_nodes_found_by_title() {
+        let workflow = Workflow::parse(&fixtures::workflow_text("sd15_txt2img")).unwrap();
+        let classes = workflow.classes();
+        assert_eq!(classes.len(), 6, "{classes:?}");
+        assert!(classes.windows(2).all(|w| w[0] < w[1]), "{classes:?}");
+        assert_eq!(
+            workflow.nodes_titled("CLIP Text Encode (Prompt)"),
+            ["6", "7"]
+        );
+        assert_eq!(workflow.nodes_titled("KSampler"), ["3"]);
+        assert!(workflow.nodes_titled("nobody").is_empty());
     }
 
     #[test]

@@ -66,6 +66,22 @@ pub async fn spawn_stack_with(options: StackOptions) -> Stack {
     spawn_relay(comfyui, options).await
 }
 
+/// Starts the double (at `pace`) and a relay that requires pairing even on loopback, with the
+/// access token `token` and more `comfy-relay` flags.
+pub async fn spawn_guarded_stack(token: &str, extra: &[&str], pace: f64) -> Stack {
+    let mut relay_args = vec!["--require-token".to_owned(), format!("--token={token}")];
+    relay_args.extend(extra.iter().map(|a| (*a).to_owned()));
+    spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace,
+            ..Options::default()
+        },
+        relay_args,
+        ..StackOptions::default()
+    })
+    .await
+}
+
 /// Starts a relay in front of an already running double.
 pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
     let data_dir = tempfile::tempdir().expect("a temporary data dir");

@@ -9,25 +9,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState};
-use tests::comfyui::Options;
 use tests::fixtures;
-use tests::stack::{Stack, StackOptions, spawn_stack_with};
+use tests::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "feedfacefeedfacefeedfacefeedface";
-
-async fn stack(extra: &[&str], pace: f64) -> Stack {
-    let mut relay_args = vec!["--require-token".to_owned(), format!("--token={TOKEN}")];
-    relay_args.extend(extra.iter().map(|a| (*a).to_owned()));
-    spawn_stack_with(StackOptions {
-        comfyui: Options {
-            pace,
-            ..Options::default()
-        },
-        relay_args,
-        ..StackOptions::default()
-    })
-    .await
-}
 
 /// A script: every request carries the token as a bearer.
 struct Script {
@@ -112,7 +97,7 @@ async fn error_of(response: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
-    let stack = stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let script = Script::new(&stack);
     script.save("invert", fixtures::INVERT_SLOW).await;
 
@@ -153,7 +138,7 @@ async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
 
 #[tokio::test]
 async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
-    let stack = stack(&["--auto-run=invert"], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &["--auto-run=invert"], 1.0).await;
     let script = Script::new(&stack);
     script.save("invert", fixtures::INVERT_SLOW).await;
     script.save("invert copy", fixtures::INVERT_SLOW).await;
@@ -179,7 +164,7 @@ async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
 
 #[tokio::test]
 async fn prompt_texts_are_set_by_node_id_or_title_and_used_by_the_next_run() {
-    let stack = stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let script = Script::new(&stack);
     let mut workflow: Value = serde_json::from_str(fixtures::SD15_TXT2IMG).unwrap();
     workflow["7"]["_meta"]["title"] = json!("Negative");
@@ -225,7 +210,7 @@ async fn prompt_texts_are_set_by_node_id_or_title_and_used_by_the_next_run() {
 
 #[tokio::test]
 async fn unknown_workflows_and_nodes_are_refused_before_comfyui() {
-    let stack = stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let script = Script::new(&stack);
     script.save("invert", fixtures::INVERT_SLOW).await;
     script.save("sd15", fixtures::SD15_TXT2IMG).await;
@@ -333,7 +318,7 @@ async fn unknown_workflows_and_nodes_are_refused_before_comfyui() {
 
 #[tokio::test]
 async fn the_long_poll_times_out_and_interrupt_stops_only_the_devices_running_job() {
-    let stack = stack(&[], 6.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 6.0).await;
     let script = Script::new(&stack);
     script.save("invert", fixtures::INVERT_SLOW).await;
     let nothing = script
@@ -381,7 +366,7 @@ async fn the_long_poll_times_out_and_interrupt_stops_only_the_devices_running_jo
 
 #[tokio::test]
 async fn health_says_whether_comfyui_answers() {
-    let mut stack = stack(&[], 1.0).await;
+    let mut stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let script = Script::new(&stack);
     let response = script
         .request(Method::GET, "/api/health")

@@ -14,7 +14,7 @@ use serde_json::json;
 use tempfile::TempDir;
 use tests::comfyui::{FakeComfyUi, Options};
 use tests::fixtures;
-use tests::stack::{StackOptions, spawn_stack_with};
+use tests::stack::spawn_guarded_stack;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::Command;
 
@@ -413,11 +413,7 @@ async fn each_failure_has_its_exit_code_and_a_line_saying_what_to_do() {
 
 #[tokio::test]
 async fn through_a_relay_it_needs_the_token_and_uploads_the_picture() {
-    let stack = spawn_stack_with(StackOptions {
-        relay_args: vec!["--require-token".to_owned(), format!("--token={TOKEN}")],
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let dir = workdir();
     let relay = stack.relay_url();
     let refused = run(

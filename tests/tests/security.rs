@@ -9,26 +9,11 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::ErrorBody;
-use tests::comfyui::Options;
 use tests::device::Device;
 use tests::fixtures;
-use tests::stack::{Stack, StackOptions, spawn_stack_with};
+use tests::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
-async fn guarded_stack(extra: &[&str], pace: f64) -> Stack {
-    let mut relay_args = vec!["--require-token".to_owned(), format!("--token={TOKEN}")];
-    relay_args.extend(extra.iter().map(|a| (*a).to_owned()));
-    spawn_stack_with(StackOptions {
-        comfyui: Options {
-            pace,
-            ..Options::default()
-        },
-        relay_args,
-        ..StackOptions::default()
-    })
-    .await
-}
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -539,7 +524,7 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn every_attack_and_bad_input_is_refused_before_comfyui() {
-    let stack = guarded_stack(&["--max-upload-bytes=1000000"], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &["--max-upload-bytes=1000000"], 1.0).await;
     let phone = pair(&stack).await;
     let mut failures = Vec::new();
     for case in cases() {
@@ -585,7 +570,7 @@ async fn every_attack_and_bad_input_is_refused_before_comfyui() {
 
 #[tokio::test]
 async fn websocket_upgrades_need_a_device_and_the_relays_own_origin() {
-    let stack = guarded_stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let phone = pair(&stack).await;
     let own = stack.relay_url();
     for path in ["/api/events", "/ws?clientId=x", "/api/ws?clientId=x"] {
@@ -613,7 +598,7 @@ async fn websocket_upgrades_need_a_device_and_the_relays_own_origin() {
 
 #[tokio::test]
 async fn wrong_tokens_are_answered_ever_more_slowly() {
-    let stack = guarded_stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let mut waits = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
@@ -634,7 +619,7 @@ async fn wrong_tokens_are_answered_ever_more_slowly() {
 
 #[tokio::test]
 async fn a_revoked_device_is_refused_from_its_next_request_on() {
-    let stack = guarded_stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let phone = pair(&stack).await;
     let laptop = pair(&stack).await;
     assert!(phone.jobs().await.is_empty());
@@ -671,7 +656,7 @@ async fn a_revoked_device_is_refused_from_its_next_request_on() {
 
 #[tokio::test]
 async fn scripts_use_the_token_as_a_bearer_and_share_one_device() {
-    let stack = guarded_stack(&[], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
     let script = |path: &str| {
         http()
             .request(Method::POST, format!("{}{path}", stack.relay_url()))
@@ -697,7 +682,7 @@ async fn scripts_use_the_token_as_a_bearer_and_share_one_device() {
 
 #[tokio::test]
 async fn another_devices_job_cannot_be_cancelled_and_a_device_can_only_wait_for_so_many() {
-    let stack = guarded_stack(&["--max-pending-jobs=2"], 10.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &["--max-pending-jobs=2"], 10.0).await;
     let phone = pair(&stack).await;
     let laptop = pair(&stack).await;
     let running = phone.submit_ok(fixtures::INVERT_SLOW).await;
@@ -727,7 +712,7 @@ async fn another_devices_job_cannot_be_cancelled_and_a_device_can_only_wait_for_
 
 #[tokio::test]
 async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_memory() {
-    let stack = guarded_stack(&["--max-upload-bytes=2000000"], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &["--max-upload-bytes=2000000"], 1.0).await;
     let phone = pair(&stack).await;
     let boundary = "upload-test";
     let body = multipart_body(
@@ -808,7 +793,7 @@ async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_m
 
 #[tokio::test]
 async fn an_operator_can_allow_a_blocked_route_by_name() {
-    let stack = guarded_stack(&["--allow-route=GET /internal/logs"], 1.0).await;
+    let stack = spawn_guarded_stack(TOKEN, &["--allow-route=GET /internal/logs"], 1.0).await;
     let phone = pair(&stack).await;
     let allowed = phone
         .request(Method::GET, "/internal/logs")

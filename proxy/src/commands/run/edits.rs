@@ -60,13 +60,7 @@ pub fn node_id(workflow: &Workflow, name: &str) -> Result<String, String> {
     if workflow.node(name).is_some() {
         return Ok(name.to_owned());
     }
-    let titled: Vec<&str> = workflow
-        .nodes_in_display_order()
-        .into_iter()
-        .filter(|(_, node)| node.title() == name)
-        .map(|(id, _)| id)
-        .collect();
-    match titled.as_slice() {
+    match workflow.nodes_titled(name).as_slice() {
         [id] => Ok((*id).to_owned()),
         [] => Err(format!(
             "the workflow has no node with id or title \"{name}\""

@@ -112,23 +112,11 @@ impl Server {
         &self,
         workflow: &Workflow,
     ) -> Result<BTreeMap<String, NodeSchema>, RunError> {
-        let mut classes: Vec<&str> = workflow
-            .nodes_in_display_order()
-            .into_iter()
-            .map(|(_, node)| node.class_type.as_str())
-            .collect();
-        classes.sort_unstable();
-        classes.dedup();
         let mut schemas = BTreeMap::new();
-        for class in classes {
-            let mut path = Url::parse("http://x/object_info/").expect("a valid URL");
-            path.path_segments_mut()
-                .expect("an http URL has segments")
-                .pop_if_empty()
-                .push(class);
-            let info: serde_json::Map<String, Value> = self
-                .json(self.request(reqwest::Method::GET, path.path()))
-                .await?;
+        for class in workflow.classes() {
+            let path = crate::comfy::object_info_path(class);
+            let info: serde_json::Map<String, Value> =
+                self.json(self.request(reqwest::Method::GET, &path)).await?;
             if let Some(schema) = info.get(class) {
                 schemas.insert(class.to_owned(), NodeSchema::parse(class, schema));
             }
