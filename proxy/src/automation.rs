@@ -205,7 +205,10 @@ pub async fn image(
     // Everything that can be checked before the picture is, so a refusal costs no upload.
     let workflow = state.library.get(&name)?;
     let image_nodes = image_nodes(&state, &workflow).await?;
-    image_target(&workflow, &image_nodes, query.node.as_deref())?;
+    if query.node.is_some() || image_nodes.len() < 2 {
+        // Otherwise the form's `node` field says which: checked when it is read.
+        image_target(&workflow, &image_nodes, query.node.as_deref())?;
+    }
     let multipart = upload::multipart_form(&state, request).await?;
     let (uploaded, fields) = upload::stream_image(&state, multipart, |fields| {
         let node = fields.node.as_deref().or(query.node.as_deref());

@@ -155,6 +155,29 @@ async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
         .upload("/api/workflows/invert/image?run=false", &[])
         .await;
     assert_eq!(response.status(), 200);
+
+    // With two LoadImages, the form's node field picks one; without it, the answer says which.
+    let mut two: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
+    two["5"] = two["1"].clone();
+    script.save("two pictures", &two.to_string()).await;
+    let response = script
+        .upload("/api/workflows/two%20pictures/image", &[("node", "5")])
+        .await;
+    assert_eq!(response.status(), 200);
+    let two = saved(&stack, "two pictures");
+    assert_ne!(two["5"]["inputs"]["image"], "example.png", "{two}");
+    assert_eq!(two["1"]["inputs"]["image"], "example.png", "{two}");
+    let uploads = stack.comfyui.requests_to("POST", "/upload/image").len();
+    let response = script
+        .upload("/api/workflows/two%20pictures/image", &[])
+        .await;
+    assert_eq!(response.status(), 422);
+    assert!(error_of(response).await.contains("several"));
+    assert_eq!(
+        stack.comfyui.requests_to("POST", "/upload/image").len(),
+        uploads,
+        "refused before the picture reached ComfyUI"
+    );
     let response = script
         .upload("/api/workflows/invert%20copy/image", &[])
         .await;
