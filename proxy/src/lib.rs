@@ -9,6 +9,7 @@ pub mod auth;
 pub mod automation;
 pub mod banner;
 pub mod cli;
+pub mod clock;
 pub mod comfy;
 pub mod commands;
 pub mod config;

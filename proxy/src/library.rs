@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::UNIX_EPOCH;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -22,6 +21,7 @@ use shared::api::ErrorBody;
 use shared::workflow::{Workflow, WorkflowError};
 
 use crate::auth::token::write_private;
+use crate::clock::epoch_ms;
 use crate::state::AppState;
 
 /// The longest workflow name.
@@ -112,9 +112,7 @@ pub struct Library {
 fn modified_ms(path: &Path) -> u64 {
     std::fs::metadata(path)
         .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, epoch_ms)
 }
 
 /// Reads a workflow file's text into a checked workflow.

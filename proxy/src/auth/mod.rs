@@ -26,9 +26,9 @@ use serde::Deserialize;
 use shared::api::ErrorBody;
 
 use crate::allowlist::is_comfyui_path;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::device::{DeviceId, DeviceSecret};
-use crate::jobs::registry::now_ms;
 use crate::state::AppState;
 use paired::{PairedDevice, PairedDevices};
 use throttle::Throttle;

@@ -8,9 +8,9 @@
 //! Every change is published to the [`Hub`] while the registry's lock is held, so subscribers
 //! see changes in the order they happened.
 
+use crate::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shared::api::{Event, Job, JobError, JobState, NodeRun, NodeStatus};
@@ -24,13 +24,6 @@ use crate::device::DeviceId;
 /// Events about prompts the registry does not know yet are kept this long (by count): ComfyUI
 /// can start a run before the relay has read its answer to `POST /prompt`.
 const EARLY_MESSAGES: usize = 512;
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A node as listed in a job.
 #[derive(Debug, Clone)]

@@ -9,9 +9,9 @@
 //! interrupt ends the replay with the recorded `execution_interrupted` tail. Recorded delays
 //! are kept, multiplied by the pace.
 
+use proxy::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -44,12 +44,6 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             },
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Rewrites a recorded run's ids into a job's.
