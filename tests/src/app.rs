@@ -5,8 +5,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::browser::{Browser, Viewport};
-use crate::stack::Stack;
+use crate::browser::{Browser, Viewport, dist_dir};
+use crate::comfyui::Options;
+use crate::stack::{Stack, StackOptions, spawn_stack_with};
 
 /// How a workflow gets into the library.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,19 @@ pub enum Import<'a> {
     File(&'a Path),
     /// Dropped onto the import card.
     Drop(&'a str),
+}
+
+/// The double (replaying at `pace`) and a relay serving the built app.
+pub async fn spawn_stack(pace: f64) -> Stack {
+    spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace,
+            ..Options::default()
+        },
+        static_dir: Some(dist_dir()),
+        ..StackOptions::default()
+    })
+    .await
 }
 
 /// Opens the app and waits until it is live.

@@ -8,24 +8,11 @@
 use serde_json::{Value, json};
 use tests::app::{self, Import};
 use tests::browser::{Browser, Viewport, dist_dir};
-use tests::comfyui::Options;
 use tests::fixtures;
-use tests::stack::{Stack, StackOptions, spawn_stack_with};
-
-async fn stack(pace: f64) -> Stack {
-    spawn_stack_with(StackOptions {
-        comfyui: Options {
-            pace,
-            ..Options::default()
-        },
-        static_dir: Some(dist_dir()),
-        ..StackOptions::default()
-    })
-    .await
-}
+use tests::stack::{StackOptions, spawn_stack_with};
 
 async fn every_recorded_workflow_imports_three_ways_into_a_typed_form(viewport: Viewport) {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     let invert = fixtures::path("comfyui/workflows/invert_slow.json");
     app::import(
@@ -75,7 +62,7 @@ async fn on_a_desktop_every_recorded_workflow_imports_three_ways_into_a_typed_fo
 }
 
 async fn an_input_of_every_type_is_edited_and_reaches_comfyui(viewport: Viewport) {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     // Checked as typed, with ComfyUI's own bounds.
@@ -154,7 +141,7 @@ async fn on_a_desktop_an_input_of_every_type_is_edited_and_reaches_comfyui() {
 
 #[tokio::test]
 async fn a_randomised_seed_is_new_for_every_run() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     browser.tap("randomize-3-seed").await;
@@ -184,7 +171,7 @@ async fn a_randomised_seed_is_new_for_every_run() {
 async fn a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_result(
     viewport: Viewport,
 ) {
-    let stack = stack(4.0).await;
+    let stack = app::spawn_stack(4.0).await;
     let browser = app::open(viewport, &stack).await;
     app::import(
         &browser,
@@ -249,7 +236,7 @@ async fn on_a_desktop_a_picture_is_uploaded_and_the_job_shows_progress_a_preview
 
 #[tokio::test]
 async fn comfyuis_validation_error_appears_next_to_its_input() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     let mut workflow: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
     workflow["1"]["inputs"]["image"] = json!("does-not-exist.png");
@@ -275,7 +262,7 @@ async fn comfyuis_validation_error_appears_next_to_its_input() {
 
 #[tokio::test]
 async fn a_node_comfyui_lacks_is_named_before_anything_is_queued() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     let workflow = json!({
         "1": {"class_type": "FancyUpscaler", "inputs": {"scale": 2}, "_meta": {"title": "Upscale"}},
@@ -303,7 +290,7 @@ async fn a_node_comfyui_lacks_is_named_before_anything_is_queued() {
 
 #[tokio::test]
 async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_device() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     browser.tap("pin-6-text").await;
@@ -331,7 +318,7 @@ async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_devi
 
 #[tokio::test]
 async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_a_workflow() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::import(
         &browser,
@@ -395,7 +382,7 @@ async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_
 
 #[tokio::test]
 async fn the_app_fits_a_360_pixel_phone_with_finger_sized_targets_in_light_and_dark() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::SmallPhone, &stack).await;
     app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     let overflow = browser

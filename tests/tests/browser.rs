@@ -9,24 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 use tests::app::{self, Import};
 use tests::browser::{Browser, Viewport, dist_dir};
-use tests::comfyui::Options;
 use tests::fixtures;
-use tests::stack::{Stack, StackOptions, spawn_stack_with};
-
-async fn stack(pace: f64) -> Stack {
-    spawn_stack_with(StackOptions {
-        comfyui: Options {
-            pace,
-            ..Options::default()
-        },
-        static_dir: Some(dist_dir()),
-        ..StackOptions::default()
-    })
-    .await
-}
+use tests::stack::{StackOptions, spawn_stack_with};
 
 async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport) {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
     assert_eq!(
@@ -75,7 +62,7 @@ async fn on_a_desktop_a_pasted_workflow_with_an_edited_prompt_runs_to_its_image(
 }
 
 async fn a_ui_format_file_shows_how_to_export_the_api_format(viewport: Viewport) {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     app::library(&browser).await;
     let path = fixtures::path("comfyui/workflows/ui_format_not_api.json");
@@ -111,7 +98,7 @@ async fn on_a_desktop_a_ui_format_file_shows_how_to_export_the_api_format() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
-    let stack = stack(6.0).await;
+    let stack = app::spawn_stack(6.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::import(
         &browser,
@@ -142,7 +129,7 @@ async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
 
 #[tokio::test]
 async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image() {
-    let stack = stack(4.0).await;
+    let stack = app::spawn_stack(4.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::import(
         &browser,
@@ -174,7 +161,7 @@ async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image(
 
 #[tokio::test]
 async fn a_page_waking_up_reconnects_its_event_socket_at_once() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     let hub = &stack.state.jobs.hub;
     let before = hub.subscriptions_opened();
@@ -202,7 +189,7 @@ async fn a_page_waking_up_reconnects_its_event_socket_at_once() {
 
 #[tokio::test]
 async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
-    let stack = stack(1.0).await;
+    let stack = app::spawn_stack(1.0).await;
     let phone = app::open(Viewport::Phone, &stack).await;
     app::import(&phone, Import::Paste(fixtures::EMPTY_IMAGE), "empty").await;
     phone.tap("queue").await;

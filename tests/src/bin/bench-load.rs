@@ -9,8 +9,8 @@
 
 use clap::Parser;
 use serde_json::{Value, json};
-use tests::browser::{Browser, Viewport, dist_dir};
-use tests::stack::{StackOptions, spawn_stack_with};
+use tests::app;
+use tests::browser::{Browser, Viewport};
 
 /// Measures the app's time to interactive under CPU throttling.
 #[derive(Parser)]
@@ -48,11 +48,7 @@ fn ms(value: &Value) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let stack = spawn_stack_with(StackOptions {
-        static_dir: Some(dist_dir()),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = app::spawn_stack(1.0).await;
     let (mut dcl, mut mounted, mut live) = (Vec::new(), Vec::new(), Vec::new());
     let mut warm = None;
     println!(
