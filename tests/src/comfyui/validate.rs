@@ -235,12 +235,9 @@ mod tests {
         super::super::patched_object_info(&["phone.png".into()])
     }
 
-    #[test]
-    fn the_recorded_out_of_range_prompt_gets_the_recorded_answer() {
-        let exchange: Value = serde_json::from_str(include_str!(
-            "../../fixtures/comfyui/http/prompt_out_of_range.json"
-        ))
-        .unwrap();
+    /// What the double answers to a recorded exchange's prompt, and what ComfyUI answered.
+    fn answers(exchange: &str) -> (Value, Value) {
+        let exchange: Value = serde_json::from_str(exchange).unwrap();
         let sent = exchange["request"]["json"]["prompt"]
             .as_object()
             .unwrap()
@@ -254,45 +251,36 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(refusal, exchange["response"]["json"]);
+        (refusal, exchange["response"]["json"].clone())
+    }
+
+    #[test]
+    fn the_recorded_out_of_range_prompt_gets_the_recorded_answer() {
+        let (refusal, recorded) = answers(include_str!(
+            "../../fixtures/comfyui/http/prompt_out_of_range.json"
+        ));
+        assert_eq!(refusal, recorded);
     }
 
     #[test]
     fn the_recorded_missing_image_and_missing_inputs_match_the_recording() {
-        for name in [
-            "prompt_load_missing_image",
-            "prompt_missing_input",
-            "prompt_unknown_class",
+        for (name, exchange) in [
+            (
+                "prompt_load_missing_image",
+                include_str!("../../fixtures/comfyui/http/prompt_load_missing_image.json"),
+            ),
+            (
+                "prompt_missing_input",
+                include_str!("../../fixtures/comfyui/http/prompt_missing_input.json"),
+            ),
+            (
+                "prompt_unknown_class",
+                include_str!("../../fixtures/comfyui/http/prompt_unknown_class.json"),
+            ),
         ] {
-            let text = match name {
-                "prompt_load_missing_image" => {
-                    include_str!("../../fixtures/comfyui/http/prompt_load_missing_image.json")
-                }
-                "prompt_missing_input" => {
-                    include_str!("../../fixtures/comfyui/http/prompt_missing_input.json")
-                }
-                _ => include_str!("../../fixtures/comfyui/http/prompt_unknown_class.json"),
-            };
-            let exchange: Value = serde_json::from_str(text).unwrap();
-            let sent = exchange["request"]["json"]["prompt"]
-                .as_object()
-                .unwrap()
-                .clone();
-            let object_info = schema_with_model();
-            let refusal = validate(
-                &sent,
-                &Schema {
-                    object_info: &object_info,
-                    input_files: &[],
-                },
-            )
-            .unwrap_err();
+            let (refusal, recorded) = answers(exchange);
             // ComfyUI lists a node's errors in Python set order; compare them sorted.
-            assert_eq!(
-                sorted_errors(refusal),
-                sorted_errors(exchange["response"]["json"].clone()),
-                "{name}"
-            );
+            assert_eq!(sorted_errors(refusal), sorted_errors(recorded), "{name}");
         }
     }
 
