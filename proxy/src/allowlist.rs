@@ -76,12 +76,16 @@ fn under(path: &str, prefix: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The route as ComfyUI serves it at its root: `/api/prompt` → `/prompt`.
+fn without_api_prefix(path: &str) -> &str {
+    path.strip_prefix("/api")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path)
+}
+
 /// Whether `path` is one of ComfyUI's routes (relayed or not), rather than the app's.
 pub fn is_comfyui_path(path: &str) -> bool {
-    let path = path
-        .strip_prefix("/api")
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or(path);
+    let path = without_api_prefix(path);
     COMFYUI_ROOTS
         .iter()
         .chain(BLOCKED.iter().map(|(p, _)| p))
@@ -90,10 +94,7 @@ pub fn is_comfyui_path(path: &str) -> bool {
 
 /// Why `path` is refused: the reason of its blocked prefix, or that it is unknown.
 pub fn reason(path: &str) -> &'static str {
-    let path = path
-        .strip_prefix("/api")
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or(path);
+    let path = without_api_prefix(path);
     BLOCKED
         .iter()
         .find(|(prefix, _)| under(path, prefix))
