@@ -52,6 +52,27 @@ pub enum ProbeError {
     NotComfyUi(String),
 }
 
+/// `base` with a path and query appended to its own path, so a ComfyUI served under a path
+/// prefix keeps it: (`http://box/comfy/`, `/prompt`) → `http://box/comfy/prompt`.
+pub fn join(base: &Url, path_and_query: &str) -> Url {
+    let mut url = base.clone();
+    let (path, query) = path_and_query
+        .split_once('?')
+        .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
+    let prefix = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{prefix}{path}"));
+    url.set_query(query);
+    url
+}
+
+/// The same address as a WebSocket URL (`ws://`, or `wss://` for `https://`).
+pub fn websocket(mut url: Url) -> Url {
+    let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme)
+        .expect("ws and wss are valid schemes");
+    url
+}
+
 /// Asks `base` for `/system_stats`, as the Python executor's health check did.
 pub async fn probe(client: &reqwest::Client, base: &Url) -> Result<SystemStats, ProbeError> {
     let url = base
@@ -104,23 +125,12 @@ impl Upstream {
 
     /// ComfyUI's URL for a path and query as the browser sent them (`/prompt`, `/api/view?...`).
     pub fn url_for(&self, path_and_query: &str) -> Url {
-        let mut url = self.base();
-        let (path, query) = path_and_query
-            .split_once('?')
-            .map_or((path_and_query, None), |(p, q)| (p, Some(q)));
-        let prefix = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{prefix}{path}"));
-        url.set_query(query);
-        url
+        join(&self.base(), path_and_query)
     }
 
     /// The WebSocket URL for a path and query (`ws://` or `wss://`).
     pub fn ws_url_for(&self, path_and_query: &str) -> Url {
-        let mut url = self.url_for(path_and_query);
-        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme)
-            .expect("ws and wss are valid schemes");
-        url
+        websocket(self.url_for(path_and_query))
     }
 
     /// Probes the current URL, then the other candidates, switches to the first that answers,

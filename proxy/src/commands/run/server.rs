@@ -20,6 +20,7 @@ use url::Url;
 
 use super::RunError;
 use crate::error::error_chain;
+use crate::upstream;
 
 /// ComfyUI's event socket for one client id.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -46,10 +47,7 @@ impl Server {
     }
 
     fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        let prefix = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{prefix}{path}"));
-        url
+        upstream::join(&self.base, path)
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -167,10 +165,7 @@ impl Server {
 
     /// Opens ComfyUI's event socket for `client_id`.
     pub async fn connect(&self, client_id: &str) -> Result<Socket, RunError> {
-        let mut url = self.url("/ws");
-        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme)
-            .expect("ws and wss are valid schemes");
+        let mut url = upstream::websocket(self.url("/ws"));
         url.query_pairs_mut().append_pair("clientId", client_id);
         let mut request = url
             .as_str()
