@@ -220,10 +220,11 @@ pub async fn image(
     let node = fields.node.as_deref().or(query.node.as_deref());
     let (node_id, input) = image_target(&workflow, &image_nodes, node)?;
     let value = Value::from(uploaded.load_image_value());
-    state.library.set_values(&name, |workflow| {
+    let workflow = state.library.set_values(&name, |workflow| {
         workflow
             .set_input(&node_id, &input, value.clone())
-            .map_err(|e| AutomationError::WrongNode(e.to_string()))
+            .map_err(|e| AutomationError::WrongNode(e.to_string()))?;
+        Ok::<_, AutomationError>(workflow.clone())
     })?;
     tracing::info!(workflow = %name, node = %node_id, image = %value, "set a workflow's picture");
     let mut set = ValueSet {
@@ -235,7 +236,8 @@ pub async fn image(
     if !query.run.unwrap_or_else(|| state.library.auto_runs(&name)) {
         return Ok(Json(set).into_response());
     }
-    set.job = Some(queue(&state, device, &name).await?);
+    // The workflow as just saved, so the run has this picture whatever is saved next.
+    set.job = Some(queue(&state, device, &name, workflow).await?);
     Ok((StatusCode::CREATED, Json(set)).into_response())
 }
 
@@ -310,8 +312,14 @@ pub async fn prompt(
     Ok(Json(set))
 }
 
-async fn queue(state: &AppState, device: DeviceId, name: &str) -> Result<Job, AutomationError> {
-    let prompt = state.jobs.prepare(state.library.get(name)?, &[]).await?;
+/// Queues `workflow`, the saved workflow `name`, for `device`.
+async fn queue(
+    state: &AppState,
+    device: DeviceId,
+    name: &str,
+    workflow: Workflow,
+) -> Result<Job, AutomationError> {
+    let prompt = state.jobs.prepare(workflow, &[]).await?;
     Ok(state
         .jobs
         .submit(device, prompt, Some(name.to_owned()))
@@ -324,7 +332,7 @@ pub async fn run(
     Extension(device): Extension<DeviceId>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<Job>), AutomationError> {
-    let job = queue(&state, device, &name).await?;
+    let job = queue(&state, device, &name, state.library.get(&name)?).await?;
     Ok((StatusCode::CREATED, Json(job)))
 }
 
