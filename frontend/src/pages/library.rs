@@ -77,6 +77,15 @@ fn LibraryEntry(
 pub fn LibraryPage() -> impl IntoView {
     let library = task::fetch(api::workflows());
     let changed = Callback::new(move |()| task::refetch(library, api::workflows()));
+    // Only whether the library is locked decides the importer: the list loading or changing
+    // must not rebuild it and drop what is being pasted or dropped into it.
+    let locked = Memo::new(move |_| {
+        library.with(|r| {
+            r.as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|l| l.locked)
+        })
+    });
     view! {
         <section aria-labelledby="library-heading">
             <h2 id="library-heading" class="section-title">"Workflows"</h2>
@@ -101,10 +110,7 @@ pub fn LibraryPage() -> impl IntoView {
                 },
             }}
         </section>
-        {move || {
-            let locked = library.get().and_then(|r| r.ok()).is_some_and(|l| l.locked);
-            (!locked).then(|| view! { <WorkflowImport /> })
-        }}
+        {move || (!locked.get()).then(|| view! { <WorkflowImport /> })}
         <DeviceLink />
     }
 }
