@@ -1,6 +1,7 @@
 //! `comfy-relay run` end to end, as a process, against the ComfyUI double (straight, and
 //! through a relay with its token): confirmation in a pseudo-terminal, `--yes`, the progress
-//! lines, Ctrl+C reaching ComfyUI as a targeted interrupt, each exit code, outputs written.
+//! lines, Ctrl+C reaching ComfyUI as a targeted interrupt, a dropped socket or a ComfyUI restart
+//! mid-run, each exit code, outputs written.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -15,8 +16,8 @@ use tempfile::TempDir;
 use tests::comfyui::{FakeComfyUi, Options};
 use tests::fixtures;
 use tests::stack::spawn_guarded_stack;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::{ChildStderr, Command};
 
 const CLI: &str = env!("CARGO_BIN_EXE_relay-cli");
 const TOKEN: &str = "c0ffeec0ffeec0ffeec0ffeec0ffee00";
@@ -283,39 +284,65 @@ async fn without_a_terminal_or_yes_it_refuses_instead_of_hanging() {
     assert!(comfyui.queued_prompts().is_empty());
 }
 
+/// A run started without a terminal, its stderr read up to a given line.
+struct Started {
+    child: tokio::process::Child,
+    lines: Lines<BufReader<ChildStderr>>,
+    /// The stderr lines read so far.
+    seen: Vec<String>,
+}
+
+impl Started {
+    /// Starts `comfy-relay` with `args` in `dir` and reads its stderr up to a line starting
+    /// with `until`.
+    async fn until(dir: &Path, args: &[&str], until: &str) -> Self {
+        let mut child = Command::new(CLI)
+            .args(args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let reached = line.starts_with(until);
+            seen.push(line);
+            if reached {
+                return Self { child, lines, seen };
+            }
+        }
+        panic!("the run ended before {until:?}: {seen:#?}");
+    }
+
+    /// Waits for the end: the exit code, stdout, and every stderr line.
+    async fn end(mut self) -> (Option<i32>, String, Vec<String>) {
+        while let Some(line) = self.lines.next_line().await.unwrap() {
+            self.seen.push(line);
+        }
+        let output = self.child.wait_with_output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), stdout, self.seen)
+    }
+}
+
 #[tokio::test]
 async fn ctrl_c_interrupts_that_prompt_in_comfyui_and_exits_130() {
     let comfyui = double(8.0).await;
     let dir = workdir();
-    let mut child = Command::new(CLI)
-        .args(["run", "invert.json", "--yes", "--server", &comfyui.url()])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        seen.push(line.clone());
-        if line.starts_with("running   Slow Progress") {
-            break;
-        }
-    }
+    let args = ["run", "invert.json", "--yes", "--server", &comfyui.url()];
+    let started = Started::until(dir.path(), &args, "running   Slow Progress").await;
     let prompt_id = comfyui.running_prompt().expect("the prompt runs");
-    let pid = child.id().unwrap().to_string();
+    let pid = started.child.id().unwrap().to_string();
     let killed = Command::new("kill")
         .args(["-INT", &pid])
         .status()
         .await
         .unwrap();
     assert!(killed.success());
-    while let Some(line) = lines.next_line().await.unwrap() {
-        seen.push(line);
-    }
-    let status = child.wait().await.unwrap();
-    assert_eq!(status.code(), Some(130), "{seen:#?}");
+    let (code, _, seen) = started.end().await;
+    assert_eq!(code, Some(130), "{seen:#?}");
     assert!(seen.iter().any(|l| l.contains("Interrupted")), "{seen:#?}");
     let interrupts = comfyui.requests_to("POST", "/interrupt");
     assert_eq!(interrupts.len(), 1);
@@ -323,6 +350,74 @@ async fn ctrl_c_interrupts_that_prompt_in_comfyui_and_exits_130() {
         interrupts[0].json(),
         json!({ "prompt_id": prompt_id }),
         "targeted"
+    );
+}
+
+#[tokio::test]
+async fn when_its_socket_drops_mid_run_the_result_comes_from_comfyuis_history() {
+    let comfyui = double(4.0).await;
+    let dir = workdir();
+    let args = [
+        "run",
+        "invert.json",
+        "--yes",
+        "--server",
+        &comfyui.url(),
+        "--out",
+        "pictures",
+    ];
+    let started = Started::until(dir.path(), &args, "running   Slow Progress").await;
+    // The network fails and stays down for sockets: ComfyUI replays nothing, so only its
+    // history can tell how the run ended.
+    comfyui.refuse_sockets(true);
+    comfyui.drop_sockets();
+    let (code, stdout, seen) = started.end().await;
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("The connection to ComfyUI dropped")),
+        "{seen:#?}"
+    );
+    assert!(
+        comfyui
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.route().starts_with("/history/")),
+        "asked ComfyUI's history"
+    );
+    let written: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("pictures/"))
+        .collect();
+    assert_eq!(written.len(), 1, "{stdout}");
+    let made = comfyui
+        .files()
+        .into_iter()
+        .find(|f| f.kind == "output" && written[0].ends_with(&f.name))
+        .expect("the picture the run made");
+    assert_eq!(
+        std::fs::read(dir.path().join(written[0])).unwrap(),
+        made.bytes.to_vec()
+    );
+}
+
+#[tokio::test]
+async fn a_comfyui_restart_that_forgets_the_prompt_is_a_failure_that_says_so() {
+    let mut comfyui = double(8.0).await;
+    let dir = workdir();
+    let args = ["run", "invert.json", "--yes", "--server", &comfyui.url()];
+    let started = Started::until(dir.path(), &args, "running   Slow Progress").await;
+    comfyui.restart().await;
+    let (code, stdout, seen) = started.end().await;
+    assert_eq!(code, Some(1), "{seen:#?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("ComfyUI no longer knows prompt")),
+        "{seen:#?}"
+    );
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("./")),
+        "no picture written: {stdout}"
     );
 }
 

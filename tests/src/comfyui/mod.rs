@@ -17,6 +17,7 @@ pub mod validate;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
@@ -369,7 +370,20 @@ impl FakeComfyUi {
             .filter(|f| f.kind == "input")
             .collect();
         self.kill().await;
-        *self = Self::start_on(self.addr, options).await;
+        // The killed server's connections can hold the port for a moment (an orphaned socket
+        // in FIN-WAIT-1 makes bind fail even with SO_REUSEADDR), as after a real restart.
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the double cannot listen again on {}: {e}", self.addr),
+            }
+        };
+        *self = Self::serve(listener, options);
         self.shared.lock().files = files;
     }
 }
