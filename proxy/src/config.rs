@@ -177,7 +177,8 @@ pub struct Config {
     #[arg(long = "auto-run", env = "COMFY_RELAY_AUTO_RUN", value_delimiter = ',')]
     pub auto_run: Vec<String>,
 
-    /// How many jobs one device may have waiting in ComfyUI's queue at once.
+    /// How many jobs (and raw `/prompt` requests) one device may have waiting in ComfyUI's queue
+    /// at once.
     #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
     pub max_pending_jobs: usize,
 }

@@ -4,16 +4,23 @@
 //! bad values only fail deep inside a run. The relay reads the (bounded) body and answers those
 //! itself: 400 for malformed JSON, 422 for a workflow that is not API format or has values
 //! outside a node's range or list, naming each input. A good body goes on unchanged.
+//!
+//! Raw prompts count towards the device's cap on waiting jobs (429 past it): the relay reads
+//! ComfyUI's small answer for the prompt id and remembers it while it waits
+//! ([`crate::jobs::relayed`]).
 
-use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::Value;
 use shared::api::ErrorBody;
+use shared::comfy::PromptAccepted;
 use shared::workflow::Workflow;
 
+use crate::device::DeviceId;
+use crate::error::RelayError;
 use crate::http_relay;
 use crate::state::AppState;
 
@@ -73,8 +80,15 @@ pub async fn check(state: &AppState, body: &Bytes) -> Result<(), Response> {
     ))
 }
 
+/// The largest answer to a `POST /prompt` read: `{prompt_id, number, node_errors}`.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// `POST /prompt` (and `/api/prompt`).
-pub async fn queue(State(state): State<AppState>, request: Request) -> Response {
+pub async fn queue(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_PROMPT_BYTES).await {
         Ok(body) => body,
@@ -92,8 +106,24 @@ pub async fn queue(State(state): State<AppState>, request: Request) -> Response 
     if let Err(answer) = check(&state, &body).await {
         return answer;
     }
+    if let Err(refused) = state.jobs.admit(&device).await {
+        return refused.into_response();
+    }
     let request = Request::from_parts(parts, Body::from(body));
-    http_relay::relay(State(state), request)
-        .await
-        .into_response()
+    let answer = match http_relay::relay(State(state.clone()), request).await {
+        Ok(answer) if answer.status().is_success() => answer,
+        other => return other.into_response(),
+    };
+    let (parts, body) = answer.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await else {
+        return RelayError::UpstreamFailed {
+            url: state.upstream.url_for("/prompt").to_string(),
+            detail: "its answer to a queued prompt was cut off or too large".to_owned(),
+        }
+        .into_response();
+    };
+    if let Ok(accepted) = serde_json::from_slice::<PromptAccepted>(&body) {
+        state.jobs.relayed.add(device, accepted.prompt_id);
+    }
+    Response::from_parts(parts, Body::from(body))
 }

@@ -711,6 +711,58 @@ async fn another_devices_job_cannot_be_cancelled_and_a_device_can_only_wait_for_
 }
 
 #[tokio::test]
+async fn raw_prompts_count_towards_the_cap_until_comfyui_starts_them() {
+    let stack = spawn_guarded_stack(TOKEN, &["--max-pending-jobs=2"], 10.0).await;
+    let phone = pair(&stack).await;
+    let raw = |workflow: &str| {
+        phone
+            .request(Method::POST, "/prompt")
+            .json(&json!({ "prompt": serde_json::from_str::<Value>(workflow).unwrap() }))
+            .send()
+    };
+    let first = raw(fixtures::INVERT_SLOW).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    let started = Instant::now();
+    while stack.comfyui.running_prompt().as_deref() != first["prompt_id"].as_str() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Running prompts do not count; one raw prompt and one job wait.
+    assert_eq!(raw(fixtures::EMPTY_IMAGE).await.unwrap().status(), 200);
+    phone.submit_ok(fixtures::EMPTY_IMAGE).await;
+    let refused = raw(fixtures::EMPTY_IMAGE).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: ErrorBody = refused.json().await.unwrap();
+    assert!(body.error.contains("2 jobs waiting"), "{}", body.error);
+    assert_eq!(
+        phone
+            .submit(fixtures::EMPTY_IMAGE, json!([]))
+            .await
+            .status(),
+        429
+    );
+    assert_eq!(
+        stack.comfyui.queued_prompts().len(),
+        3,
+        "the refused ones never reached ComfyUI"
+    );
+
+    // Once ComfyUI has started what waited, the device may queue again.
+    let started = Instant::now();
+    loop {
+        let again = raw(fixtures::EMPTY_IMAGE).await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert_eq!(again.status(), 429);
+        assert!(started.elapsed() < Duration::from_secs(20), "never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stack.comfyui.queued_prompts().len(), 4);
+}
+
+#[tokio::test]
 async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_memory() {
     let stack = spawn_guarded_stack(TOKEN, &["--max-upload-bytes=2000000"], 1.0).await;
     let phone = pair(&stack).await;

@@ -10,6 +10,7 @@
 
 pub mod hub;
 pub mod registry;
+pub mod relayed;
 pub mod routes;
 pub mod upstream;
 
@@ -29,6 +30,7 @@ use crate::error::RelayError;
 use crate::object_info::ObjectInfo;
 use hub::Hub;
 use registry::{JobRecord, Registry};
+use relayed::Relayed;
 
 /// Everything the relay keeps about jobs.
 pub struct Jobs {
@@ -36,6 +38,8 @@ pub struct Jobs {
     pub registry: Registry,
     /// The devices' event sockets.
     pub hub: Arc<Hub>,
+    /// Prompts queued through the raw `/prompt` relay that still wait in ComfyUI's queue.
+    pub relayed: Relayed,
     /// ComfyUI's HTTP API.
     pub comfy: ComfyClient,
     /// The relay's own ComfyUI client id, stable for the life of the process.
@@ -153,6 +157,7 @@ impl Jobs {
         Self {
             registry: Registry::new(hub.clone(), config.max_finished_jobs),
             hub,
+            relayed: Relayed::default(),
             comfy,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
             object_info,
@@ -200,6 +205,27 @@ impl Jobs {
         })
     }
 
+    /// Refuses another prompt from `device` when as many of its jobs and raw prompts wait as it
+    /// may have waiting.
+    pub async fn admit(&self, device: &DeviceId) -> Result<(), JobsError> {
+        let waiting = || {
+            let jobs = self.registry.list(device);
+            let queued = jobs.iter().filter(|job| job.state == JobState::Queued);
+            queued.count() + self.relayed.waiting(device)
+        };
+        if waiting() < self.max_pending {
+            return Ok(());
+        }
+        if self.relayed.waiting(device) > 0 {
+            // Raw prompts may have started since the relay last looked at the queue.
+            self.relayed.retain_pending(&self.comfy.queue().await?);
+        }
+        match waiting() {
+            waiting if waiting >= self.max_pending => Err(JobsError::TooManyWaiting(waiting)),
+            _ => Ok(()),
+        }
+    }
+
     /// Queues a prepared prompt for `device`; `workflow_name` names the saved workflow it is.
     pub async fn submit(
         &self,
@@ -207,15 +233,7 @@ impl Jobs {
         prompt: PromptRequest,
         workflow_name: Option<String>,
     ) -> Result<Job, JobsError> {
-        let waiting = self
-            .registry
-            .list(&device)
-            .iter()
-            .filter(|job| job.state == JobState::Queued)
-            .count();
-        if waiting >= self.max_pending {
-            return Err(JobsError::TooManyWaiting(waiting));
-        }
+        self.admit(&device).await?;
         let accepted = self
             .comfy
             .queue_prompt(&prompt)

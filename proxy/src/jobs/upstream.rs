@@ -152,8 +152,10 @@ pub async fn reconcile(jobs: Arc<Jobs>) {
     apply_queue(&jobs, &queue);
 }
 
-/// Sets queue positions (prompts ahead of each queued job) from ComfyUI's queue.
+/// Sets queue positions (prompts ahead of each queued job) from ComfyUI's queue, and forgets
+/// the raw prompts that no longer wait.
 fn apply_queue(jobs: &Jobs, queue: &Queue) {
+    jobs.relayed.retain_pending(queue);
     let numbers: Vec<i64> = queue
         .queue_running
         .iter()
@@ -182,7 +184,7 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
         }
         // Several status messages come together; one look at the queue serves them all.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if jobs.registry.unfinished().is_empty() {
+        if jobs.registry.unfinished().is_empty() && jobs.relayed.is_empty() {
             continue;
         }
         match jobs.comfy.queue().await {
