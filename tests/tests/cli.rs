@@ -52,6 +52,34 @@ struct Ran {
     stderr: String,
 }
 
+impl Ran {
+    /// Asserts how the run ended: its exit code and words on stderr.
+    fn assert_ended(&self, code: i32, says: &str) {
+        assert_eq!(self.code, code, "{}", self.stderr);
+        assert!(self.stderr.contains(says), "{}", self.stderr);
+    }
+
+    /// Asserts that it wrote one picture under `pictures/` in `dir`: the one ComfyUI made, whole.
+    fn assert_wrote_the_picture(&self, comfyui: &FakeComfyUi, dir: &Path) {
+        let written: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("pictures/"))
+            .collect();
+        assert_eq!(written.len(), 1, "{}", self.stdout);
+        let made = comfyui
+            .files()
+            .into_iter()
+            .find(|f| f.kind == "output" && written[0].ends_with(&f.name))
+            .expect("the double made this file");
+        assert_eq!(
+            std::fs::read(dir.join(written[0])).unwrap(),
+            made.bytes.to_vec(),
+            "the picture ComfyUI made, whole"
+        );
+    }
+}
+
 /// Runs `comfy-relay` with `args` in `dir`, without a terminal.
 async fn run(dir: &Path, args: &[&str]) -> Ran {
     let output = Command::new(CLI)
@@ -108,23 +136,7 @@ async fn yes_queues_at_once_shows_progress_and_downloads_the_pictures() {
     assert_eq!(queued["6"]["inputs"]["text"], "a red fox in the snow");
     assert_eq!(queued["3"]["inputs"]["seed"], json!(u64::MAX));
 
-    let written: Vec<&str> = ran
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("pictures/"))
-        .collect();
-    assert_eq!(written.len(), 1, "{}", ran.stdout);
-    let picture = std::fs::read(dir.path().join(written[0])).unwrap();
-    let made = comfyui
-        .files()
-        .into_iter()
-        .find(|f| written[0].ends_with(&f.name))
-        .expect("the double made this file");
-    assert_eq!(
-        picture,
-        made.bytes.to_vec(),
-        "the picture ComfyUI made, whole"
-    );
+    ran.assert_wrote_the_picture(&comfyui, dir.path());
 }
 
 /// The command in a pseudo-terminal: everything it wrote, and a way to type.
@@ -316,14 +328,17 @@ impl Started {
         panic!("the run ended before {until:?}: {seen:#?}");
     }
 
-    /// Waits for the end: the exit code, stdout, and every stderr line.
-    async fn end(mut self) -> (Option<i32>, String, Vec<String>) {
+    /// Waits for the end.
+    async fn end(mut self) -> Ran {
         while let Some(line) = self.lines.next_line().await.unwrap() {
             self.seen.push(line);
         }
         let output = self.child.wait_with_output().await.unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        (output.status.code(), stdout, self.seen)
+        Ran {
+            code: output.status.code().expect("an exit code, not a signal"),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: self.seen.join("\n"),
+        }
     }
 }
 
@@ -341,9 +356,7 @@ async fn ctrl_c_interrupts_that_prompt_in_comfyui_and_exits_130() {
         .await
         .unwrap();
     assert!(killed.success());
-    let (code, _, seen) = started.end().await;
-    assert_eq!(code, Some(130), "{seen:#?}");
-    assert!(seen.iter().any(|l| l.contains("Interrupted")), "{seen:#?}");
+    started.end().await.assert_ended(130, "Interrupted");
     let interrupts = comfyui.requests_to("POST", "/interrupt");
     assert_eq!(interrupts.len(), 1);
     assert_eq!(
@@ -371,13 +384,8 @@ async fn when_its_socket_drops_mid_run_the_result_comes_from_comfyuis_history() 
     // history can tell how the run ended.
     comfyui.refuse_sockets(true);
     comfyui.drop_sockets();
-    let (code, stdout, seen) = started.end().await;
-    assert_eq!(code, Some(0), "{seen:#?}");
-    assert!(
-        seen.iter()
-            .any(|l| l.contains("The connection to ComfyUI dropped")),
-        "{seen:#?}"
-    );
+    let ran = started.end().await;
+    ran.assert_ended(0, "The connection to ComfyUI dropped");
     assert!(
         comfyui
             .requests()
@@ -385,20 +393,7 @@ async fn when_its_socket_drops_mid_run_the_result_comes_from_comfyuis_history() 
             .any(|r| r.method == "GET" && r.route().starts_with("/history/")),
         "asked ComfyUI's history"
     );
-    let written: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("pictures/"))
-        .collect();
-    assert_eq!(written.len(), 1, "{stdout}");
-    let made = comfyui
-        .files()
-        .into_iter()
-        .find(|f| f.kind == "output" && written[0].ends_with(&f.name))
-        .expect("the picture the run made");
-    assert_eq!(
-        std::fs::read(dir.path().join(written[0])).unwrap(),
-        made.bytes.to_vec()
-    );
+    ran.assert_wrote_the_picture(&comfyui, dir.path());
 }
 
 #[tokio::test]
@@ -408,16 +403,12 @@ async fn a_comfyui_restart_that_forgets_the_prompt_is_a_failure_that_says_so() {
     let args = ["run", "invert.json", "--yes", "--server", &comfyui.url()];
     let started = Started::until(dir.path(), &args, "running   Slow Progress").await;
     comfyui.restart().await;
-    let (code, stdout, seen) = started.end().await;
-    assert_eq!(code, Some(1), "{seen:#?}");
+    let ran = started.end().await;
+    ran.assert_ended(1, "ComfyUI no longer knows prompt");
     assert!(
-        seen.iter()
-            .any(|l| l.contains("ComfyUI no longer knows prompt")),
-        "{seen:#?}"
-    );
-    assert!(
-        !stdout.lines().any(|l| l.starts_with("./")),
-        "no picture written: {stdout}"
+        !ran.stdout.lines().any(|l| l.starts_with("./")),
+        "no picture written: {}",
+        ran.stdout
     );
 }
 
@@ -516,12 +507,7 @@ async fn through_a_relay_it_needs_the_token_and_uploads_the_picture() {
         &["run", "invert.json", "--server", &relay, "--yes"],
     )
     .await;
-    assert_eq!(refused.code, 2);
-    assert!(
-        refused.stderr.contains("needs its access token"),
-        "{}",
-        refused.stderr
-    );
+    refused.assert_ended(2, "needs its access token");
 
     let ran = run(
         dir.path(),
