@@ -51,16 +51,26 @@ impl Relayed {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+    use shared::comfy::QueueItem;
+
     use super::*;
 
     fn queue(pending: &[&str]) -> Queue {
-        let items: Vec<_> = pending
-            .iter()
-            .enumerate()
-            .map(|(n, id)| serde_json::json!([n, id, {}, {}, []]))
-            .collect();
-        serde_json::from_value(serde_json::json!({ "queue_running": [], "queue_pending": items }))
-            .expect("a queue")
+        let item = |(n, id): (usize, &&str)| {
+            let number = i64::try_from(n).expect("a small number");
+            QueueItem(
+                number,
+                (*id).to_owned(),
+                Value::Null,
+                Value::Null,
+                Vec::new(),
+            )
+        };
+        Queue {
+            queue_running: Vec::new(),
+            queue_pending: pending.iter().enumerate().map(item).collect(),
+        }
     }
 
     #[test]
