@@ -1,4 +1,5 @@
-//! A WebSocket client for tests, speaking to the relay or the double as a browser would.
+//! Clients for tests, speaking to the relay or the double as a browser would: HTTP, and a
+//! WebSocket.
 
 use std::time::Duration;
 
@@ -8,6 +9,23 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// An HTTP client that goes straight to loopback, whatever proxy the environment names.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The same, but showing redirects instead of following them.
+pub fn http_without_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client")
+}
 
 /// A connected test socket.
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -1,33 +1,49 @@
-//! A device speaking the relay's jobs API, as the web app does: a cookie, HTTP calls, and the
-//! event socket with the jobs it has learnt about.
+//! A device speaking the relay's API, as the web app (a cookie) or a script (the access token)
+//! does: HTTP calls, and the event socket with the jobs it has learnt about.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use shared::api::{Event, Job};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{self, Socket};
+use crate::client::{self, Socket, http};
 
-/// One device: its own cookie, so its own jobs.
+/// How a client proves who it is to the relay.
+#[derive(Clone)]
+enum Credential {
+    /// A browser's device cookie, `name=value`: its own device, so its own jobs.
+    Cookie(String),
+    /// A script's access token, sent as a bearer: every script shares the `scripts` device.
+    Bearer(String),
+}
+
+impl Credential {
+    /// The header that carries it.
+    fn header(&self) -> (&'static str, String) {
+        match self {
+            Self::Cookie(cookie) => ("cookie", cookie.clone()),
+            Self::Bearer(token) => ("authorization", format!("Bearer {token}")),
+        }
+    }
+}
+
+/// One client of the relay: a browser with its cookie, or a script with the access token.
 #[derive(Clone)]
 pub struct Device {
     http: reqwest::Client,
     base: String,
-    cookie: String,
+    credential: Credential,
 }
 
 impl Device {
     /// A new device: its first request gets it a device cookie.
     pub async fn new(relay_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("an HTTP client");
-        let response = http
+        let response = http()
             .get(format!("{relay_url}/api/jobs"))
             .send()
             .await
@@ -44,35 +60,81 @@ impl Device {
     /// A device presenting `cookie` (`name=value`).
     pub fn with_cookie(relay_url: &str, cookie: &str) -> Self {
         Self {
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("an HTTP client"),
+            http: http(),
             base: relay_url.to_owned(),
-            cookie: cookie.to_owned(),
+            credential: Credential::Cookie(cookie.to_owned()),
         }
     }
 
-    /// Its cookie, `name=value`.
-    pub fn cookie(&self) -> &str {
-        &self.cookie
+    /// A script presenting the access token as a bearer.
+    pub fn script(relay_url: &str, token: &str) -> Self {
+        Self {
+            http: http(),
+            base: relay_url.to_owned(),
+            credential: Credential::Bearer(token.to_owned()),
+        }
     }
 
-    /// A request to the relay with the device's cookie.
+    /// Its cookie, `name=value`; a script has none.
+    pub fn cookie(&self) -> &str {
+        match &self.credential {
+            Credential::Cookie(cookie) => cookie,
+            Credential::Bearer(_) => panic!("a script has no device cookie"),
+        }
+    }
+
+    /// A request to the relay with the device's credential.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let (name, value) = self.credential.header();
         self.http
             .request(method, format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
+            .header(name, value)
+    }
+
+    /// Sends a request without a body; the relay's answer.
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.request(method, path)
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// `POST` with a JSON body; the relay's answer.
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .expect("the relay answers")
+    }
+
+    /// `GET`, read as JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> T {
+        self.send(reqwest::Method::GET, path)
+            .await
+            .json()
+            .await
+            .expect("a JSON answer of the expected shape")
+    }
+
+    /// `PUT /api/workflows/{name}` with a workflow's text; the relay's answer.
+    pub async fn put_workflow(&self, name: &str, text: &str) -> reqwest::Response {
+        self.request(reqwest::Method::PUT, &format!("/api/workflows/{name}"))
+            .header("content-type", "application/json")
+            .body(text.to_owned())
+            .send()
+            .await
+            .expect("the relay answers")
     }
 
     /// `POST /api/jobs` with a workflow's text and edits.
     pub async fn submit(&self, workflow: &str, values: Value) -> reqwest::Response {
         let workflow: Value = serde_json::from_str(workflow).expect("the workflow is JSON");
-        self.request(reqwest::Method::POST, "/api/jobs")
-            .json(&json!({ "workflow": workflow, "values": values }))
-            .send()
-            .await
-            .expect("the relay answers")
+        self.post_json(
+            "/api/jobs",
+            json!({ "workflow": workflow, "values": values }),
+        )
+        .await
     }
 
     /// `POST /api/jobs`, expecting 201.
@@ -86,27 +148,28 @@ impl Device {
 
     /// `GET /api/jobs`.
     pub async fn jobs(&self) -> Vec<Job> {
-        self.request(reqwest::Method::GET, "/api/jobs")
-            .send()
-            .await
-            .expect("the relay answers")
-            .json()
-            .await
-            .expect("a job list")
+        self.get_json("/api/jobs").await
+    }
+
+    /// `GET /api/jobs/{id}?wait=SECONDS`, the long poll, expecting 200.
+    pub async fn long_poll(&self, id: &str, seconds: f64) -> Job {
+        let path = format!("/api/jobs/{id}?wait={seconds}");
+        let response = self.send(reqwest::Method::GET, &path).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("a job")
     }
 
     /// `POST /api/jobs/{id}/{action}` (`cancel`, `requeue`).
     pub async fn act(&self, id: &str, action: &str) -> reqwest::Response {
-        self.request(reqwest::Method::POST, &format!("/api/jobs/{id}/{action}"))
-            .send()
+        self.send(reqwest::Method::POST, &format!("/api/jobs/{id}/{action}"))
             .await
-            .expect("the relay answers")
     }
 
     /// Opens the event socket.
     pub async fn events(&self) -> Events {
         let url = format!("{}/api/events", self.base.replacen("http", "ws", 1));
-        let socket = client::connect(&url, &[("cookie", &self.cookie)])
+        let (name, value) = self.credential.header();
+        let socket = client::connect(&url, &[(name, &value)])
             .await
             .expect("the event socket opens");
         let mut events = Events {

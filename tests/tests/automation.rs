@@ -9,81 +9,46 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState};
+use tests::client::http;
+use tests::device::Device;
 use tests::fixtures;
 use tests::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "feedfacefeedfacefeedfacefeedface";
 
 /// A script: every request carries the token as a bearer.
-struct Script {
-    http: reqwest::Client,
-    base: String,
+fn script(stack: &Stack) -> Device {
+    Device::script(&stack.relay_url(), TOKEN)
 }
 
-impl Script {
-    fn new(stack: &Stack) -> Self {
-        Self {
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-            base: stack.relay_url(),
-        }
-    }
+/// Saves a workflow in the library, expecting 200.
+async fn save(script: &Device, name: &str, workflow: &str) {
+    assert_eq!(script.put_workflow(name, workflow).await.status(), 200);
+}
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
+/// Uploads the phone picture to `path` with the given form fields.
+async fn upload(
+    script: &Device,
+    path: &str,
+    fields: &[(&'static str, &'static str)],
+) -> reqwest::Response {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, value) in fields {
+        form = form.text(*name, *value);
     }
-
-    async fn save(&self, name: &str, workflow: &str) {
-        let response = self
-            .request(Method::PUT, &format!("/api/workflows/{name}"))
-            .body(workflow.to_owned())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-    }
-
-    async fn upload(
-        &self,
-        path: &str,
-        fields: &[(&'static str, &'static str)],
-    ) -> reqwest::Response {
-        let mut form = reqwest::multipart::Form::new();
-        for (name, value) in fields {
-            form = form.text(*name, *value);
-        }
-        let form = form.part(
-            "image",
-            reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
-                .file_name("phone.png")
-                .mime_str("image/png")
-                .unwrap(),
-        );
-        self.request(Method::POST, path)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
-        self.request(Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn wait(&self, id: &str, seconds: f64) -> Job {
-        let response = self
-            .request(Method::GET, &format!("/api/jobs/{id}?wait={seconds}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    }
+    let form = form.part(
+        "image",
+        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
+            .file_name("phone.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    script
+        .request(Method::POST, path)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn saved(stack: &Stack, name: &str) -> Value {
@@ -98,10 +63,10 @@ async fn error_of(response: reqwest::Response) -> String {
 #[tokio::test]
 async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
     let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
-    let script = Script::new(&stack);
-    script.save("invert", fixtures::INVERT_SLOW).await;
+    let script = script(&stack);
+    save(&script, "invert", fixtures::INVERT_SLOW).await;
 
-    let response = script.upload("/api/workflows/invert/image", &[]).await;
+    let response = upload(&script, "/api/workflows/invert/image", &[]).await;
     assert_eq!(response.status(), 200);
     let set: Value = response.json().await.unwrap();
     let name = set["value"].as_str().unwrap().to_owned();
@@ -118,9 +83,7 @@ async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
     assert_eq!(stack.comfyui.requests_to("POST", "/upload/image").len(), 1);
     assert!(stack.comfyui.queued_prompts().is_empty());
 
-    let response = script
-        .upload("/api/workflows/invert/image?run=true", &[])
-        .await;
+    let response = upload(&script, "/api/workflows/invert/image?run=true", &[]).await;
     assert_eq!(response.status(), 201);
     let set: Value = response.json().await.unwrap();
     let job: Job = serde_json::from_value(set["job"].clone()).unwrap();
@@ -128,7 +91,7 @@ async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
     assert_eq!(queued["prompt"]["1"]["inputs"]["image"], set["value"]);
     assert_eq!(job.workflow_name.as_deref(), Some("invert"));
 
-    let done = script.wait(&job.id, 30.0).await;
+    let done = script.long_poll(&job.id, 30.0).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert!(
         !done.outputs.is_empty(),
@@ -139,38 +102,35 @@ async fn a_picture_goes_into_the_saved_workflow_and_runs_only_when_asked() {
 #[tokio::test]
 async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
     let stack = spawn_guarded_stack(TOKEN, &["--auto-run=invert"], 1.0).await;
-    let script = Script::new(&stack);
-    script.save("invert", fixtures::INVERT_SLOW).await;
-    script.save("invert copy", fixtures::INVERT_SLOW).await;
+    let script = script(&stack);
+    save(&script, "invert", fixtures::INVERT_SLOW).await;
+    save(&script, "invert copy", fixtures::INVERT_SLOW).await;
 
     // The node field picks the LoadImage, as a form field before the picture.
-    let response = script
-        .upload("/api/workflows/invert/image", &[("node", "1")])
-        .await;
+    let response = upload(&script, "/api/workflows/invert/image", &[("node", "1")]).await;
     assert_eq!(response.status(), 201);
     let set: Value = response.json().await.unwrap();
     assert_eq!(set["job"]["state"], "queued");
 
-    let response = script
-        .upload("/api/workflows/invert/image?run=false", &[])
-        .await;
+    let response = upload(&script, "/api/workflows/invert/image?run=false", &[]).await;
     assert_eq!(response.status(), 200);
 
     // With two LoadImages, the form's node field picks one; without it, the answer says which.
     let mut two: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
     two["5"] = two["1"].clone();
-    script.save("two pictures", &two.to_string()).await;
-    let response = script
-        .upload("/api/workflows/two%20pictures/image", &[("node", "5")])
-        .await;
+    save(&script, "two pictures", &two.to_string()).await;
+    let response = upload(
+        &script,
+        "/api/workflows/two%20pictures/image",
+        &[("node", "5")],
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let two = saved(&stack, "two pictures");
     assert_ne!(two["5"]["inputs"]["image"], "example.png", "{two}");
     assert_eq!(two["1"]["inputs"]["image"], "example.png", "{two}");
     let uploads = stack.comfyui.requests_to("POST", "/upload/image").len();
-    let response = script
-        .upload("/api/workflows/two%20pictures/image", &[])
-        .await;
+    let response = upload(&script, "/api/workflows/two%20pictures/image", &[]).await;
     assert_eq!(response.status(), 422);
     assert!(error_of(response).await.contains("several"));
     assert_eq!(
@@ -178,9 +138,7 @@ async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
         uploads,
         "refused before the picture reached ComfyUI"
     );
-    let response = script
-        .upload("/api/workflows/invert%20copy/image", &[])
-        .await;
+    let response = upload(&script, "/api/workflows/invert%20copy/image", &[]).await;
     assert_eq!(response.status(), 200, "only the named workflow auto-runs");
     assert_eq!(stack.comfyui.queued_prompts().len(), 1);
 }
@@ -188,10 +146,10 @@ async fn a_workflow_set_to_auto_run_queues_on_upload_unless_told_not_to() {
 #[tokio::test]
 async fn prompt_texts_are_set_by_node_id_or_title_and_used_by_the_next_run() {
     let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
-    let script = Script::new(&stack);
+    let script = script(&stack);
     let mut workflow: Value = serde_json::from_str(fixtures::SD15_TXT2IMG).unwrap();
     workflow["7"]["_meta"]["title"] = json!("Negative");
-    script.save("sd15", &workflow.to_string()).await;
+    save(&script, "sd15", &workflow.to_string()).await;
 
     let response = script
         .post_json(
@@ -218,48 +176,43 @@ async fn prompt_texts_are_set_by_node_id_or_title_and_used_by_the_next_run() {
         "setting a text queues nothing"
     );
 
-    let response = script
-        .request(Method::POST, "/api/workflows/sd15/run")
-        .send()
-        .await
-        .unwrap();
+    let response = script.send(Method::POST, "/api/workflows/sd15/run").await;
     assert_eq!(response.status(), 201);
     let job: Job = response.json().await.unwrap();
     let queued = &stack.comfyui.queued_prompts()[0]["prompt"];
     assert_eq!(queued["6"]["inputs"]["text"], "a red fox in the snow");
     assert_eq!(queued["7"]["inputs"]["text"], "blurry");
-    assert_eq!(script.wait(&job.id, 30.0).await.state, JobState::Succeeded);
+    assert_eq!(
+        script.long_poll(&job.id, 30.0).await.state,
+        JobState::Succeeded
+    );
 }
 
 #[tokio::test]
 async fn unknown_workflows_and_nodes_are_refused_before_comfyui() {
     let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
-    let script = Script::new(&stack);
-    script.save("invert", fixtures::INVERT_SLOW).await;
-    script.save("sd15", fixtures::SD15_TXT2IMG).await;
+    let script = script(&stack);
+    save(&script, "invert", fixtures::INVERT_SLOW).await;
+    save(&script, "sd15", fixtures::SD15_TXT2IMG).await;
 
     let cases = [
         (
-            script.upload("/api/workflows/nope/image", &[]).await,
+            upload(&script, "/api/workflows/nope/image", &[]).await,
             404,
             "no saved workflow",
         ),
         (
-            script
-                .upload("/api/workflows/invert/image?node=3", &[])
-                .await,
+            upload(&script, "/api/workflows/invert/image?node=3", &[]).await,
             422,
             "not a LoadImage",
         ),
         (
-            script
-                .upload("/api/workflows/invert/image", &[("node", "99")])
-                .await,
+            upload(&script, "/api/workflows/invert/image", &[("node", "99")]).await,
             422,
             "no node \"99\"",
         ),
         (
-            script.upload("/api/workflows/sd15/image", &[]).await,
+            upload(&script, "/api/workflows/sd15/image", &[]).await,
             422,
             "has no LoadImage",
         ),
@@ -311,11 +264,7 @@ async fn unknown_workflows_and_nodes_are_refused_before_comfyui() {
             "node_id",
         ),
         (
-            script
-                .request(Method::POST, "/api/workflows/nope/run")
-                .send()
-                .await
-                .unwrap(),
+            script.send(Method::POST, "/api/workflows/nope/run").await,
             404,
             "no saved workflow",
         ),
@@ -342,37 +291,27 @@ async fn unknown_workflows_and_nodes_are_refused_before_comfyui() {
 #[tokio::test]
 async fn the_long_poll_times_out_and_interrupt_stops_only_the_devices_running_job() {
     let stack = spawn_guarded_stack(TOKEN, &[], 6.0).await;
-    let script = Script::new(&stack);
-    script.save("invert", fixtures::INVERT_SLOW).await;
-    let nothing = script
-        .request(Method::POST, "/api/interrupt")
-        .send()
-        .await
-        .unwrap();
+    let script = script(&stack);
+    save(&script, "invert", fixtures::INVERT_SLOW).await;
+    let nothing = script.send(Method::POST, "/api/interrupt").await;
     assert_eq!(nothing.status(), 409);
 
     let job: Job = script
-        .request(Method::POST, "/api/workflows/invert/run")
-        .send()
+        .send(Method::POST, "/api/workflows/invert/run")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let started = std::time::Instant::now();
-    let early = script.wait(&job.id, 0.5).await;
+    let early = script.long_poll(&job.id, 0.5).await;
     assert!(!early.state.is_finished(), "{early:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     while stack.comfyui.running_prompt().as_deref() != Some(job.id.as_str()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    while script.wait(&job.id, 0.1).await.state != JobState::Running {}
+    while script.long_poll(&job.id, 0.1).await.state != JobState::Running {}
 
-    let response = script
-        .request(Method::POST, "/api/interrupt")
-        .send()
-        .await
-        .unwrap();
+    let response = script.send(Method::POST, "/api/interrupt").await;
     assert_eq!(response.status(), 200);
     let interrupts = stack.comfyui.requests_to("POST", "/interrupt");
     assert_eq!(interrupts.len(), 1);
@@ -382,7 +321,7 @@ async fn the_long_poll_times_out_and_interrupt_stops_only_the_devices_running_jo
         "targeted"
     );
     assert_eq!(
-        script.wait(&job.id, 30.0).await.state,
+        script.long_poll(&job.id, 30.0).await.state,
         JobState::Interrupted
     );
 }
@@ -390,17 +329,13 @@ async fn the_long_poll_times_out_and_interrupt_stops_only_the_devices_running_jo
 #[tokio::test]
 async fn health_says_whether_comfyui_answers() {
     let mut stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
-    let script = Script::new(&stack);
-    let response = script
-        .request(Method::GET, "/api/health")
-        .send()
-        .await
-        .unwrap();
+    let script = script(&stack);
+    let response = script.send(Method::GET, "/api/health").await;
     assert_eq!(response.status(), 200);
     let health: Value = response.json().await.unwrap();
     assert_eq!(health["ok"], true);
     assert!(health["comfyui_version"].is_string(), "{health}");
-    let anonymous = reqwest::Client::builder().no_proxy().build().unwrap();
+    let anonymous = http();
     let refused = anonymous
         .get(format!("{}/api/health", stack.relay_url()))
         .send()
@@ -413,11 +348,7 @@ async fn health_says_whether_comfyui_answers() {
     );
 
     stack.comfyui.kill().await;
-    let response = script
-        .request(Method::GET, "/api/health")
-        .send()
-        .await
-        .unwrap();
+    let response = script.send(Method::GET, "/api/health").await;
     assert_eq!(response.status(), 503);
     let health: Value = response.json().await.unwrap();
     assert_eq!(health["ok"], false);

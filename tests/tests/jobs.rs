@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState, NodeRun};
 use shared::comfy::BinaryFrame;
+use tests::client::http_without_redirects;
 use tests::comfyui::Options;
 use tests::device::Device;
 use tests::fixtures;
@@ -78,14 +79,7 @@ async fn a_job_runs_to_success_and_the_device_follows_it_live_with_previews() {
         );
     }
 
-    let fetched: Job = phone
-        .request(reqwest::Method::GET, &format!("/api/jobs/{}", job.id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Job = phone.get_json(&format!("/api/jobs/{}", job.id)).await;
     assert_eq!(outcome(&fetched), outcome(&done));
     let sent = &stack.comfyui.queued_prompts()[0];
     assert_eq!(
@@ -267,10 +261,8 @@ async fn each_device_sees_only_its_own_jobs_and_cannot_cancel_anothers() {
     assert!(laptop.jobs().await.is_empty());
     assert_eq!(phone.jobs().await.len(), 1);
     let peek = laptop
-        .request(reqwest::Method::GET, &format!("/api/jobs/{}", job.id))
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::GET, &format!("/api/jobs/{}", job.id))
+        .await;
     assert_eq!(peek.status(), 404);
     let cancel = laptop.act(&job.id, "cancel").await;
     assert_eq!(cancel.status(), 403);
@@ -424,19 +416,13 @@ async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
     let phone = Device::new(&stack.relay_url()).await;
     let job = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
     let link: Value = phone
-        .request(reqwest::Method::POST, "/api/device/link")
-        .send()
+        .send(reqwest::Method::POST, "/api/device/link")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let path = link["path"].as_str().unwrap();
-    let no_redirects = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_redirects = http_without_redirects();
     let opened = no_redirects
         .get(format!("{}{path}", stack.relay_url()))
         .send()

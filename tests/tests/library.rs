@@ -10,28 +10,22 @@ use tests::device::Device;
 use tests::fixtures;
 use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
 
-async fn put(device: &Device, name: &str, body: &str) -> reqwest::Response {
-    device
-        .request(Method::PUT, &format!("/api/workflows/{name}"))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
     assert_eq!(
-        put(&phone, "Portrait%20(v2)", fixtures::SD15_TXT2IMG)
+        phone
+            .put_workflow("Portrait%20(v2)", fixtures::SD15_TXT2IMG)
             .await
             .status(),
         200
     );
     assert_eq!(
-        put(&phone, "empty", fixtures::EMPTY_IMAGE).await.status(),
+        phone
+            .put_workflow("empty", fixtures::EMPTY_IMAGE)
+            .await
+            .status(),
         200
     );
     assert!(
@@ -43,14 +37,7 @@ async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
         "a plain JSON file"
     );
 
-    let listed: Value = phone
-        .request(Method::GET, "/api/workflows")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = phone.get_json("/api/workflows").await;
     assert_eq!(listed["locked"], false);
     let names: Vec<&str> = listed["workflows"]
         .as_array()
@@ -61,43 +48,29 @@ async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
     assert_eq!(names, ["empty", "Portrait (v2)"]);
 
     let renamed = phone
-        .request(Method::POST, "/api/workflows/empty/rename")
-        .json(&json!({"to": "Portrait (v2)"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/api/workflows/empty/rename",
+            json!({"to": "Portrait (v2)"}),
+        )
+        .await;
     assert_eq!(renamed.status(), 409, "never overwrite another workflow");
     let renamed = phone
-        .request(Method::POST, "/api/workflows/empty/rename")
-        .json(&json!({"to": "blank"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/api/workflows/empty/rename", json!({"to": "blank"}))
+        .await;
     assert_eq!(renamed.status(), 200);
-    let fetched: Value = phone
-        .request(Method::GET, "/api/workflows/blank")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched: Value = phone.get_json("/api/workflows/blank").await;
     assert_eq!(fetched["7"]["class_type"], "SaveImage");
     assert_eq!(
         phone
-            .request(Method::DELETE, "/api/workflows/blank")
-            .send()
+            .send(Method::DELETE, "/api/workflows/blank")
             .await
-            .unwrap()
             .status(),
         204
     );
     assert_eq!(
         phone
-            .request(Method::GET, "/api/workflows/blank")
-            .send()
+            .send(Method::GET, "/api/workflows/blank")
             .await
-            .unwrap()
             .status(),
         404
     );
@@ -107,7 +80,7 @@ async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
 async fn only_api_workflows_under_safe_names_are_saved() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
-    let ui = put(&phone, "ui", fixtures::UI_FORMAT).await;
+    let ui = phone.put_workflow("ui", fixtures::UI_FORMAT).await;
     assert_eq!(ui.status(), 422);
     assert!(
         ui.json::<ErrorBody>()
@@ -116,15 +89,19 @@ async fn only_api_workflows_under_safe_names_are_saved() {
             .error
             .contains("Export (API)")
     );
-    assert_eq!(put(&phone, "broken", "{\"3\": ").await.status(), 400);
+    assert_eq!(phone.put_workflow("broken", "{\"3\": ").await.status(), 400);
     assert_eq!(
-        put(&phone, "..%2F..%2Fescape", fixtures::EMPTY_IMAGE)
+        phone
+            .put_workflow("..%2F..%2Fescape", fixtures::EMPTY_IMAGE)
             .await
             .status(),
         400
     );
     assert_eq!(
-        put(&phone, ".hidden", fixtures::EMPTY_IMAGE).await.status(),
+        phone
+            .put_workflow(".hidden", fixtures::EMPTY_IMAGE)
+            .await
+            .status(),
         400
     );
     assert!(!stack.data_dir.path().join("escape.json").exists());
@@ -134,13 +111,9 @@ async fn only_api_workflows_under_safe_names_are_saved() {
 async fn a_saved_workflow_runs_by_name_with_values_and_its_jobs_carry_the_name() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
-    put(&phone, "sd15", fixtures::SD15_TXT2IMG).await;
+    phone.put_workflow("sd15", fixtures::SD15_TXT2IMG).await;
     let response = phone
-        .request(Method::POST, "/api/jobs")
-        .json(&json!({"workflow_name": "sd15", "values": [{"node_id": "6", "input": "text", "value": "a harbour at dawn"}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/api/jobs", json!({"workflow_name": "sd15", "values": [{"node_id": "6", "input": "text", "value": "a harbour at dawn"}]})).await;
     assert_eq!(response.status(), 201);
     let job: Job = response.json().await.unwrap();
     assert_eq!(job.workflow_name.as_deref(), Some("sd15"));
@@ -149,11 +122,8 @@ async fn a_saved_workflow_runs_by_name_with_values_and_its_jobs_carry_the_name()
         "a harbour at dawn"
     );
     let unknown = phone
-        .request(Method::POST, "/api/jobs")
-        .json(&json!({"workflow_name": "nope"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/api/jobs", json!({"workflow_name": "nope"}))
+        .await;
     assert_eq!(unknown.status(), 404);
 }
 
@@ -162,16 +132,8 @@ async fn object_info_is_fetched_once_and_served_whole_gzipped_or_by_class() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
     let some: Value = phone
-        .request(
-            Method::GET,
-            "/api/object_info?classes=KSampler,SaveImage,NoSuchNode",
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/object_info?classes=KSampler,SaveImage,NoSuchNode")
+        .await;
     let classes: Vec<&String> = some.as_object().unwrap().keys().collect();
     assert_eq!(classes, ["KSampler", "SaveImage"]);
     let whole = phone
@@ -215,25 +177,19 @@ async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
     std::fs::write(folder.join("empty.json"), fixtures::EMPTY_IMAGE).unwrap();
     let phone = Device::new(&stack.relay_url()).await;
 
-    let listed: Value = phone
-        .request(Method::GET, "/api/workflows")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = phone.get_json("/api/workflows").await;
     assert_eq!(listed["locked"], true);
     assert_eq!(
-        put(&phone, "mine", fixtures::EMPTY_IMAGE).await.status(),
+        phone
+            .put_workflow("mine", fixtures::EMPTY_IMAGE)
+            .await
+            .status(),
         403
     );
     assert_eq!(
         phone
-            .request(Method::DELETE, "/api/workflows/empty")
-            .send()
+            .send(Method::DELETE, "/api/workflows/empty")
             .await
-            .unwrap()
             .status(),
         403
     );
@@ -248,20 +204,16 @@ async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
             .contains("only runs saved workflows")
     );
     let raw = phone
-        .request(Method::POST, "/prompt")
-        .json(&json!({"prompt": serde_json::from_str::<Value>(fixtures::EMPTY_IMAGE).unwrap()}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/prompt",
+            json!({"prompt": serde_json::from_str::<Value>(fixtures::EMPTY_IMAGE).unwrap()}),
+        )
+        .await;
     assert_eq!(raw.status(), 403);
     assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
 
     let by_name = phone
-        .request(Method::POST, "/api/jobs")
-        .json(&json!({"workflow_name": "empty", "values": [{"node_id": "5", "input": "width", "value": 32}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/api/jobs", json!({"workflow_name": "empty", "values": [{"node_id": "5", "input": "width", "value": 32}]})).await;
     assert_eq!(by_name.status(), 201);
     assert_eq!(
         stack.comfyui.queued_prompts()[0]["prompt"]["5"]["inputs"]["width"],

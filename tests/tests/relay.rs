@@ -7,16 +7,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::comfy::{BinaryFrame, PromptAccepted, UploadedImage};
-use tests::client::{self, is_run_end, texts};
+use tests::client::{self, http, is_run_end, texts};
 use tests::fixtures;
 use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUN_LIMIT: Duration = Duration::from_secs(15);
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
 
 fn prompt_body(workflow: &str, client_id: &str) -> Value {
     json!({ "prompt": serde_json::from_str::<Value>(workflow).unwrap(), "client_id": client_id })

@@ -9,23 +9,16 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::ErrorBody;
+use tests::client::http_without_redirects;
 use tests::device::Device;
 use tests::fixtures;
 use tests::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// Pairs a new browser through the pairing link, as a phone scanning the QR code does.
 async fn pair(stack: &Stack) -> Device {
-    let response = http()
+    let response = http_without_redirects()
         .get(format!("{}/pair?token={TOKEN}", stack.relay_url()))
         .header(
             "user-agent",
@@ -528,7 +521,7 @@ async fn every_attack_and_bad_input_is_refused_before_comfyui() {
     let phone = pair(&stack).await;
     let mut failures = Vec::new();
     for case in cases() {
-        let mut request = http().request(
+        let mut request = http_without_redirects().request(
             case.method.clone(),
             format!("{}{}", stack.relay_url(), case.path),
         );
@@ -602,7 +595,7 @@ async fn wrong_tokens_are_answered_ever_more_slowly() {
     let mut waits = Vec::new();
     for _ in 0..3 {
         let started = Instant::now();
-        let response = http()
+        let response = http_without_redirects()
             .get(format!("{}/pair?token=guess", stack.relay_url()))
             .send()
             .await
@@ -638,45 +631,27 @@ async fn a_revoked_device_is_refused_from_its_next_request_on() {
     )
     .unwrap();
 
-    let refused = phone
-        .request(Method::GET, "/api/jobs")
-        .send()
-        .await
-        .unwrap();
+    let refused = phone.send(Method::GET, "/api/jobs").await;
     assert_eq!(refused.status(), 401);
     let body: ErrorBody = refused.json().await.unwrap();
     assert!(body.error.contains("unpaired"), "{}", body.error);
-    let still = laptop
-        .request(Method::GET, "/api/jobs")
-        .send()
-        .await
-        .unwrap();
+    let still = laptop.send(Method::GET, "/api/jobs").await;
     assert_eq!(still.status(), 200, "the other device is untouched");
 }
 
 #[tokio::test]
 async fn scripts_use_the_token_as_a_bearer_and_share_one_device() {
     let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
-    let script = |path: &str| {
-        http()
-            .request(Method::POST, format!("{}{path}", stack.relay_url()))
-            .header("authorization", format!("Bearer {TOKEN}"))
-    };
-    let queued = script("/api/jobs")
-        .json(&json!({ "workflow": workflow(fixtures::EMPTY_IMAGE) }))
-        .send()
-        .await
-        .unwrap();
+    let script = Device::script(&stack.relay_url(), TOKEN);
+    let queued = script
+        .post_json(
+            "/api/jobs",
+            json!({ "workflow": workflow(fixtures::EMPTY_IMAGE) }),
+        )
+        .await;
     assert_eq!(queued.status(), 201);
-    let listed: Value = http()
-        .get(format!("{}/api/jobs", stack.relay_url()))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let another_script = Device::script(&stack.relay_url(), TOKEN);
+    let listed: Value = another_script.get_json("/api/jobs").await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
 
@@ -715,12 +690,10 @@ async fn raw_prompts_count_towards_the_cap_until_comfyui_starts_them() {
     let stack = spawn_guarded_stack(TOKEN, &["--max-pending-jobs=2"], 10.0).await;
     let phone = pair(&stack).await;
     let raw = |workflow: &str| {
-        phone
-            .request(Method::POST, "/prompt")
-            .json(&json!({ "prompt": serde_json::from_str::<Value>(workflow).unwrap() }))
-            .send()
+        let workflow: Value = serde_json::from_str(workflow).unwrap();
+        phone.post_json("/prompt", json!({ "prompt": workflow }))
     };
-    let first = raw(fixtures::INVERT_SLOW).await.unwrap();
+    let first = raw(fixtures::INVERT_SLOW).await;
     assert_eq!(first.status(), 200);
     let first: Value = first.json().await.unwrap();
     let started = Instant::now();
@@ -729,9 +702,9 @@ async fn raw_prompts_count_towards_the_cap_until_comfyui_starts_them() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Running prompts do not count; one raw prompt and one job wait.
-    assert_eq!(raw(fixtures::EMPTY_IMAGE).await.unwrap().status(), 200);
+    assert_eq!(raw(fixtures::EMPTY_IMAGE).await.status(), 200);
     phone.submit_ok(fixtures::EMPTY_IMAGE).await;
-    let refused = raw(fixtures::EMPTY_IMAGE).await.unwrap();
+    let refused = raw(fixtures::EMPTY_IMAGE).await;
     assert_eq!(refused.status(), 429);
     let body: ErrorBody = refused.json().await.unwrap();
     assert!(body.error.contains("2 jobs waiting"), "{}", body.error);
@@ -751,7 +724,7 @@ async fn raw_prompts_count_towards_the_cap_until_comfyui_starts_them() {
     // Once ComfyUI has started what waited, the device may queue again.
     let started = Instant::now();
     loop {
-        let again = raw(fixtures::EMPTY_IMAGE).await.unwrap();
+        let again = raw(fixtures::EMPTY_IMAGE).await;
         if again.status() == 200 {
             break;
         }
@@ -847,21 +820,13 @@ async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_m
 async fn an_operator_can_allow_a_blocked_route_by_name() {
     let stack = spawn_guarded_stack(TOKEN, &["--allow-route=GET /internal/logs"], 1.0).await;
     let phone = pair(&stack).await;
-    let allowed = phone
-        .request(Method::GET, "/internal/logs")
-        .send()
-        .await
-        .unwrap();
+    let allowed = phone.send(Method::GET, "/internal/logs").await;
     assert_eq!(
         allowed.status(),
         404,
         "the double has no logs route: ComfyUI answered"
     );
     assert_eq!(stack.comfyui.requests_to("GET", "/internal/logs").len(), 1);
-    let still_blocked = phone
-        .request(Method::POST, "/internal/logs")
-        .send()
-        .await
-        .unwrap();
+    let still_blocked = phone.send(Method::POST, "/internal/logs").await;
     assert_eq!(still_blocked.status(), 403, "the rule names a method");
 }
