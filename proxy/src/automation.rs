@@ -272,6 +272,15 @@ fn text_input(node: &Node, wanted: Option<&str>) -> Option<String> {
     }
 }
 
+/// The nodes a prompt update could mean: those with the text input it names (or one).
+fn text_nodes<'a>(workflow: &'a Workflow, wanted: Option<&str>) -> Vec<(&'a str, &'a Node)> {
+    workflow
+        .nodes_in_display_order()
+        .into_iter()
+        .filter(|(_, node)| text_input(node, wanted).is_some())
+        .collect()
+}
+
 /// `POST /api/workflows/{name}/prompt` `{node_id | node_title, [input], text}`.
 pub async fn prompt(
     State(state): State<AppState>,
@@ -286,11 +295,7 @@ pub async fn prompt(
         ));
     }
     let set = state.library.set_values(&name, |workflow| {
-        let candidates: Vec<(&str, &Node)> = workflow
-            .nodes_in_display_order()
-            .into_iter()
-            .filter(|(_, node)| text_input(node, request.input.as_deref()).is_some())
-            .collect();
+        let candidates = text_nodes(workflow, request.input.as_deref());
         let node_id = request
             .node
             .resolve(workflow, &candidates, "node with a text input")?
@@ -381,11 +386,7 @@ mod tests {
     #[test]
     fn a_prompt_is_found_by_id_or_title_and_its_text_input() {
         let workflow = workflow();
-        let candidates: Vec<(&str, &Node)> = workflow
-            .nodes_in_display_order()
-            .into_iter()
-            .filter(|(_, node)| text_input(node, None).is_some())
-            .collect();
+        let candidates = text_nodes(&workflow, None);
         let by_title = NodeRef {
             node_id: None,
             node_title: Some("Negative".to_owned()),

@@ -208,22 +208,20 @@ impl Jobs {
     /// Refuses another prompt from `device` when as many of its jobs and raw prompts wait as it
     /// may have waiting.
     pub async fn admit(&self, device: &DeviceId) -> Result<(), JobsError> {
-        let waiting = || {
-            let jobs = self.registry.list(device);
-            let queued = jobs.iter().filter(|job| job.state == JobState::Queued);
-            queued.count() + self.relayed.waiting(device)
-        };
-        if waiting() < self.max_pending {
-            return Ok(());
-        }
-        if self.relayed.waiting(device) > 0 {
+        let jobs = self.registry.list(device);
+        let queued = jobs.iter().filter(|job| job.state == JobState::Queued);
+        let queued = queued.count();
+        let mut relayed = self.relayed.waiting(device);
+        if queued + relayed >= self.max_pending && relayed > 0 {
             // Raw prompts may have started since the relay last looked at the queue.
             self.relayed.retain_pending(&self.comfy.queue().await?);
+            relayed = self.relayed.waiting(device);
         }
-        match waiting() {
-            waiting if waiting >= self.max_pending => Err(JobsError::TooManyWaiting(waiting)),
-            _ => Ok(()),
+        let waiting = queued + relayed;
+        if waiting >= self.max_pending {
+            return Err(JobsError::TooManyWaiting(waiting));
         }
+        Ok(())
     }
 
     /// Queues a prepared prompt for `device`; `workflow_name` names the saved workflow it is.
