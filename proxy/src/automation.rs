@@ -210,7 +210,7 @@ pub async fn image(
         image_target(&workflow, &image_nodes, query.node.as_deref())?;
     }
     let multipart = upload::multipart_form(&state, request).await?;
-    let (uploaded, fields) = upload::stream_image(&state, multipart, |fields| {
+    let (uploaded, fields) = upload::stream_image(&state, &device, multipart, |fields| {
         let node = fields.node.as_deref().or(query.node.as_deref());
         image_target(&workflow, &image_nodes, node)
             .map(drop)

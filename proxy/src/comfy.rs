@@ -61,14 +61,13 @@ impl ComfyClient {
         request: reqwest::RequestBuilder,
         url: &url::Url,
     ) -> Result<reqwest::Response, RelayError> {
-        request
-            .timeout(self.timeout)
-            .send()
+        self.upstream
+            .answer_within(self.timeout, url, request.timeout(self.timeout).send())
             .await
-            .map_err(|e| RelayError::from_upstream(url, e, self.timeout.as_secs()))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
+    /// `GET path`, its JSON answer read as `T`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let url = self.upstream.url_for(path);
         let response = self.send(self.http.get(url.clone()), &url).await?;
         let status = response.status();
@@ -132,14 +131,14 @@ impl ComfyClient {
 
     /// `GET /queue`.
     pub async fn queue(&self) -> Result<Queue, RelayError> {
-        self.get("/queue").await
+        self.get_json("/queue").await
     }
 
     /// `GET /object_info`: every node class's schema.
     pub async fn object_info(
         &self,
     ) -> Result<serde_json::Map<String, serde_json::Value>, RelayError> {
-        self.get("/object_info").await
+        self.get_json("/object_info").await
     }
 
     /// `GET /object_info/{class}`: one class (`{}` when ComfyUI does not have it).
@@ -147,23 +146,29 @@ impl ComfyClient {
         &self,
         class: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, RelayError> {
-        self.get(&object_info_path(class)).await
+        self.get_json(&object_info_path(class)).await
     }
 
     /// `GET /features`: what this ComfyUI supports.
     pub async fn features(&self) -> Result<shared::comfy::FeatureFlags, RelayError> {
-        self.get("/features").await
+        self.get_json("/features").await
     }
 
     /// `GET /history/{id}`: the entry, or `None` when ComfyUI does not know the prompt.
     pub async fn history(&self, prompt_id: &str) -> Result<Option<HistoryEntry>, RelayError> {
-        let mut history: History = self.get(&format!("/history/{prompt_id}")).await?;
+        let mut history: History = self.get_json(&format!("/history/{prompt_id}")).await?;
         Ok(history.remove(prompt_id))
     }
 
     /// `POST /interrupt {prompt_id}`: stops that prompt if it is the one running.
     pub async fn interrupt(&self, prompt_id: &str) -> Result<(), RelayError> {
         self.post_json("/interrupt", &serde_json::json!({ "prompt_id": prompt_id }))
+            .await
+    }
+
+    /// `POST /history {delete}`: forgets finished prompts.
+    pub async fn delete_history(&self, prompt_ids: &[String]) -> Result<(), RelayError> {
+        self.post_json("/history", &serde_json::json!({ "delete": prompt_ids }))
             .await
     }
 

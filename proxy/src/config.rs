@@ -160,7 +160,7 @@ pub struct Config {
         env = "COMFY_RELAY_ALLOW_ROUTES",
         value_delimiter = ','
     )]
-    pub allowed_routes: Vec<String>,
+    pub allowed_routes: Vec<crate::comfy_routes::AllowedRoute>,
 
     /// The largest image upload accepted, in bytes.
     #[arg(long, env = "COMFY_RELAY_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
@@ -181,6 +181,24 @@ pub struct Config {
     /// at once.
     #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
     pub max_pending_jobs: usize,
+
+    /// How many connections the relay holds at once; more get 503 until some close.
+    #[arg(long, env = "COMFY_RELAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// How many connections one client address may hold before it has sent an authenticated
+    /// request on them (an unpaired host); more get 503.
+    #[arg(
+        long,
+        env = "COMFY_RELAY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 32
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Every image a device may fetch with `/view` from ComfyUI's input folder, not only the
+    /// ones it uploaded or its saved workflows name.
+    #[arg(long, env = "COMFY_RELAY_SHARE_INPUTS")]
+    pub share_inputs: bool,
 }
 
 /// `$XDG_DATA_HOME/comfy-relay`, else `~/.local/share/comfy-relay`, else `./comfy-relay-data`.

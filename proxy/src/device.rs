@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
 use sha2::{Digest, Sha256};
 
@@ -95,6 +95,29 @@ impl DeviceId {
         &self.0
     }
 
+    /// The ComfyUI client id a raw client of this device gets for the one it chose: the
+    /// device's id, a dash, and 32 hex digits. An id already in the device's form is kept (a
+    /// client reuses the `sid` ComfyUI announced); any other is hashed into it; none gets a
+    /// random one. No device can so name another's socket, nor the relay's (plain hex).
+    pub fn comfy_client_id(&self, chosen: Option<&str>) -> String {
+        let prefix = format!("{}-", self.0);
+        match chosen.map(str::trim).filter(|id| !id.is_empty()) {
+            Some(id)
+                if id
+                    .strip_prefix(&prefix)
+                    .is_some_and(|rest| is_hex(rest, 32)) =>
+            {
+                id.to_owned()
+            }
+            Some(id) => {
+                let digest = Sha256::digest(id.as_bytes());
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{prefix}{hex}")
+            }
+            None => format!("{prefix}{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
     /// A short form for logs: the first 8 characters.
     pub fn short(&self) -> &str {
         &self.0[..self.0.len().min(8)]
@@ -169,7 +192,36 @@ pub async fn create_link(
     .into_response()
 }
 
-/// `GET /link/{code}`: adopts the linked device and opens the app.
+/// `GET /link/{code}`: asks to confirm. Opening a link changes nothing by itself: otherwise a
+/// page elsewhere could navigate a browser to the attacker's own link and swap its identity
+/// for the attacker's device (login CSRF). The confirming POST is same-origin only.
+pub async fn confirm_link(Path(code): Path<String>) -> Response {
+    let code: String = code
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(64)
+        .collect();
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Comfy Relay: use another device's jobs</title>\
+         <style>body{{font:16px system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
+         button{{font-size:1rem;padding:.75rem 1.25rem}}</style></head><body>\
+         <h1>Use another device's jobs here?</h1>\
+         <p>This browser will become the device that made this link: it sees that device's jobs \
+         and pictures, and stops being what it is now.</p>\
+         <form method=\"post\" action=\"/link/{code}\">\
+         <button type=\"submit\" data-testid=\"confirm-link\">Use them here</button></form>\
+         </body></html>"
+    );
+    let mut response = Html(page).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /link/{code}`: adopts the linked device and opens the app.
 pub async fn follow_link(State(state): State<AppState>, Path(code): Path<String>) -> Response {
     match state.device_links.redeem(&code) {
         Some(secret) => {
@@ -208,6 +260,26 @@ mod tests {
         assert_eq!(device.as_str().len(), 16);
         assert!(!secret.0.contains(device.as_str()));
         assert_eq!(DeviceId::parse(device.as_str()), Some(device));
+    }
+
+    #[test]
+    fn raw_clients_get_client_ids_of_their_own_device_only() {
+        let phone = DeviceId::parse("0123456789abcdef").unwrap();
+        let laptop = DeviceId::parse("fedcba9876543210").unwrap();
+        let chosen = phone.comfy_client_id(Some("my-tab"));
+        assert!(chosen.starts_with("0123456789abcdef-"), "{chosen}");
+        assert_eq!(phone.comfy_client_id(Some("my-tab")), chosen);
+        assert_eq!(
+            phone.comfy_client_id(Some(&chosen)),
+            chosen,
+            "kept as announced"
+        );
+        assert_ne!(laptop.comfy_client_id(Some(&chosen)), chosen);
+        let relays = "0123456789abcdef0123456789abcdef";
+        assert_ne!(phone.comfy_client_id(Some(relays)), relays);
+        let fresh = phone.comfy_client_id(None);
+        assert_ne!(fresh, phone.comfy_client_id(None));
+        assert_eq!(phone.comfy_client_id(Some(&fresh)), fresh);
     }
 
     #[test]

@@ -5,6 +5,38 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shared::api::ErrorBody;
 
+/// An answer that is an error: its status and the body every error of the relay has.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    /// `status` with a sentence for people.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: error.into(),
+                detail: None,
+            },
+        }
+    }
+
+    /// The same, with structured detail for programs.
+    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
+        self.body.detail = Some(detail);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
 /// Everything the relay itself can answer with instead of ComfyUI's response.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -23,6 +55,15 @@ pub enum RelayError {
         url: String,
         /// The time allowed.
         seconds: u64,
+    },
+    /// ComfyUI accepts connections but does not answer its health check (a stopped process).
+    #[error(
+        "ComfyUI stopped answering: its health check gets no answer. Comfy Relay will say when \
+         it answers again."
+    )]
+    UpstreamStalled {
+        /// The address tried.
+        url: String,
     },
     /// The exchange with ComfyUI broke for another reason.
     #[error("The exchange with ComfyUI failed: {detail}")]
@@ -69,7 +110,9 @@ impl RelayError {
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
-            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout { .. } | Self::UpstreamStalled { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Self::NoSuchRoute { .. } => StatusCode::NOT_FOUND,
         }
     }
@@ -79,7 +122,9 @@ impl RelayError {
             Self::UpstreamUnreachable { url, detail } | Self::UpstreamFailed { url, detail } => {
                 Some(serde_json::json!({ "comfyui_url": url, "cause": detail }))
             }
-            Self::UpstreamTimeout { url, .. } => Some(serde_json::json!({ "comfyui_url": url })),
+            Self::UpstreamTimeout { url, .. } | Self::UpstreamStalled { url } => {
+                Some(serde_json::json!({ "comfyui_url": url }))
+            }
             Self::NoSuchRoute { .. } => None,
         }
     }

@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::body::HttpBody as _;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, Response};
 use futures_util::TryStreamExt;
 
@@ -14,13 +14,14 @@ use crate::error::RelayError;
 use crate::headers;
 use crate::state::AppState;
 
-/// Forwards the request as it came (method, path under `/` or `/api`, query, body).
-pub async fn relay(
-    State(state): State<AppState>,
+/// Forwards the request (method, headers, body) to ComfyUI's `path_and_query`, which the
+/// route built from its matched parameters ([`crate::comfy_path`]), never the path as sent.
+pub async fn forward(
+    state: &AppState,
+    path_and_query: &str,
     request: Request,
 ) -> Result<Response<Body>, RelayError> {
     let (parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = state.upstream.url_for(path_and_query);
 
     let mut upstream_request = state
@@ -35,16 +36,10 @@ pub async fn relay(
             upstream_request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
     }
 
-    let timeout = state.upstream_timeout;
-    let response = match tokio::time::timeout(timeout, upstream_request.send()).await {
-        Ok(result) => result.map_err(|e| RelayError::from_upstream(&url, e, timeout.as_secs()))?,
-        Err(_elapsed) => {
-            return Err(RelayError::UpstreamTimeout {
-                url: url.to_string(),
-                seconds: timeout.as_secs(),
-            });
-        }
-    };
+    let response = state
+        .upstream
+        .answer_within(state.upstream_timeout, &url, upstream_request.send())
+        .await?;
 
     let mut builder = Response::builder().status(response.status());
     if let Some(headers) = builder.headers_mut() {

@@ -4,16 +4,18 @@
 //! [`app`] builds the router and [`run`] serves it until a shutdown signal, so tests start the
 //! real server on `127.0.0.1:0`.
 
-pub mod allowlist;
 pub mod auth;
 pub mod automation;
 pub mod banner;
 pub mod cli;
 pub mod clock;
 pub mod comfy;
+pub mod comfy_path;
+pub mod comfy_routes;
 pub mod commands;
 pub mod config;
 pub mod device;
+pub mod device_sockets;
 pub mod error;
 pub mod guard;
 pub mod headers;
@@ -21,8 +23,12 @@ pub mod health;
 pub mod http_relay;
 pub mod jobs;
 pub mod library;
+pub mod limits;
+pub mod log;
 pub mod object_info;
 pub mod prompt;
+pub mod raw;
+pub mod server;
 pub mod shutdown;
 pub mod spa;
 pub mod state;
@@ -31,12 +37,11 @@ pub mod upstream;
 pub mod ws_relay;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::net::SocketAddr;
-
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodRouter, any, get, post};
+use axum::routing::{get, post};
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -44,35 +49,11 @@ use tower_http::trace::TraceLayer;
 pub use config::Config;
 pub use state::AppState;
 
-/// How long shutdown waits for relayed sockets to close before giving up on them.
+/// How long shutdown waits for open requests and relayed sockets to end before giving up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// ComfyUI's routes that the relay forwards. ComfyUI serves each at `/` and under `/api`.
-/// Everything else of ComfyUI's is refused by [`allowlist`].
-fn comfyui_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
-    let relay = http_relay::relay;
-    vec![
-        ("/prompt", get(relay).post(prompt::queue)),
-        (
-            "/upload/image",
-            // The upload handler enforces its own limit, on the stream.
-            post(upload::upload_image).layer(DefaultBodyLimit::disable()),
-        ),
-        ("/interrupt", post(relay)),
-        ("/view", get(relay)),
-        ("/history", get(relay).post(allowlist::refuse_or_relay)),
-        ("/history/{prompt_id}", get(relay)),
-        ("/queue", get(relay).post(allowlist::edit_queue)),
-        ("/object_info", get(relay)),
-        ("/object_info/{node_class}", get(relay)),
-        ("/system_stats", get(relay)),
-        ("/features", get(relay)),
-        ("/ws", get(ws_relay::relay)),
-    ]
-}
-
 /// The relay's own API: jobs and their event socket, the workflow library and its automation,
-/// devices, pairing, node schemas, health.
+/// devices, node schemas, health. Every route needs a device.
 fn relay_routes() -> Router<AppState> {
     use jobs::routes as job;
     Router::new()
@@ -84,11 +65,6 @@ fn relay_routes() -> Router<AppState> {
         .route("/api/interrupt", post(job::interrupt))
         .route("/api/health", get(health::health))
         .route("/api/events", get(job::events))
-        .route("/api/object_info", get(object_info::serve))
-        .route(
-            "/api/object_info/{node_class}",
-            get(object_info::serve_class),
-        )
         .route("/api/workflows", get(library::list))
         .route(
             "/api/workflows/{name}",
@@ -102,50 +78,56 @@ fn relay_routes() -> Router<AppState> {
         )
         .route("/api/workflows/{name}/prompt", post(automation::prompt))
         .route("/api/workflows/{name}/run", post(automation::run))
-        .route("/api/session", get(auth::session))
         .route("/api/device/link", post(device::create_link))
-        .route("/link/{code}", get(device::follow_link))
-        .route("/pair", get(auth::pair))
 }
 
-/// The whole HTTP surface of the relay.
-pub fn app(state: AppState) -> Router {
-    let mut router = relay_routes();
-    for (path, route) in comfyui_routes() {
-        // Under /api, the relay answers /object_info itself, from its kept copy, and
-        // /interrupt stops the device's own job, never someone else's.
-        if !matches!(
-            path,
-            "/object_info" | "/object_info/{node_class}" | "/interrupt"
-        ) {
-            router = router.route(&format!("/api{path}"), route.clone());
-        }
-        router = router.route(path, route);
-    }
-    for (prefix, _) in allowlist::BLOCKED {
-        for path in [prefix.to_owned(), format!("{prefix}/{{*rest}}")] {
-            router = router
-                .route(&path, any(allowlist::refuse_or_relay))
-                .route(&format!("/api{path}"), any(allowlist::refuse_or_relay));
-        }
-    }
-    router
-        .route("/api/{*rest}", any(allowlist::refuse_or_relay))
+/// What anyone may reach: the ways in (pairing, device links, who am I) and the app itself.
+fn public_routes() -> Router<AppState> {
+    Router::new()
+        .route("/pair", get(auth::pair))
+        .route(
+            "/link/{code}",
+            get(device::confirm_link).post(device::follow_link),
+        )
+        .route("/api/session", get(auth::session))
         .fallback(spa::serve)
+}
+
+/// The largest request body any route reads: an image upload with its form, or a prompt.
+fn largest_body(state: &AppState) -> u64 {
+    let upload = state.max_upload_bytes.saturating_add(upload::FORM_OVERHEAD);
+    upload.max(prompt::MAX_PROMPT_BYTES as u64)
+}
+
+/// The whole HTTP surface of the relay. Which routes need a device is the router's shape: the
+/// relay's API and every ComfyUI route are in the protected router, behind
+/// [`auth::require_device`]; only the public router's routes answer strangers.
+pub fn app(state: AppState) -> Router {
+    let protected = relay_routes()
+        .merge(comfy_routes::router(&state.allowed_routes))
+        .route_layer(middleware::from_fn(auth::require_device));
+    let cap = largest_body(&state);
+    public_routes()
+        .merge(protected)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::authenticate,
+            auth::identify,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             guard::same_origin,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(move |request, next| {
+            limits::guard_bodies(cap, request, next)
+        }))
+        .layer(middleware::from_fn(limits::no_sniff))
+        .layer(TraceLayer::new_for_http().make_span_with(log::request_span))
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener`, with the background task that watches ComfyUI, until
-/// `shutdown` resolves; then closes relayed sockets (close code 1001) and waits briefly for them.
+/// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked
+/// devices, until `shutdown` resolves; then closes relayed sockets (close code 1001) and waits
+/// briefly for them and for open requests.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -153,13 +135,18 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let tasks = state.tasks.clone();
-    let (upstream, client, interval) = (
+    let (upstream, client, interval, jobs) = (
         state.upstream.clone(),
         state.http.clone(),
         state.probe_interval,
+        state.jobs.clone(),
     );
     let cancel = token.clone();
-    tasks.spawn(async move { upstream.watch(client, interval, cancel).await });
+    tasks.spawn(async move {
+        upstream
+            .watch(client, interval, cancel, |up| jobs.set_reachable(up))
+            .await;
+    });
     tasks.spawn(jobs::upstream::follow(
         state.jobs.clone(),
         state.upstream.clone(),
@@ -169,19 +156,30 @@ pub async fn run(
         state.jobs.clone(),
         token.clone(),
     ));
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        // Upgraded sockets are not connections axum waits for: tell them to close.
-        token.cancel();
-    });
-    let result = serve.await;
+    tasks.spawn(device_sockets::close_revoked(
+        state.sockets.clone(),
+        state.auth.clone(),
+        token.clone(),
+    ));
+    let connections = Arc::clone(&state.connections);
+    let serving = tasks.clone();
+    let server = tokio::spawn(server::serve(
+        listener,
+        app(state),
+        connections,
+        token.clone(),
+        serving,
+    ));
+    shutdown.await;
+    // Upgraded sockets and open connections watch this token: tell them to close.
+    token.cancel();
+    let result = server.await.map_err(std::io::Error::other);
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("some relayed sockets did not close in time");
+        tracing::warn!("some connections and relayed sockets did not close in time");
     }
     result
 }

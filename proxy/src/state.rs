@@ -9,12 +9,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
 use crate::comfy::ComfyClient;
+use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
 use crate::device::DeviceLinks;
+use crate::device_sockets::DeviceSockets;
 use crate::guard::HostNames;
 use crate::jobs::Jobs;
 use crate::library::Library;
 use crate::object_info::ObjectInfo;
+use crate::server::{ConnectionLimits, Connections};
 use crate::upstream::Upstream;
 
 /// How long to wait for a TCP connection to ComfyUI.
@@ -45,8 +48,14 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// The host names the relay answers to.
     pub host_names: Arc<HostNames>,
-    /// ComfyUI routes the operator allowed beyond the default allowlist.
-    pub allowed_routes: Arc<Vec<String>>,
+    /// ComfyUI routes the operator allowed beyond the ones the relay serves.
+    pub allowed_routes: Arc<Vec<AllowedRoute>>,
+    /// Whether any input picture may be viewed by any device.
+    pub share_inputs: bool,
+    /// The open connections, counted against their caps.
+    pub connections: Arc<Connections>,
+    /// The devices' open sockets, closed when a device is revoked.
+    pub sockets: Arc<DeviceSockets>,
     /// The largest image upload accepted, in bytes.
     pub max_upload_bytes: u64,
     /// ComfyUI's node schemas, fetched once.
@@ -68,12 +77,19 @@ impl AppState {
         let upstream = Arc::new(Upstream::new(config.comfyui_candidates()));
         let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
         let object_info = Arc::new(ObjectInfo::new(comfy.clone()));
+        let shutdown = CancellationToken::new();
         Ok(Self {
             jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)),
             device_links: Arc::new(DeviceLinks::default()),
             auth: Arc::new(Auth::new(config)?),
             host_names: Arc::new(HostNames::new(&config.allowed_hosts)),
             allowed_routes: Arc::new(config.allowed_routes.clone()),
+            share_inputs: config.share_inputs,
+            connections: Connections::new(ConnectionLimits {
+                total: config.max_connections,
+                per_address: config.max_connections_per_address,
+            }),
+            sockets: Arc::new(DeviceSockets::new(shutdown.clone())),
             max_upload_bytes: config.max_upload_bytes,
             object_info,
             library: Arc::new(Library::new(
@@ -86,7 +102,7 @@ impl AppState {
             upstream_timeout: config.upstream_timeout(),
             probe_interval: config.probe_interval(),
             static_dir: config.static_dir.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tasks: TaskTracker::new(),
         })
     }

@@ -14,20 +14,21 @@
 
 use std::io;
 
-use axum::Json;
 use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use shared::api::ErrorBody;
-use shared::comfy::UploadedImage;
+use shared::comfy::{ImageRef, UploadedImage};
 
+use crate::device::DeviceId;
 use crate::error::{RelayError, error_chain};
 use crate::state::AppState;
 
 /// Room for the multipart framing and small fields around an image at the limit.
-const FORM_OVERHEAD: u64 = 64 * 1024;
+pub const FORM_OVERHEAD: u64 = 64 * 1024;
 /// The longest file name kept (without extension).
 const MAX_NAME: usize = 100;
 /// Chunks in flight between the browser's body and ComfyUI's: the memory an upload costs.
@@ -226,11 +227,34 @@ pub struct FormFields {
     pub node: Option<String>,
 }
 
-async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
-    let bytes = field.bytes().await.map_err(bad_form)?;
-    if bytes.len() > 256 {
-        return Err(UploadError::BadForm("A form field is too long.".to_owned()));
+/// The longest text field read (a subfolder, a node id or title).
+const MAX_TEXT_FIELD: usize = 256;
+/// The most of any other field read, and thrown away.
+const MAX_OTHER_FIELD: usize = 64 * 1024;
+
+/// Reads a field of at most `cap` bytes, chunk by chunk: a longer one is refused as soon as it
+/// passes the cap, never held whole.
+async fn capped(mut field: Field<'_>, cap: usize) -> Result<Vec<u8>, UploadError> {
+    let name = field
+        .name()
+        .unwrap_or_default()
+        .chars()
+        .take(40)
+        .collect::<String>();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(bad_form)? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(UploadError::BadForm(format!(
+                "The form field \"{name}\" is longer than {cap} bytes."
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
     }
+    Ok(bytes)
+}
+
+async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
+    let bytes = capped(field, MAX_TEXT_FIELD).await?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -248,7 +272,7 @@ async fn option(options: &mut FormFields, field: Field<'_>) -> Result<(), Upload
         }
         // Never overwrite: ComfyUI gives a new name to a different file of the same name.
         "overwrite" => drop(small_text(field).await?),
-        _ => drop(field.bytes().await.map_err(bad_form)?),
+        _ => drop(capped(field, MAX_OTHER_FIELD).await?),
     }
     Ok(())
 }
@@ -296,6 +320,7 @@ impl Form {
 /// refuse the upload before any of it reaches ComfyUI.
 pub async fn stream_image(
     state: &AppState,
+    device: &DeviceId,
     mut multipart: Multipart,
     before_image: impl FnOnce(&FormFields) -> Result<(), UploadError>,
 ) -> Result<(UploadedImage, FormFields), UploadError> {
@@ -402,10 +427,20 @@ pub async fn stream_image(
             text,
         });
     }
-    let uploaded = serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
-        status: status.as_u16(),
-        text,
-    })?;
+    let uploaded: UploadedImage =
+        serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
+            status: status.as_u16(),
+            text,
+        })?;
+    // The device may see what it uploaded, and only that of the input folder.
+    state.jobs.files.grant(
+        device,
+        ImageRef {
+            filename: uploaded.name.clone(),
+            subfolder: uploaded.subfolder.clone(),
+            kind: uploaded.kind.clone(),
+        },
+    );
     Ok((uploaded, options))
 }
 
@@ -434,10 +469,11 @@ pub async fn multipart_form(state: &AppState, request: Request) -> Result<Multip
 /// `POST /upload/image` (and `/api/upload/image`): checked and streamed to ComfyUI.
 pub async fn upload_image(
     State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
     request: Request,
 ) -> Result<Json<UploadedImage>, UploadError> {
     let multipart = multipart_form(&state, request).await?;
-    let (uploaded, _) = stream_image(&state, multipart, |_| Ok(())).await?;
+    let (uploaded, _) = stream_image(&state, &device, multipart, |_| Ok(())).await?;
     tracing::info!(name = %uploaded.name, subfolder = %uploaded.subfolder, "uploaded an image");
     Ok(Json(uploaded))
 }

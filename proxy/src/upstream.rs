@@ -4,16 +4,19 @@
 //! uses whichever answers, and keeps checking: a relay started before ComfyUI, or across a
 //! ComfyUI restart, must never need restarting itself.
 
+use std::future::Future;
 use std::sync::RwLock;
 use std::time::Duration;
 
 use shared::comfy::SystemStats;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::error::{error_chain, root_cause};
+use crate::error::{RelayError, error_chain, root_cause};
 
-/// How long a health probe may take.
+/// How long a health probe may take; also how long a request may wait for an answer while the
+/// last probe found ComfyUI down (it may have just come back).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the last probe found.
@@ -38,7 +41,7 @@ pub enum Reachability {
 pub struct Upstream {
     candidates: Vec<Url>,
     current: RwLock<Url>,
-    reachability: RwLock<Reachability>,
+    reachability: watch::Sender<Reachability>,
 }
 
 /// Why a probe failed.
@@ -106,7 +109,7 @@ impl Upstream {
         Self {
             candidates,
             current: RwLock::new(first),
-            reachability: RwLock::new(Reachability::Unknown),
+            reachability: watch::Sender::new(Reachability::Unknown),
         }
     }
 
@@ -117,10 +120,44 @@ impl Upstream {
 
     /// What the last check found.
     pub fn reachability(&self) -> Reachability {
-        self.reachability
-            .read()
-            .expect("lock never poisoned")
-            .clone()
+        self.reachability.borrow().clone()
+    }
+
+    /// Waits for ComfyUI's answer to a request sent to `url`, for at most `timeout`, and less
+    /// when ComfyUI is found not to answer: a request waiting when a health check fails (a
+    /// stopped ComfyUI keeps accepting connections but never answers) ends with a 504 at once,
+    /// and one sent while the last check failed waits only as long as a check would.
+    pub async fn answer_within(
+        &self,
+        timeout: Duration,
+        url: &Url,
+        answer: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
+    ) -> Result<reqwest::Response, RelayError> {
+        let is_down = |r: &Reachability| matches!(r, Reachability::Down { .. });
+        let mut reachability = self.reachability.subscribe();
+        let already_down = is_down(&reachability.borrow_and_update());
+        let deadline = if already_down {
+            timeout.min(PROBE_TIMEOUT)
+        } else {
+            timeout
+        };
+        let goes_down = async {
+            if already_down || reachability.wait_for(is_down).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let stalled = || RelayError::UpstreamStalled {
+            url: url.to_string(),
+        };
+        tokio::select! {
+            answer = answer => answer.map_err(|e| RelayError::from_upstream(url, e, timeout.as_secs())),
+            () = goes_down => Err(stalled()),
+            () = tokio::time::sleep(deadline) => Err(if already_down {
+                stalled()
+            } else {
+                RelayError::UpstreamTimeout { url: url.to_string(), seconds: timeout.as_secs() }
+            }),
+        }
     }
 
     /// ComfyUI's URL for a path and query as the browser sent them (`/prompt`, `/api/view?...`).
@@ -161,13 +198,12 @@ impl Upstream {
                 reason: first_failure.unwrap_or_default(),
             },
         };
-        let mut slot = self.reachability.write().expect("lock never poisoned");
+        let before = self.reachability.send_replace(now.clone());
         let changed = !matches!(
-            (&*slot, &now),
+            (&before, &now),
             (Reachability::Up { .. }, Reachability::Up { .. })
                 | (Reachability::Down { .. }, Reachability::Down { .. })
         ) || (current != self.base());
-        *slot = now.clone();
         (now, changed)
     }
 
@@ -180,16 +216,19 @@ impl Upstream {
             .join(" or ")
     }
 
-    /// Checks every `interval` until cancelled, telling the operator when ComfyUI comes or goes.
+    /// Checks every `interval` until cancelled, telling the operator when ComfyUI comes or goes,
+    /// and `on_change` whether it answers after every change.
     pub async fn watch(
         &self,
         client: reqwest::Client,
         interval: Duration,
         cancel: CancellationToken,
+        on_change: impl Fn(bool),
     ) {
         loop {
             let (now, changed) = self.check(&client).await;
             if changed {
+                on_change(matches!(now, Reachability::Up { .. }));
                 match now {
                     Reachability::Up { version } => tracing::info!(
                         "ComfyUI {} answers at {}",

@@ -1,23 +1,36 @@
 //! Relays a browser's WebSocket to ComfyUI's `/ws`, frame for frame.
 //!
+//! ComfyUI sends a prompt's events to the socket of the client id that queued it, and a newer
+//! socket with the same id silently takes the stream over. So a raw client never opens ComfyUI's
+//! socket under the id it asks for: it gets its device's own id for it
+//! ([`DeviceId::comfy_client_id`]), which no other device and not the relay can have. The
+//! `executed` messages it receives tell the relay which files its prompts made, so that `/view`
+//! serves them to it. Its socket closes when its device is revoked.
+//!
 //! The upstream socket is opened first, so a ComfyUI that is down gives the browser a clear 502
 //! instead of a socket that opens and dies. Then two pumps copy frames, one per direction. Each
 //! pump awaits every send before it reads the next frame: that is the backpressure. A slow phone
 //! makes the pump wait, the wait fills the TCP window from ComfyUI, and nothing queues up in the
 //! relay. Binary frames (previews) pass through untouched.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::device::DeviceId;
+use crate::device_sockets::SocketToken;
+use crate::error::RelayError;
+use crate::server::ConnectionSlot;
+use crate::state::AppState;
+use axum::Extension;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
-use axum::extract::{OriginalUri, State};
+use axum::extract::{Query, State};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::future::ready;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use shared::comfy::ServerMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
-use tokio_util::sync::CancellationToken;
-
-use crate::error::RelayError;
-use crate::state::AppState;
 
 /// Close code sent to browsers when the relay shuts down (RFC 6455 "going away").
 const GOING_AWAY: u16 = 1001;
@@ -39,14 +52,18 @@ pub enum Frame {
     Close(Option<(u16, String)>),
 }
 
-/// Upgrades the browser's request once ComfyUI has accepted the same socket.
+/// Upgrades the browser's request once ComfyUI has accepted a socket under the device's own id
+/// for the `clientId` it asked for.
 pub async fn relay(
     State(state): State<AppState>,
-    OriginalUri(uri): OriginalUri,
+    Extension(device): Extension<DeviceId>,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
+    Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, RelayError> {
-    let path_and_query = uri.path_and_query().map_or("/ws", |pq| pq.as_str());
-    let url = state.upstream.ws_url_for(path_and_query);
+    let client_id = device.comfy_client_id(query.get("clientId").map(String::as_str));
+    let mut url = state.upstream.ws_url_for("/ws");
+    url.query_pairs_mut().append_pair("clientId", &client_id);
     // The handshake request carries ComfyUI's own Host and no Origin, so its guard lets it in.
     let request = url
         .as_str()
@@ -72,20 +89,36 @@ pub async fn relay(
             });
         }
     };
-    let shutdown = state.shutdown.clone();
+    // Closed at shutdown, or when the device is revoked.
+    let closed = state.sockets.token_for(&device);
     let tasks = state.tasks.clone();
+    let files = state.jobs.clone();
     // Each frame is written out as soon as it is sent: the pumps' awaits are the backpressure.
     let upgrade = upgrade
         .read_buffer_size(BROWSER_READ_BUFFER)
         .write_buffer_size(0);
     Ok(upgrade.on_upgrade(move |browser| {
+        // The connection's slot stays taken while the socket is open.
+        let _slot = slot;
+        let note_files = move |frame: &Frame| {
+            if let Frame::Text(text) = frame
+                && text.contains("\"executed\"")
+                && let Ok(ServerMessage::Executed(executed)) = ServerMessage::parse(text)
+            {
+                files.files.grant_output(&device, &executed.output);
+            }
+        };
         // Tracked so that shutdown waits for the close frames to go out.
-        tasks.track_future(splice(browser, upstream, shutdown))
+        tasks.track_future(async move {
+            splice(browser, upstream, closed, note_files).await;
+            drop(_slot);
+        })
     }))
 }
 
-/// Runs both pumps until either side closes or the relay shuts down.
-async fn splice<U>(browser: WebSocket, upstream: U, shutdown: CancellationToken)
+/// Runs both pumps until either side closes, or `closed` is cancelled (shutdown, revocation);
+/// `seen` looks at each frame from ComfyUI on its way.
+async fn splice<U>(browser: WebSocket, upstream: U, closed: SocketToken, seen: impl Fn(&Frame))
 where
     U: Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
         + Sink<tungstenite::Message, Error = tungstenite::Error>
@@ -98,14 +131,15 @@ where
     let mut upstream_tx =
         upstream_tx.with(|frame| ready(Ok::<_, tungstenite::Error>(to_tungstenite(frame))));
     let mut browser_rx = browser_rx.filter_map(|message| ready(message.ok().and_then(from_axum)));
-    let mut upstream_rx =
-        upstream_rx.filter_map(|message| ready(message.ok().and_then(from_tungstenite)));
+    let mut upstream_rx = upstream_rx
+        .filter_map(|message| ready(message.ok().and_then(from_tungstenite)))
+        .inspect(seen);
 
     tokio::select! {
         () = pump(&mut browser_rx, &mut upstream_tx, None) => {}
         () = pump(&mut upstream_rx, &mut browser_tx, Some(UPSTREAM_GONE)) => {}
-        () = shutdown.cancelled() => {
-            let reason = "Comfy Relay is shutting down".to_owned();
+        () = closed.cancelled() => {
+            let reason = "Comfy Relay is shutting down, or this device was unpaired".to_owned();
             let _ = browser_tx.send(Frame::Close(Some((GOING_AWAY, reason)))).await;
             let _ = upstream_tx.send(Frame::Close(None)).await;
         }

@@ -45,6 +45,8 @@ impl Device {
     pub async fn new(relay_url: &str) -> Self {
         let response = http()
             .get(format!("{relay_url}/api/jobs"))
+            // As every browser does: without pairing, a browser gets a device of its own.
+            .header("sec-fetch-mode", "cors")
             .send()
             .await
             .expect("the relay answers");

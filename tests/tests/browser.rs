@@ -215,6 +215,8 @@ async fn a_device_link_shows_the_phones_jobs_in_a_second_browser() {
 
     let laptop = Browser::launch(Viewport::Desktop).await;
     laptop.goto(&link).await;
+    // Opening the link only asks; the confirming same-origin POST adopts the device.
+    laptop.tap("confirm-link").await;
     laptop.wait_for_text("connection", |t| t == "Live").await;
     laptop.tap("tab-jobs").await;
     app::wait_for_job(&laptop, "succeeded").await;

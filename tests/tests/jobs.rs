@@ -423,11 +423,24 @@ async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
         .unwrap();
     let path = link["path"].as_str().unwrap();
     let no_redirects = http_without_redirects();
-    let opened = no_redirects
-        .get(format!("{}{path}", stack.relay_url()))
+    let url = format!("{}{path}", stack.relay_url());
+    // Opening the link only asks (a page elsewhere could open it in the victim's browser).
+    let asked = no_redirects.get(&url).send().await.unwrap();
+    assert_eq!(asked.status(), 200);
+    assert!(
+        asked.headers().get("set-cookie").is_none(),
+        "nothing swapped yet"
+    );
+    assert!(asked.text().await.unwrap().contains("confirm-link"));
+    // A confirmation posted from another site is refused and does not use the code up.
+    let forged = no_redirects
+        .post(&url)
+        .header("origin", "http://evil.example")
         .send()
         .await
         .unwrap();
+    assert_eq!(forged.status(), 403);
+    let opened = no_redirects.post(&url).send().await.unwrap();
     assert_eq!(opened.status(), 303);
     assert_eq!(
         opened.headers().get_all("set-cookie").iter().count(),
@@ -443,10 +456,6 @@ async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
         .to_owned();
     let laptop = Device::with_cookie(&stack.relay_url(), &cookie);
     assert_eq!(laptop.jobs().await[0].id, job.id);
-    let again = no_redirects
-        .get(format!("{}{path}", stack.relay_url()))
-        .send()
-        .await
-        .unwrap();
+    let again = no_redirects.post(&url).send().await.unwrap();
     assert_eq!(again.status(), 410);
 }

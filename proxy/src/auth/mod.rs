@@ -7,28 +7,31 @@
 //!   the clean URL; `comfy-relay devices` lists paired devices and revokes them;
 //! - scripts send `Authorization: Bearer <token>`.
 //!
-//! Wrong tokens are answered ever more slowly. The app's own page and files stay public, so an
-//! unpaired phone can say how to pair. Without pairing, every browser gets an anonymous device
+//! After a wrong token an address is locked out for ever longer (429, nothing checked), however
+//! many attempts it sends at once. The app's own page and files stay public, so an unpaired
+//! phone can say how to pair. Without pairing, every browser gets an anonymous device
 //! secret on first contact, which still keeps devices' jobs apart.
 
 pub mod paired;
 pub mod throttle;
 pub mod token;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use shared::api::ErrorBody;
 
-use crate::allowlist::is_comfyui_path;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::device::{DeviceId, DeviceSecret};
+use crate::error::ApiError;
+use crate::server::ConnectionSlot;
 use crate::state::AppState;
 use paired::{PairedDevice, PairedDevices};
 use throttle::Throttle;
@@ -46,49 +49,55 @@ pub struct Auth {
 }
 
 /// Who a request says it is.
-enum Claim {
+enum Claim<'a> {
     /// A browser with a device secret.
     Device(DeviceSecret),
-    /// A script with the right token.
-    Script,
-    /// A wrong token.
-    BadToken,
+    /// A script with a token, right or wrong.
+    Token(&'a str),
     /// Nothing.
     Nobody,
 }
 
-fn claim(auth: &Auth, headers: &HeaderMap) -> Claim {
+fn claim(headers: &HeaderMap) -> Claim<'_> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match bearer {
-        Some(token) if auth.token.matches(token.trim()) => Claim::Script,
-        Some(_) => Claim::BadToken,
+        Some(token) => Claim::Token(token),
         None => DeviceSecret::from_headers(headers).map_or(Claim::Nobody, Claim::Device),
     }
 }
 
-/// Whether a path needs a device: the API and ComfyUI's routes; not the app's page and files,
-/// nor the ways in (`/pair`, `/link/...`, `/api/session`).
-pub fn is_protected(path: &str) -> bool {
-    let way_in = path == "/pair" || path.starts_with("/link/") || path == "/api/session";
-    !way_in && (path.starts_with("/api/") || is_comfyui_path(path))
+/// Whether a request comes from a browser: every current browser sends `Sec-Fetch-Mode`.
+fn headers_of_a_browser(headers: &HeaderMap) -> bool {
+    headers.contains_key("sec-fetch-mode")
 }
 
 fn peer(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip())
+    crate::server::peer(request).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |addr| addr.ip())
 }
 
 fn unauthorized(error: &str) -> Response {
-    let body = ErrorBody {
-        error: error.to_owned(),
-        detail: Some(serde_json::json!({ "pairing_required": true })),
-    };
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    ApiError::new(StatusCode::UNAUTHORIZED, error)
+        .with_detail(serde_json::json!({ "pairing_required": true }))
+        .into_response()
+}
+
+fn locked_out(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "Too many wrong tokens from this address: the next attempt is checked in {seconds} s."
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(seconds as u64),
+    );
+    response
 }
 
 const NOT_PAIRED: &str = "This device is not paired with Comfy Relay. Open the pairing link \
@@ -96,6 +105,10 @@ const NOT_PAIRED: &str = "This device is not paired with Comfy Relay. Open the p
 const UNPAIRED: &str = "This device was unpaired from Comfy Relay. Open the pairing link again \
                         to pair it.";
 const WRONG_TOKEN: &str = "The access token is wrong.";
+
+/// A request's cookie named a device that is not (or no longer) paired.
+#[derive(Clone, Copy)]
+struct Unpaired;
 
 impl Auth {
     /// The gatekeeper for `config`: its token (created if needed) and paired devices.
@@ -117,40 +130,59 @@ impl Auth {
     pub fn pairing_path(&self) -> String {
         format!("/pair?token={}", self.token.value())
     }
+
+    /// Checks a token from `ip`, unless that address is locked out by earlier wrong ones.
+    fn check_token(&self, ip: IpAddr, token: &str) -> Result<bool, Duration> {
+        self.throttle.attempt(ip, || self.token.matches(token))
+    }
 }
 
-/// Middleware: finds the request's device and refuses protected routes to strangers.
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Middleware on every request: finds the request's device (a paired cookie, the token, or
+/// without pairing a new anonymous device) and answers a wrong token. It refuses nothing else:
+/// which routes need a device is the router's shape ([`require_device`]).
+pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let auth = &state.auth;
     let mut issued = None;
-    match claim(auth, request.headers()) {
-        Claim::Script => {
-            request.extensions_mut().insert(DeviceId::scripts());
-        }
-        Claim::BadToken => {
-            let ip = peer(&request);
-            let wait = auth.throttle.fail(ip);
-            tracing::warn!(%ip, "wrong access token; answering in {wait:?}");
-            tokio::time::sleep(wait).await;
-            return unauthorized(WRONG_TOKEN);
-        }
+    let mut verified = false;
+    match claim(request.headers()) {
+        Claim::Token(token) => match auth.check_token(peer(&request), token.trim()) {
+            Ok(true) => {
+                request.extensions_mut().insert(DeviceId::scripts());
+                verified = true;
+            }
+            Ok(false) => {
+                tracing::warn!(ip = %peer(&request), "wrong access token");
+                return unauthorized(WRONG_TOKEN);
+            }
+            Err(wait) => return locked_out(wait),
+        },
         Claim::Device(secret) if !auth.required || auth.devices.contains(&secret.device()) => {
             request.extensions_mut().insert(secret.device());
             request.extensions_mut().insert(secret);
+            verified = true;
         }
-        Claim::Device(_) if is_protected(request.uri().path()) => return unauthorized(UNPAIRED),
-        Claim::Nobody if !auth.required => {
+        Claim::Device(_) => {
+            request.extensions_mut().insert(Unpaired);
+        }
+        // Without pairing, a browser becomes a device of its own on first contact. A client
+        // that sends no cookie and is no browser (a script, `comfy-relay run`) keeps none, so
+        // it is the scripts' device every time: its socket and its prompts stay one client.
+        Claim::Nobody if !auth.required && headers_of_a_browser(request.headers()) => {
             let secret = DeviceSecret::generate();
             request.extensions_mut().insert(secret.device());
             request.extensions_mut().insert(secret.clone());
             issued = Some(secret);
         }
-        Claim::Nobody if is_protected(request.uri().path()) => return unauthorized(NOT_PAIRED),
-        Claim::Device(_) | Claim::Nobody => {}
+        Claim::Nobody if !auth.required => {
+            request.extensions_mut().insert(DeviceId::scripts());
+        }
+        Claim::Nobody => {}
+    }
+    // Without pairing everyone may use the relay: a connection that carried a whole request
+    // is no longer a half-open one.
+    let verified = verified || !auth.required;
+    if verified && let Some(slot) = request.extensions().get::<Arc<ConnectionSlot>>() {
+        slot.authenticated();
     }
     let mut response = next.run(request).await;
     // A handler that chose the device itself (a device link) has the last word.
@@ -161,6 +193,17 @@ pub async fn authenticate(
             .append(header::SET_COOKIE, secret.set_cookie());
     }
     response
+}
+
+/// Route layer of the protected router: 401, with how to pair, for a request without a device.
+pub async fn require_device(request: Request, next: Next) -> Response {
+    if request.extensions().get::<DeviceId>().is_some() {
+        return next.run(request).await;
+    }
+    if request.extensions().get::<Unpaired>().is_some() {
+        return unauthorized(UNPAIRED);
+    }
+    unauthorized(NOT_PAIRED)
 }
 
 /// A name for a device, from its browser's `User-Agent`: "Chrome on Android".
@@ -210,21 +253,18 @@ pub async fn pair(
         return Redirect::to("/").into_response();
     }
     let ip = peer(&request);
-    if !query
-        .token
-        .as_deref()
-        .is_some_and(|token| auth.token.matches(token))
-    {
-        let wait = auth.throttle.fail(ip);
-        tracing::warn!(%ip, "a pairing link with a wrong token; answering in {wait:?}");
-        tokio::time::sleep(wait).await;
-        return (
-            StatusCode::UNAUTHORIZED,
-            "This pairing link is not valid. Use the one printed where Comfy Relay runs.",
-        )
-            .into_response();
+    match auth.check_token(ip, query.token.as_deref().unwrap_or_default()) {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(%ip, "a pairing link with a wrong token");
+            return (
+                StatusCode::UNAUTHORIZED,
+                "This pairing link is not valid. Use the one printed where Comfy Relay runs.",
+            )
+                .into_response();
+        }
+        Err(wait) => return locked_out(wait),
     }
-    auth.throttle.succeed(ip);
     let secret = DeviceSecret::generate();
     let user_agent = request
         .headers()
@@ -238,11 +278,11 @@ pub async fn pair(
     };
     if let Err(error) = auth.devices.add(device.clone()) {
         tracing::error!(%error, "cannot save the paired device");
-        let body = ErrorBody {
-            error: "Comfy Relay could not save this device; see its log.".to_owned(),
-            detail: None,
-        };
-        return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Comfy Relay could not save this device; see its log.",
+        )
+        .into_response();
     }
     tracing::info!(device = %device.id, name = %device.name, "paired a device");
     let mut response = Redirect::to("/").into_response();
@@ -270,33 +310,6 @@ pub async fn session(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_app_and_the_ways_in_are_public_the_rest_is_protected() {
-        for public in [
-            "/",
-            "/jobs/12",
-            "/frontend-1a.wasm",
-            "/style.css",
-            "/pair",
-            "/link/abc",
-            "/api/session",
-        ] {
-            assert!(!is_protected(public), "{public}");
-        }
-        for protected in [
-            "/api/jobs",
-            "/api/events",
-            "/prompt",
-            "/api/prompt",
-            "/ws",
-            "/view",
-            "/free",
-            "/api/internal/logs",
-        ] {
-            assert!(is_protected(protected), "{protected}");
-        }
-    }
 
     #[test]
     fn browsers_get_readable_names() {

@@ -8,6 +8,7 @@
 //! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`upstream`] reconnects and
 //! reconciles every unfinished job with `/history` and `/queue`.
 
+pub mod files;
 pub mod hub;
 pub mod registry;
 pub mod relayed;
@@ -15,11 +16,11 @@ pub mod routes;
 pub mod upstream;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::api::{InputEdit, InputProblem, Job, JobError, JobState};
-use shared::comfy::{PromptRejected, PromptRequest};
+use shared::comfy::{ImageRef, PromptRejected, PromptRequest};
 use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
 
@@ -28,6 +29,7 @@ use crate::config::{Config, PreviewMethod};
 use crate::device::DeviceId;
 use crate::error::RelayError;
 use crate::object_info::ObjectInfo;
+use files::Files;
 use hub::Hub;
 use registry::{JobRecord, Registry};
 use relayed::Relayed;
@@ -42,14 +44,25 @@ pub struct Jobs {
     pub relayed: Relayed,
     /// ComfyUI's HTTP API.
     pub comfy: ComfyClient,
-    /// The relay's own ComfyUI client id, stable for the life of the process.
+    /// The files each device may fetch.
+    pub files: Files,
+    /// The relay's own ComfyUI client id, stable for the life of the process. No client ever
+    /// learns it: raw clients get ids of their device's own ([`DeviceId::comfy_client_id`]),
+    /// and it is taken out of every relayed answer ([`Jobs::hide_client_id`]).
     pub client_id: String,
     object_info: Arc<ObjectInfo>,
     preview_method: PreviewMethod,
     max_pending: usize,
+    /// Whether the relay's socket to ComfyUI is open.
     connected: AtomicBool,
+    /// Whether ComfyUI answers its health check.
+    reachable: AtomicBool,
+    /// When the relay's socket last brought an event, in milliseconds since the epoch.
+    last_event_ms: AtomicU64,
     /// Wakes the task that refreshes queue positions.
     queue_changed: Notify,
+    /// Tells the socket follower to reconnect: its socket seems to have stopped hearing.
+    resubscribe: Notify,
 }
 
 /// Why a job could not be queued, cancelled or found.
@@ -158,24 +171,94 @@ impl Jobs {
             registry: Registry::new(hub.clone(), config.max_finished_jobs),
             hub,
             relayed: Relayed::default(),
+            files: Files::default(),
             comfy,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
             object_info,
             preview_method: config.preview_method,
             max_pending: config.max_pending_jobs,
             connected: AtomicBool::new(false),
+            reachable: AtomicBool::new(true),
+            last_event_ms: AtomicU64::new(0),
             queue_changed: Notify::new(),
+            resubscribe: Notify::new(),
         }
     }
 
-    /// Whether the upstream socket is connected.
+    /// Whether ComfyUI's events reach the relay: its socket is open and ComfyUI answers.
     pub fn comfyui_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst)
+        self.connected.load(Ordering::SeqCst) && self.reachable.load(Ordering::SeqCst)
+    }
+
+    /// Tells devices when ComfyUI's events start or stop reaching the relay.
+    fn announce(&self, change: impl FnOnce()) {
+        let before = self.comfyui_connected();
+        change();
+        let now = self.comfyui_connected();
+        if before != now {
+            self.hub.comfyui(now);
+        }
     }
 
     fn set_connected(&self, connected: bool) {
-        if self.connected.swap(connected, Ordering::SeqCst) != connected {
-            self.hub.comfyui(connected);
+        self.announce(|| self.connected.store(connected, Ordering::SeqCst));
+    }
+
+    /// Notes that the relay's socket brought something from ComfyUI.
+    fn heard(&self) {
+        self.last_event_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the relay's socket has heard nothing.
+    fn silent_for(&self) -> Duration {
+        let last = self.last_event_ms.load(Ordering::Relaxed);
+        Duration::from_millis(crate::clock::now_ms().saturating_sub(last))
+    }
+
+    /// Records what ComfyUI's health check found: a ComfyUI that stops answering (a stopped
+    /// process keeps its sockets open) is announced to devices as gone.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.announce(|| self.reachable.store(reachable, Ordering::SeqCst));
+    }
+
+    /// The device that queued a prompt through the relay, as a job or raw.
+    pub fn owner_of(&self, prompt_id: &str) -> Option<DeviceId> {
+        self.registry
+            .owner(prompt_id)
+            .or_else(|| self.relayed.owner(prompt_id))
+    }
+
+    /// Every prompt `device` queued that the relay remembers: jobs and raw prompts.
+    pub fn prompts_of(&self, device: &DeviceId) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .registry
+            .list(device)
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        ids.extend(self.relayed.prompts_of(device));
+        ids
+    }
+
+    /// Whether `device` may fetch `file`: it was given it, or one of its jobs made it.
+    pub fn may_view(&self, device: &DeviceId, file: &ImageRef) -> bool {
+        self.files.granted(device, file)
+            || self
+                .registry
+                .list(device)
+                .iter()
+                .any(|job| job.outputs.contains(file))
+    }
+
+    /// Takes the relay's own client id out of a prompt's `extra_data`, as `/queue` and
+    /// `/history` list it, so that no client can open a socket under it.
+    pub fn hide_client_id(&self, extra_data: &mut serde_json::Value) {
+        if let Some(extra) = extra_data.as_object_mut()
+            && extra.get("client_id").and_then(serde_json::Value::as_str)
+                == Some(self.client_id.as_str())
+        {
+            extra.remove("client_id");
         }
     }
 

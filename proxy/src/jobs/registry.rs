@@ -444,6 +444,14 @@ impl Registry {
             .map(|entry| (entry.record.device.clone(), entry.record.snapshot()))
     }
 
+    /// The device that queued a job.
+    pub fn owner(&self, id: &str) -> Option<DeviceId> {
+        self.lock()
+            .jobs
+            .get(id)
+            .map(|entry| entry.record.device.clone())
+    }
+
     /// A copy of a job's record.
     pub fn record(&self, id: &str) -> Option<JobRecord> {
         self.lock().jobs.get(id).map(|entry| entry.record.clone())
@@ -483,6 +491,21 @@ impl Registry {
         let inner = self.lock();
         let entry = inner.jobs.get(id)?;
         Some((entry.record.device.clone(), entry.record.preview.clone()?))
+    }
+
+    /// Ids of jobs that have not ended and were queued before `before_ms` (since the epoch).
+    pub fn unfinished_before(&self, before_ms: u64) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter(|id| {
+                inner.jobs.get(*id).is_some_and(|entry| {
+                    !entry.record.state.is_finished() && entry.record.created_at < before_ms
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Ids of jobs that have not ended.

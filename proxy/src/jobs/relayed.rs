@@ -1,23 +1,36 @@
-//! Prompts queued through the raw `POST /prompt` relay, remembered while they wait in ComfyUI's
-//! queue so that they count towards their device's cap on waiting jobs, as jobs do.
+//! Prompts queued through the raw `POST /prompt` relay: which device sent each (so that raw
+//! `/queue`, `/history` and `/view` show a device only its own), and which still wait in
+//! ComfyUI's queue (so that they count towards the device's cap on waiting jobs, as jobs do).
 //!
 //! Their events go to the sending client's own socket, never to the relay's, so the relay
-//! learns that they started only from ComfyUI's queue: every look at `/queue` forgets the ones
-//! no longer pending. What is kept is therefore never more than ComfyUI's own pending queue.
+//! learns that they started only from ComfyUI's queue: every look at `/queue` forgets, as
+//! waiting, the ones no longer pending.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use shared::comfy::Queue;
 
 use crate::device::DeviceId;
 
-/// The raw prompts still pending in ComfyUI, by prompt id, with the device that sent each.
+/// Raw prompts remembered at most (the oldest are forgotten first): who sent a prompt decides
+/// who may see its history and files, long after it ran.
+const MAX_REMEMBERED: usize = 50_000;
+
 #[derive(Default)]
-pub struct Relayed(Mutex<HashMap<String, DeviceId>>);
+struct Inner {
+    owners: HashMap<String, DeviceId>,
+    /// Prompt ids, oldest first, for forgetting and for listing a device's history.
+    order: VecDeque<String>,
+    pending: HashSet<String>,
+}
+
+/// The raw prompts the relay passed to ComfyUI: who sent each, and which still wait.
+#[derive(Default)]
+pub struct Relayed(Mutex<Inner>);
 
 impl Relayed {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, DeviceId>> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -25,27 +38,60 @@ impl Relayed {
 
     /// Remembers a prompt ComfyUI accepted from `device`.
     pub fn add(&self, device: DeviceId, prompt_id: String) {
-        self.lock().insert(prompt_id, device);
+        let mut inner = self.lock();
+        if inner.owners.insert(prompt_id.clone(), device).is_none() {
+            inner.order.push_back(prompt_id.clone());
+        }
+        inner.pending.insert(prompt_id);
+        while inner.order.len() > MAX_REMEMBERED {
+            if let Some(oldest) = inner.order.pop_front() {
+                inner.owners.remove(&oldest);
+                inner.pending.remove(&oldest);
+            }
+        }
+    }
+
+    /// The device that sent a raw prompt.
+    pub fn owner(&self, prompt_id: &str) -> Option<DeviceId> {
+        self.lock().owners.get(prompt_id).cloned()
+    }
+
+    /// `device`'s raw prompts, oldest first.
+    pub fn prompts_of(&self, device: &DeviceId) -> Vec<String> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter(|id| inner.owners.get(*id) == Some(device))
+            .cloned()
+            .collect()
     }
 
     /// How many of `device`'s raw prompts wait, as far as the last look at the queue knows.
     pub fn waiting(&self, device: &DeviceId) -> usize {
-        self.lock().values().filter(|d| *d == device).count()
+        let inner = self.lock();
+        inner
+            .pending
+            .iter()
+            .filter(|id| inner.owners.get(*id) == Some(device))
+            .count()
     }
 
-    /// Whether none is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// Whether none is known to wait.
+    pub fn none_waiting(&self) -> bool {
+        self.lock().pending.is_empty()
     }
 
-    /// Forgets every prompt that is no longer pending in `queue`: running, finished or gone.
+    /// Forgets, as waiting, every prompt that is no longer pending in `queue`.
     pub fn retain_pending(&self, queue: &Queue) {
-        self.lock().retain(|prompt_id, _| {
-            queue
-                .queue_pending
-                .iter()
-                .any(|item| item.prompt_id() == prompt_id)
-        });
+        let pending: HashSet<&str> = queue
+            .queue_pending
+            .iter()
+            .map(|item| item.prompt_id())
+            .collect();
+        self.lock()
+            .pending
+            .retain(|id| pending.contains(id.as_str()));
     }
 }
 
@@ -86,6 +132,8 @@ mod tests {
         relayed.retain_pending(&queue(&["b", "c"]));
         assert_eq!(relayed.waiting(&phone), 1);
         relayed.retain_pending(&queue(&[]));
-        assert!(relayed.is_empty());
+        assert!(relayed.none_waiting());
+        assert_eq!(relayed.owner("a"), Some(phone.clone()));
+        assert_eq!(relayed.prompts_of(&phone), ["a", "b"]);
     }
 }

@@ -11,6 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hub::Notice;
+use super::{Jobs, JobsError};
+use crate::device::DeviceId;
+use crate::device_sockets::SocketToken;
+use crate::server::ConnectionSlot;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -22,13 +28,6 @@ use serde::Deserialize;
 use shared::api::{ErrorBody, Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
-use tokio_util::sync::CancellationToken;
-
-use super::hub::Notice;
-use super::{Jobs, JobsError};
-use crate::auth::Auth;
-use crate::device::DeviceId;
-use crate::state::AppState;
 
 /// The longest a `GET /api/jobs/{id}?wait=` waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -193,18 +192,24 @@ pub async fn requeue(
 pub async fn events(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
+    slot: Option<Extension<Arc<ConnectionSlot>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let jobs = state.jobs.clone();
-    let auth = state.auth.clone();
-    let shutdown = state.shutdown.clone();
+    // Closed at shutdown, or when the device is revoked.
+    let closed = state.sockets.token_for(&device);
     let tasks = state.tasks.clone();
+    let slot = slot.map(|Extension(slot)| slot);
     upgrade
         .read_buffer_size(EVENTS_READ_BUFFER)
         // Each send is awaited anyway: write it out at once rather than collecting 128 KiB.
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
-            tasks.track_future(serve_events(jobs, auth, device, socket, shutdown))
+            tasks.track_future(async move {
+                serve_events(jobs, device, socket, closed).await;
+                // The connection's slot stays taken while the socket is open.
+                drop(slot);
+            })
         })
 }
 
@@ -220,13 +225,7 @@ fn event(event: &Event) -> Message {
 }
 
 /// Sends the device's jobs, then every change, until the socket closes or the relay stops.
-async fn serve_events(
-    jobs: Arc<Jobs>,
-    auth: Arc<Auth>,
-    device: DeviceId,
-    socket: WebSocket,
-    shutdown: CancellationToken,
-) {
+async fn serve_events(jobs: Arc<Jobs>, device: DeviceId, socket: WebSocket, closed: SocketToken) {
     // Subscribe before the snapshot, so nothing that changes in between is missed.
     let subscription = jobs.hub.subscribe(device.clone());
     let mailbox = &subscription.mailbox;
@@ -256,19 +255,16 @@ async fn serve_events(
                     Some(Ok(_)) => continue,
                 },
                 _ = ping.tick() => {
-                    // A device revoked while connected is cut off here.
-                    if !auth.still_allowed(&device) {
-                        let close = CloseFrame { code: 1008, reason: "This device was unpaired".into() };
-                        let _ = tx.send(Message::Close(Some(close))).await;
-                        return;
-                    }
                     if tx.send(Message::Ping(Bytes::new())).await.is_err() {
                         return;
                     }
                     continue;
                 }
-                () = shutdown.cancelled() => {
-                    let close = CloseFrame { code: 1001, reason: "Comfy Relay is shutting down".into() };
+                () = closed.cancelled() => {
+                    let close = CloseFrame {
+                        code: 1001,
+                        reason: "Comfy Relay is shutting down, or this device was unpaired".into(),
+                    };
                     let _ = tx.send(Message::Close(Some(close))).await;
                     return;
                 }
@@ -286,7 +282,7 @@ async fn serve_events(
         };
         tokio::select! {
             sent = tx.send(message) => if sent.is_err() { return },
-            () = shutdown.cancelled() => return,
+            () = closed.cancelled() => return,
         }
     }
 }

@@ -19,7 +19,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::Jobs;
+use crate::clock::now_ms;
 use crate::upstream::Upstream;
+
+/// How often ComfyUI's queue is looked at while the relay has unfinished jobs, whatever the
+/// socket says.
+const QUEUE_CHECK: Duration = Duration::from_secs(10);
+/// How long the relay's socket may hear nothing while ComfyUI runs one of its jobs.
+pub const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(30);
+/// A job queued this recently may not be in a queue listing fetched meanwhile.
+const MISSING_GRACE_MS: u64 = 1000;
 
 /// A uniform number in `[0, 1)` for jitter, without a random-number crate.
 fn jitter() -> f64 {
@@ -45,7 +54,8 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
         {
             attempt = 0;
             jobs.set_connected(true);
-            tracing::info!("following ComfyUI's events at {url}");
+            tracing::info!("following ComfyUI's events at {}", upstream.base());
+            jobs.heard();
             // Reconciling needs HTTP calls; events keep flowing meanwhile.
             let reconciling = tokio::spawn(reconcile(jobs.clone()));
             tokio::select! {
@@ -54,11 +64,23 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
                     reconciling.abort();
                     return;
                 }
-                () = read(&jobs, &mut socket) => {}
+                () = read(&jobs, &mut socket) => {
+                    tracing::warn!("lost ComfyUI's event socket; reconnecting");
+                }
+                () = jobs.resubscribe.notified() => {
+                    // A socket that hears nothing while ComfyUI runs our job was taken over
+                    // (a client on ComfyUI's own machine reused the id) or is stuck: a new one
+                    // takes the id back, and reconciling fills in what was missed.
+                    tracing::warn!(
+                        "no events from ComfyUI for {} s while it runs a job of the relay; \
+                         reconnecting its event socket",
+                        SILENCE_BEFORE_RECONNECT.as_secs()
+                    );
+                    let _ = socket.close(None).await;
+                }
             }
             reconciling.abort();
             jobs.set_connected(false);
-            tracing::warn!("lost ComfyUI's event socket; reconnecting");
         }
         let delay = reconnect_delay(attempt, jitter());
         attempt = attempt.saturating_add(1);
@@ -74,6 +96,7 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     while let Some(Ok(message)) = socket.next().await {
+        jobs.heard();
         match message {
             Message::Text(text) => match ServerMessage::parse(text.as_str()) {
                 Ok(message) => {
@@ -117,7 +140,14 @@ pub async fn reconcile(jobs: Arc<Jobs>) {
             return;
         }
     };
-    for id in unfinished {
+    reconcile_ids(&jobs, unfinished, &queue).await;
+    apply_queue(&jobs, &queue);
+}
+
+/// Brings the jobs `ids` in line with ComfyUI's history and `queue`: ended ones from their
+/// history entry, forgotten ones as lost.
+async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
+    for id in ids {
         let in_queue =
             |items: &[shared::comfy::QueueItem]| items.iter().any(|i| i.prompt_id() == id);
         match jobs.comfy.history(&id).await {
@@ -149,7 +179,6 @@ pub async fn reconcile(jobs: Arc<Jobs>) {
             Err(error) => tracing::warn!(job = %id, %error, "cannot check ComfyUI's history"),
         }
     }
-    apply_queue(&jobs, &queue);
 }
 
 /// Sets queue positions (prompts ahead of each queued job) from ComfyUI's queue, and forgets
@@ -175,21 +204,58 @@ fn apply_queue(jobs: &Jobs, queue: &Queue) {
     }
 }
 
-/// Refreshes queue positions whenever ComfyUI's queue changes, until `cancel`.
+/// Refreshes queue positions whenever ComfyUI's queue changes, and looks again every
+/// [`QUEUE_CHECK`] while jobs are unfinished, until `cancel`. A job that left ComfyUI's queue
+/// without the relay hearing of it (deleted by another client, or its events lost) is
+/// reconciled from the history; a job ComfyUI runs while the relay's socket hears nothing for
+/// [`SILENCE_BEFORE_RECONNECT`] makes the socket reconnect.
 pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
+    let mut check = tokio::time::interval(QUEUE_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = jobs.queue_changed.notified() => {}
+            () = jobs.queue_changed.notified() => {
+                // Several status messages come together; one look at the queue serves them all.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            _ = check.tick() => {}
         }
-        // Several status messages come together; one look at the queue serves them all.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if jobs.registry.unfinished().is_empty() && jobs.relayed.is_empty() {
+        if jobs.registry.unfinished().is_empty() && jobs.relayed.none_waiting() {
             continue;
         }
-        match jobs.comfy.queue().await {
-            Ok(queue) => apply_queue(&jobs, &queue),
-            Err(error) => tracing::debug!(%error, "cannot read ComfyUI's queue"),
+        // Only jobs queued before this look can be missing from it.
+        let looked_at = now_ms();
+        let queue = match jobs.comfy.queue().await {
+            Ok(queue) => queue,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read ComfyUI's queue");
+                continue;
+            }
+        };
+        apply_queue(&jobs, &queue);
+        let listed = |id: &String| {
+            queue
+                .queue_running
+                .iter()
+                .chain(&queue.queue_pending)
+                .any(|item| item.prompt_id() == id)
+        };
+        let missing: Vec<String> = jobs
+            .registry
+            .unfinished_before(looked_at.saturating_sub(MISSING_GRACE_MS))
+            .into_iter()
+            .filter(|id| !listed(id))
+            .collect();
+        if !missing.is_empty() {
+            reconcile_ids(&jobs, missing, &queue).await;
+        }
+        let ours_running = queue
+            .queue_running
+            .iter()
+            .any(|item| jobs.registry.owner(item.prompt_id()).is_some());
+        if ours_running && jobs.silent_for() > SILENCE_BEFORE_RECONNECT {
+            jobs.resubscribe.notify_one();
         }
     }
 }

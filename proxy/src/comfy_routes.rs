@@ -1,0 +1,300 @@
+//! ComfyUI's routes as the relay serves them: each one it relays, at `/` and under `/api` as
+//! ComfyUI serves them, with the ComfyUI path it builds; refusals, with the reason, for
+//! ComfyUI's dangerous and unknown routes; and the routes the operator opted in with
+//! `--allow-route`, registered as routes of their own.
+//!
+//! ComfyUI has no authentication: whoever reaches it can read its logs, change its settings,
+//! clear everyone's history and queue, and with ComfyUI-Manager install code. Nothing reaches
+//! ComfyUI but through a route registered here, and no route passes on the path it was asked
+//! for: each builds ComfyUI's path from fixed text and checked segments ([`crate::comfy_path`]).
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, any, get, on, post};
+
+use crate::comfy_path::{self, Segment};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{http_relay, object_info, prompt, raw, upload, ws_relay};
+
+/// ComfyUI's routes the relay refuses, by path prefix, with the reason.
+const BLOCKED: [(&str, &str); 11] = [
+    (
+        "/manager",
+        "ComfyUI-Manager can install and run code on the ComfyUI machine",
+    ),
+    (
+        "/customnode",
+        "ComfyUI-Manager can install and run code on the ComfyUI machine",
+    ),
+    (
+        "/snapshot",
+        "ComfyUI-Manager can install and run code on the ComfyUI machine",
+    ),
+    (
+        "/externalmodel",
+        "ComfyUI-Manager downloads models onto the ComfyUI machine",
+    ),
+    (
+        "/userdata",
+        "it reads and writes files of the ComfyUI machine's users",
+    ),
+    (
+        "/v2/userdata",
+        "it reads and writes files of the ComfyUI machine's users",
+    ),
+    ("/users", "it manages ComfyUI's users"),
+    ("/settings", "it reads and changes ComfyUI's settings"),
+    ("/free", "it unloads models and frees memory for everyone"),
+    ("/internal", "it hands out ComfyUI's logs and files"),
+    (
+        "/upload/mask",
+        "it writes into ComfyUI's folders without the relay's checks",
+    ),
+];
+
+/// ComfyUI's other roots, whose unlisted sub-routes are refused as unknown.
+const OTHER_ROOTS: [&str; 4] = ["/upload", "/embeddings", "/models", "/extensions"];
+
+/// Why a route is not relayed.
+const UNKNOWN: &str = "it is not a route the app, the CLI or the automation API uses";
+
+/// A rule of `--allow-route`: "METHOD /path", "/path" (any method), or "/prefix/" for
+/// everything below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedRoute {
+    method: Option<Method>,
+    path: String,
+    below: bool,
+}
+
+impl std::str::FromStr for AllowedRoute {
+    type Err = String;
+
+    fn from_str(rule: &str) -> Result<Self, String> {
+        let (method, path) = match rule.trim().split_once(' ') {
+            Some((method, path)) => {
+                let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
+                    .map_err(|_| format!("\"{method}\" is not an HTTP method"))?;
+                (Some(method), path.trim())
+            }
+            None => (None, rule.trim()),
+        };
+        let below = path.len() > 1 && path.ends_with('/');
+        let path = path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let plain = path.starts_with('/')
+            && segments.iter().all(|segment| {
+                Segment::parse(segment).is_ok() && !segment.contains(['{', '}', '*', '?', '#'])
+            });
+        if !plain || segments.is_empty() {
+            return Err(format!(
+                "\"{rule}\" is not a route: give \"METHOD /path\", \"/path\" or \"/prefix/\""
+            ));
+        }
+        Ok(Self {
+            method,
+            path: path.to_owned(),
+            below,
+        })
+    }
+}
+
+/// Registers `route` at `path` and at `/api{path}`.
+fn both(router: Router<AppState>, path: &str, route: MethodRouter<AppState>) -> Router<AppState> {
+    router
+        .route(&format!("/api{path}"), route.clone())
+        .route(path, route)
+}
+
+/// Relays a GET to a fixed ComfyUI path, keeping the query.
+fn fixed(path: &'static str) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, request: Request| async move {
+            let target = with_query(path, &request);
+            http_relay::forward(&state, &target, request).await
+        },
+    )
+}
+
+fn with_query(path: &str, request: &Request) -> String {
+    match request.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    }
+}
+
+/// `GET /object_info/{class}`.
+async fn object_info_class(
+    State(state): State<AppState>,
+    Path(class): Path<String>,
+    request: Request,
+) -> Response {
+    let class = match Segment::parse(&class) {
+        Ok(class) => class,
+        Err(why) => return comfy_path::refusal("node class", &class, why).into_response(),
+    };
+    let target = comfy_path::path("/object_info", &[&class]);
+    http_relay::forward(&state, &target, request)
+        .await
+        .into_response()
+}
+
+/// The 403 for a refused route, saying why and how to allow it.
+fn refusal(method: &Method, path: &str, why: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Comfy Relay does not pass {method} {path} on to ComfyUI: {why}. The operator can \
+             allow it with --allow-route \"{method} {path}\"."
+        ),
+    )
+}
+
+/// A refusal route for everything at and below `prefix`.
+fn refuse_below(router: Router<AppState>, prefix: &str, why: &'static str) -> Router<AppState> {
+    let refuse = any(move |request: Request| async move {
+        tracing::info!(method = %request.method(), path = request.uri().path(), "refused a ComfyUI route");
+        refusal(request.method(), request.uri().path(), why)
+    });
+    let router = both(router, prefix, refuse.clone());
+    both(router, &format!("{prefix}/{{*rest}}"), refuse)
+}
+
+/// Relays an operator-allowed route: its fixed path, and below it the checked rest.
+fn allowed_route(rule: &AllowedRoute) -> MethodRouter<AppState> {
+    let base = rule.path.clone();
+    let relay = move |State(state): State<AppState>,
+                      rest: Option<Path<String>>,
+                      request: Request| {
+        let base = base.clone();
+        async move {
+            let mut segments = Vec::new();
+            for part in rest
+                .as_ref()
+                .map_or("", |Path(rest)| rest.as_str())
+                .split('/')
+            {
+                if part.is_empty() {
+                    continue;
+                }
+                match Segment::parse(part) {
+                    Ok(segment) => segments.push(segment),
+                    Err(why) => return comfy_path::refusal("path", part, why).into_response(),
+                }
+            }
+            let target = comfy_path::path(&base, &segments.iter().collect::<Vec<_>>());
+            tracing::info!(method = %request.method(), path = %target, "relaying a route the operator allowed");
+            let target = with_query(&target, &request);
+            http_relay::forward(&state, &target, request)
+                .await
+                .into_response()
+        }
+    };
+    let route = match &rule.method {
+        Some(method) => on(
+            MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET),
+            relay,
+        ),
+        None => any(relay),
+    };
+    let why = "only other methods of it are allowed";
+    route.fallback(move |request: Request| async move {
+        refusal(request.method(), request.uri().path(), why)
+    })
+}
+
+/// Every ComfyUI route the relay knows: relayed, refused, or allowed by the operator.
+pub fn router(allowed: &[AllowedRoute]) -> Router<AppState> {
+    let mut router = Router::new();
+    router = both(router, "/prompt", fixed("/prompt").post(prompt::queue));
+    // The upload enforces its own limit, on the stream.
+    router = both(
+        router,
+        "/upload/image",
+        post(upload::upload_image).layer(DefaultBodyLimit::disable()),
+    );
+    router = both(router, "/view", get(raw::view));
+    router = both(
+        router,
+        "/history",
+        get(raw::history).post(raw::edit_history),
+    );
+    router = both(router, "/history/{prompt_id}", get(raw::history_entry));
+    router = both(router, "/queue", get(raw::queue).post(raw::edit_queue));
+    router = both(router, "/system_stats", fixed("/system_stats"));
+    router = both(router, "/features", fixed("/features"));
+    router = both(router, "/ws", get(ws_relay::relay));
+    // Under /api, the relay answers /object_info itself, from its kept copy, and /interrupt
+    // stops the device's own job.
+    router = router
+        .route("/object_info", fixed("/object_info"))
+        .route("/object_info/{node_class}", get(object_info_class))
+        .route("/interrupt", post(raw::interrupt))
+        .route("/api/object_info", get(object_info::serve))
+        .route(
+            "/api/object_info/{node_class}",
+            get(object_info::serve_class),
+        );
+
+    let mut taken: Vec<String> = Vec::new();
+    for rule in allowed {
+        let route = allowed_route(rule);
+        if rule.below {
+            router = both(router, &format!("{}/{{*rest}}", rule.path), route.clone());
+            taken.push(format!("{}/{{*rest}}", rule.path));
+        }
+        if !taken.contains(&rule.path) {
+            router = both(router, &rule.path, route);
+            taken.push(rule.path.clone());
+        }
+    }
+    for (prefix, why) in BLOCKED
+        .iter()
+        .copied()
+        .chain(OTHER_ROOTS.iter().map(|root| (*root, UNKNOWN)))
+    {
+        if taken.iter().any(|path| path.starts_with(prefix)) {
+            // The operator's rule decides below this prefix; refuse only the prefix itself.
+            if !taken.iter().any(|path| path == prefix) {
+                router = both(
+                    router,
+                    prefix,
+                    any(move |r: Request| async move { refusal(r.method(), r.uri().path(), why) }),
+                );
+            }
+            continue;
+        }
+        router = refuse_below(router, prefix, why);
+    }
+    router.route(
+        "/api/{*rest}",
+        any(|request: Request| async move {
+            refusal(request.method(), request.uri().path(), UNKNOWN)
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_rules_are_read_as_method_and_plain_path_or_prefix() {
+        let rule: AllowedRoute = "GET /internal/logs".parse().unwrap();
+        assert_eq!(rule.method, Some(Method::GET));
+        assert_eq!((rule.path.as_str(), rule.below), ("/internal/logs", false));
+        let rule: AllowedRoute = "/userdata/".parse().unwrap();
+        assert_eq!(
+            (rule.method, rule.path.as_str(), rule.below),
+            (None, "/userdata", true)
+        );
+        for bad in [
+            "", "/", "GET", "internal", "/a/../b", "/a/{x}", "/a/*", "G@T /x", "/a\\b",
+        ] {
+            assert!(bad.parse::<AllowedRoute>().is_err(), "{bad:?}");
+        }
+    }
+}

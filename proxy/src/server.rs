@@ -1,0 +1,309 @@
+//! The relay's own HTTP server: a connection that cannot be held open, and a host that cannot
+//! hold them all.
+//!
+//! axum's `serve` sets no timer, so a client that sends one header byte a second keeps its
+//! connection forever, and a host that opens a thousand such connections exhausts the relay's
+//! file descriptors for everyone. Here:
+//! - headers must arrive whole within [`HEADER_READ_TIMEOUT`], which also ends idle keep-alive
+//!   connections (hyper restarts that timer whenever it waits for the next request);
+//! - a client address may hold at most `per_address` connections that have not yet carried an
+//!   authenticated request (a paired phone's connections stop counting once they have), and
+//!   the relay at most `total` connections; past either the connection gets a short 503 and is
+//!   closed, so a flood from one address never stops another;
+//! - request bodies are bounded and must keep flowing ([`crate::limits`]).
+//!
+//! Each accepted connection holds a [`ConnectionSlot`]; request extensions carry it so that
+//! authentication can move it out of its address's unauthenticated count, and upgraded sockets
+//! keep it, so a WebSocket counts towards the total for as long as it is open.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+/// How long a client may take to send a request's headers, and how long an idle keep-alive
+/// connection stays open.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the relay waits for the request of a connection over the caps, and then tries to
+/// write its 503.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long to wait after the system refused to accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How many connections the relay holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections in all.
+    pub total: usize,
+    /// Connections of one client address that have not carried an authenticated request.
+    pub per_address: usize,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    unauthenticated: HashMap<IpAddr, usize>,
+}
+
+/// The connections the relay holds now, counted against [`ConnectionLimits`].
+#[derive(Debug)]
+pub struct Connections {
+    limits: ConnectionLimits,
+    counts: Mutex<Counts>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Total,
+    Address,
+}
+
+/// One open connection's place in the counts, given back when the last holder drops it.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    ip: IpAddr,
+    connections: Arc<Connections>,
+    authenticated: AtomicBool,
+}
+
+impl Connections {
+    /// No connections yet.
+    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            counts: Mutex::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+        let mut counts = self.lock();
+        if counts.total >= self.limits.total {
+            return Err(Refusal::Total);
+        }
+        let of_address = counts.unauthenticated.entry(ip).or_default();
+        if *of_address >= self.limits.per_address {
+            return Err(Refusal::Address);
+        }
+        *of_address += 1;
+        counts.total += 1;
+        Ok(ConnectionSlot {
+            ip,
+            connections: self.clone(),
+            authenticated: AtomicBool::new(false),
+        })
+    }
+
+    fn release_unauthenticated(counts: &mut Counts, ip: IpAddr) {
+        if let Some(count) = counts.unauthenticated.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.unauthenticated.remove(&ip);
+            }
+        }
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+}
+
+impl ConnectionSlot {
+    /// The connection carried an authenticated request: it no longer counts towards its
+    /// address's unauthenticated connections.
+    pub fn authenticated(&self) {
+        if !self.authenticated.swap(true, Ordering::SeqCst) {
+            let mut counts = self.connections.lock();
+            Connections::release_unauthenticated(&mut counts, self.ip);
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.connections.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if !self.authenticated.load(Ordering::SeqCst) {
+            Connections::release_unauthenticated(&mut counts, self.ip);
+        }
+    }
+}
+
+/// The most of a refused connection's request read before answering it.
+const REFUSAL_READ: usize = 8 * 1024;
+
+/// Answers a connection over the caps with 503 and closes it. Its request's head is read first
+/// (briefly, and at most [`REFUSAL_READ`]), so that an HTTP client sees an answer to it.
+async fn refuse(mut stream: TcpStream, refusal: Refusal) {
+    let read_head = async {
+        let mut head = Vec::with_capacity(1024);
+        let mut buffer = [0u8; 1024];
+        while head.len() < REFUSAL_READ && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => head.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, read_head).await;
+    let why = match refusal {
+        Refusal::Total => "Comfy Relay is serving as many connections as it may; try again soon.",
+        Refusal::Address => {
+            "This address has too many connections open without being paired; close some \
+             or pair this device."
+        }
+    };
+    let body = serde_json::to_string(&shared::api::ErrorBody {
+        error: why.to_owned(),
+        detail: None,
+    })
+    .expect("an error body serialises");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 5\r\nx-content-type-options: nosniff\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets open requests finish
+/// (connections are told to close once idle); returns once the listener is closed. The tasks
+/// serving connections are tracked by `tasks`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    connections: Arc<Connections>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let (stream, address) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener itself is fine.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let slot = match connections.admit(address.ip()) {
+            Ok(slot) => Arc::new(slot),
+            Err(refusal) => {
+                tracing::warn!(ip = %address.ip(), ?refusal, "refused a connection over the caps");
+                tasks.spawn(refuse(stream, refusal));
+                continue;
+            }
+        };
+        let service = app
+            .clone()
+            .map_request(move |mut request: axum::extract::Request| {
+                request.extensions_mut().insert(ConnectInfo(address));
+                request.extensions_mut().insert(slot.clone());
+                request
+            });
+        let connection = http
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.map_request(
+                    |request: hyper::Request<hyper::body::Incoming>| {
+                        request.map(axum::body::Body::new)
+                    },
+                )),
+            )
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %address, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+}
+
+/// The peer address of a request served by [`serve`].
+pub fn peer(request: &axum::extract::Request) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn one_address_is_capped_before_it_authenticates_and_others_still_get_in() {
+        let connections = Connections::new(ConnectionLimits {
+            total: 10,
+            per_address: 2,
+        });
+        let a1 = connections.admit(ip(1)).unwrap();
+        let _a2 = connections.admit(ip(1)).unwrap();
+        assert_eq!(connections.admit(ip(1)).unwrap_err(), Refusal::Address);
+        let _b = connections.admit(ip(2)).unwrap();
+
+        a1.authenticated();
+        let _a3 = connections.admit(ip(1)).unwrap();
+        assert_eq!(connections.admit(ip(1)).unwrap_err(), Refusal::Address);
+        assert_eq!(connections.open(), 4);
+        drop(a1);
+        assert_eq!(connections.open(), 3);
+        assert_eq!(connections.admit(ip(1)).unwrap_err(), Refusal::Address);
+    }
+
+    #[test]
+    fn the_total_is_capped_and_slots_come_back_when_dropped() {
+        let connections = Connections::new(ConnectionLimits {
+            total: 2,
+            per_address: 5,
+        });
+        let a = connections.admit(ip(1)).unwrap();
+        let _b = connections.admit(ip(2)).unwrap();
+        assert_eq!(connections.admit(ip(3)).unwrap_err(), Refusal::Total);
+        drop(a);
+        assert!(connections.admit(ip(3)).is_ok());
+    }
+}
