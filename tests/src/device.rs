@@ -59,6 +59,34 @@ impl Device {
         Self::with_cookie(relay_url, &cookie)
     }
 
+    /// A browser paired through the pairing link with `token`, as a phone scanning the QR code
+    /// is: redirected to the clean URL, with an HttpOnly, SameSite=Strict device cookie.
+    pub async fn paired(relay_url: &str, token: &str) -> Self {
+        let response = client::http_without_redirects()
+            .get(format!("{relay_url}/pair?token={token}"))
+            .header(
+                "user-agent",
+                "Mozilla/5.0 (Linux; Android 14) Chrome/156.0 Mobile Safari/537.36",
+            )
+            .send()
+            .await
+            .expect("the relay answers");
+        assert_eq!(response.status(), 303);
+        assert_eq!(
+            response.headers()["location"],
+            "/",
+            "the clean URL, without the token"
+        );
+        let set_cookie = response.headers()["set-cookie"]
+            .to_str()
+            .expect("a text header");
+        assert!(
+            set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+            "{set_cookie}"
+        );
+        Self::with_cookie(relay_url, set_cookie.split(';').next().expect("name=value"))
+    }
+
     /// A device presenting `cookie` (`name=value`).
     pub fn with_cookie(relay_url: &str, cookie: &str) -> Self {
         Self {
@@ -165,6 +193,18 @@ impl Device {
     pub async fn act(&self, id: &str, action: &str) -> reqwest::Response {
         self.send(reqwest::Method::POST, &format!("/api/jobs/{id}/{action}"))
             .await
+    }
+
+    /// Opens ComfyUI's raw socket through the relay, as ComfyUI's own frontend does.
+    pub async fn raw_socket(&self, client_id: &str) -> Socket {
+        let url = format!(
+            "{}/ws?clientId={client_id}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let (name, value) = self.credential.header();
+        client::connect(&url, &[(name, &value)])
+            .await
+            .expect("the raw socket opens")
     }
 
     /// Opens the event socket.

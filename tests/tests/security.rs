@@ -18,27 +18,7 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
 /// Pairs a new browser through the pairing link, as a phone scanning the QR code does.
 async fn pair(stack: &Stack) -> Device {
-    let response = http_without_redirects()
-        .get(format!("{}/pair?token={TOKEN}", stack.relay_url()))
-        .header(
-            "user-agent",
-            "Mozilla/5.0 (Linux; Android 14) Chrome/156.0 Mobile Safari/537.36",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 303);
-    assert_eq!(
-        response.headers()["location"],
-        "/",
-        "the clean URL, without the token"
-    );
-    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(
-        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
-        "{set_cookie}"
-    );
-    Device::with_cookie(&stack.relay_url(), set_cookie.split(';').next().unwrap())
+    Device::paired(&stack.relay_url(), TOKEN).await
 }
 
 fn multipart_body(boundary: &str, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Vec<u8> {

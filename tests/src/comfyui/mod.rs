@@ -166,6 +166,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub wake_runner: Notify,
     pub wake_interrupt: Notify,
+    /// While true, HTTP requests get no answer, as from a stopped (SIGSTOP) ComfyUI.
+    pub stalled: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -258,6 +260,7 @@ impl FakeComfyUi {
             }),
             wake_runner: Notify::new(),
             wake_interrupt: Notify::new(),
+            stalled: tokio::sync::watch::Sender::new(false),
         });
         let stop = CancellationToken::new();
         let app = routes::router(shared.clone());
@@ -336,6 +339,17 @@ impl FakeComfyUi {
         state.drop_sockets.cancel();
         state.drop_sockets = CancellationToken::new();
         state.sockets.clear();
+    }
+
+    /// While set, HTTP requests are held without an answer, as by a stopped process whose
+    /// sockets stay open; cleared, they are answered.
+    pub fn stall(&self, stalled: bool) {
+        self.shared.stalled.send_replace(stalled);
+    }
+
+    /// The client ids of the open sockets.
+    pub fn socket_ids(&self) -> Vec<String> {
+        self.shared.lock().sockets.keys().cloned().collect()
     }
 
     /// While set, WebSocket upgrades are refused with 503, so dropped clients cannot come back.

@@ -58,11 +58,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
             guard::origin_guard,
         ))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
+        .layer(middleware::from_fn_with_state(shared.clone(), stall))
         .with_state(shared)
 }
 
 fn recorded_json(exchange: &str) -> Json<Value> {
     Json(RECORDED.response_json(exchange))
+}
+
+/// Holds every request while the double is stalled.
+async fn stall(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let mut stalled = shared.stalled.subscribe();
+    let _ = stalled.wait_for(|stalled| !*stalled).await;
+    next.run(request).await
 }
 
 /// Keeps every request (and small bodies) for tests, before anything else looks at it.

@@ -1,0 +1,420 @@
+//! The relay as the only door to ComfyUI, tried as an attacker on the LAN would: a paired phone
+//! taking over the relay's session or another device's, paths that would reach refused routes,
+//! clients that hold connections open, bodies that would fill memory, a revoked device's
+//! socket, and a ComfyUI that stops answering. Each class of attack has a test here.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::api::JobState;
+use shared::comfy::PromptAccepted;
+use tests::device::Device;
+use tests::fixtures;
+use tests::stack::spawn_guarded_stack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Connects to the relay from `source` (any 127.x.y.z address), without sending anything.
+async fn connect_from(relay: SocketAddr, source: [u8; 4]) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(relay).await.unwrap()
+}
+
+/// Reads until the relay closes the connection or `limit` passes; returns what was read and
+/// whether it closed.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
+    let mut read = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&read).into_owned(), closed)
+}
+
+fn prompt(client_id: &str) -> Value {
+    json!({
+        "prompt": serde_json::from_str::<Value>(fixtures::SD15_TXT2IMG).unwrap(),
+        "client_id": client_id,
+    })
+}
+
+/// Queues a raw prompt for `device` and returns its id.
+async fn raw_prompt(device: &Device, client_id: &str) -> String {
+    let response = device.post_json("/prompt", prompt(client_id)).await;
+    assert_eq!(response.status(), 200);
+    response.json::<PromptAccepted>().await.unwrap().prompt_id
+}
+
+#[tokio::test]
+async fn no_client_learns_the_relays_client_id_and_using_it_does_not_take_the_session_over() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 5.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let attacker = Device::paired(&stack.relay_url(), TOKEN).await;
+    let job = phone.submit_ok(fixtures::SD15_TXT2IMG).await;
+    let relays_id = stack.state.jobs.client_id.clone();
+
+    for device in [&phone, &attacker] {
+        for path in ["/queue", "/api/queue", "/history", "/api/history"] {
+            let text = device.send(Method::GET, path).await.text().await.unwrap();
+            assert!(
+                !text.contains(&relays_id),
+                "{path} shows the relay's id: {text}"
+            );
+        }
+        let entry = format!("/history/{}", job.id);
+        let text = device.send(Method::GET, &entry).await.text().await.unwrap();
+        assert!(!text.contains(&relays_id), "{entry}: {text}");
+    }
+    let own_queue: Value = phone.get_json("/queue").await;
+    assert_eq!(
+        own_queue["queue_running"].as_array().unwrap().len()
+            + own_queue["queue_pending"].as_array().unwrap().len(),
+        1,
+        "the phone sees its own job"
+    );
+
+    // The id leaked anyway (a log, a screenshot): the attacker opens ComfyUI's socket with it.
+    let mut stolen = attacker.raw_socket(&relays_id).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), stolen.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let sid = serde_json::from_str::<Value>(first.to_text().unwrap()).unwrap()["data"]["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(
+        sid, relays_id,
+        "the attacker's socket has an id of its own device"
+    );
+    assert!(stack.comfyui.socket_ids().contains(&relays_id));
+    assert!(stack.comfyui.socket_ids().contains(&sid));
+
+    let done = phone.long_poll(&job.id, 60.0).await;
+    assert_eq!(
+        done.state,
+        JobState::Succeeded,
+        "the victim's job finishes normally"
+    );
+    assert!(!done.outputs.is_empty());
+}
+
+#[tokio::test]
+async fn device_a_cannot_read_interrupt_or_delete_device_bs_prompts_or_files_through_raw_routes() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 5.0).await;
+    let a = Device::paired(&stack.relay_url(), TOKEN).await;
+    let b = Device::paired(&stack.relay_url(), TOKEN).await;
+    let running = raw_prompt(&b, "b-tab").await;
+    let waiting = raw_prompt(&b, "b-tab").await;
+    let b_job = b.submit_ok(fixtures::SD15_TXT2IMG).await;
+
+    let queue: Value = a.get_json("/queue").await;
+    assert_eq!(
+        queue,
+        json!({"queue_running": [], "queue_pending": []}),
+        "A sees none of B's"
+    );
+    for path in [
+        format!("/history/{running}"),
+        format!("/api/history/{}", b_job.id),
+    ] {
+        assert_eq!(a.get_json::<Value>(&path).await, json!({}), "{path}");
+    }
+    let deleted = a
+        .post_json("/queue", json!({"delete": [waiting, b_job.id]}))
+        .await;
+    assert_eq!(deleted.status(), 200);
+    let cleared = a.post_json("/api/queue", json!({"clear": true})).await;
+    assert_eq!(cleared.status(), 200);
+    let interrupted = a
+        .post_json("/interrupt", json!({"prompt_id": running}))
+        .await;
+    assert_eq!(interrupted.status(), 403);
+    let interrupted = a.post_json("/interrupt", json!({})).await;
+    assert_eq!(interrupted.status(), 403, "the running prompt is B's");
+    assert!(stack.comfyui.requests_to("POST", "/queue").is_empty());
+    assert!(stack.comfyui.requests_to("POST", "/interrupt").is_empty());
+
+    let finished = b.long_poll(&b_job.id, 60.0).await;
+    assert_eq!(
+        finished.state,
+        JobState::Succeeded,
+        "B's job was not touched"
+    );
+    let picture = &finished.outputs[0];
+    let view = format!("/view?{}", picture.view_query());
+    assert_eq!(
+        a.send(Method::GET, &view).await.status(),
+        403,
+        "A cannot fetch B's picture"
+    );
+    assert_eq!(b.send(Method::GET, &view).await.status(), 200);
+    let history: Value = b.get_json("/history").await;
+    assert_eq!(
+        history.as_object().unwrap().len(),
+        3,
+        "B sees all of its own: {history}"
+    );
+    let a_history: Value = a.get_json("/history").await;
+    assert_eq!(a_history, json!({}));
+}
+
+#[tokio::test]
+async fn a_raw_queue_deletion_of_the_devices_own_job_cancels_it_instead_of_leaving_it_queued() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 5.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let first = phone.submit_ok(fixtures::SD15_TXT2IMG).await;
+    let second = phone.submit_ok(fixtures::SD15_TXT2IMG).await;
+    let deleted = phone
+        .post_json("/queue", json!({"delete": [second.id]}))
+        .await;
+    assert_eq!(deleted.status(), 200);
+    let second = phone.long_poll(&second.id, 10.0).await;
+    assert_eq!(second.state, JobState::Interrupted, "{second:?}");
+    let first = phone.long_poll(&first.id, 60.0).await;
+    assert_eq!(first.state, JobState::Succeeded);
+}
+
+/// The first segments of the ComfyUI routes the relay may ask for.
+const RELAYED_ROOTS: [&str; 9] = [
+    "prompt",
+    "upload",
+    "view",
+    "history",
+    "queue",
+    "object_info",
+    "system_stats",
+    "features",
+    "ws",
+];
+
+/// What a permissive server (aiohttp) makes of a path: percent-decoded (twice, for good
+/// measure), backslashes as slashes, dot segments resolved.
+fn as_comfyui_reads_it(path: &str) -> Vec<String> {
+    let decode = |text: &str| {
+        let mut out = Vec::new();
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(byte) = text
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let decoded = decode(&decode(path)).replace('\\', "/");
+    let mut segments: Vec<String> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other.to_owned()),
+        }
+    }
+    if segments.first().is_some_and(|s| s == "api") {
+        segments.remove(0);
+    }
+    segments
+}
+
+#[test]
+fn arbitrary_paths_never_reach_a_comfyui_route_the_relay_does_not_relay() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stack = runtime.block_on(spawn_guarded_stack(TOKEN, &[], 1.0));
+    let relay = stack.relay_addr;
+    let pieces = prop::sample::select(vec![
+        "/",
+        "\\",
+        ".",
+        "..",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "%252e",
+        "%00",
+        "api",
+        "history",
+        "object_info",
+        "view",
+        "queue",
+        "prompt",
+        "internal",
+        "logs",
+        "userdata",
+        "settings",
+        "users",
+        "free",
+        "manager",
+        "upload",
+        "mask",
+        "system_stats",
+        "x",
+        "?",
+        "#",
+        ";",
+        "//",
+    ]);
+    let path =
+        prop::collection::vec(pieces, 1..12).prop_map(|parts| format!("/{}", parts.concat()));
+    let method = prop::sample::select(vec!["GET", "POST", "DELETE", "PUT"]);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 400,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(method, path), |(method, path)| {
+            runtime.block_on(async {
+                let mut stream = TcpStream::connect(relay).await.unwrap();
+                let request = format!(
+                    "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+                     Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                stream.write_all(request.as_bytes()).await.unwrap();
+                read_to_close(&mut stream, Duration::from_secs(10)).await;
+            });
+            Ok(())
+        })
+        .unwrap();
+    for received in stack.comfyui.requests() {
+        let segments = as_comfyui_reads_it(&received.path);
+        let root = segments.first().map(String::as_str).unwrap_or_default();
+        assert!(
+            RELAYED_ROOTS.contains(&root),
+            "{} {} reached ComfyUI as {segments:?}",
+            received.method,
+            received.path
+        );
+        assert!(
+            !received.path.contains(['\\', '%']) || received.path.starts_with("/object_info/"),
+            "{}",
+            received.path
+        );
+        if root == "upload" {
+            assert_eq!(segments, ["upload", "image"], "{}", received.path);
+        }
+    }
+    runtime.block_on(async move { drop(stack) });
+}
+
+#[tokio::test]
+async fn slow_headers_and_slow_bodies_are_closed_within_the_timeouts() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let relay = stack.relay_addr;
+    let drip = |head: &'static str| async move {
+        let mut stream = TcpStream::connect(relay).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        // One byte a second until the relay hangs up.
+        let closed = loop {
+            if started.elapsed() > Duration::from_secs(30) {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if stream.write_all(b"x").await.is_err() {
+                break Some(started.elapsed());
+            }
+            let mut probe = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
+                Ok(Ok(0) | Err(_)) => break Some(started.elapsed()),
+                _ => {}
+            }
+        };
+        closed.expect("the relay closed the connection")
+    };
+    let headers = drip("GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+    let body = drip(
+        "POST /prompt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer 0123456789abcdef0123456789abcdef\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{",
+    );
+    let (headers, body) = tokio::join!(headers, body);
+    println!("a slow header closed after {headers:?}, a slow body after {body:?}");
+    assert!(headers <= Duration::from_secs(12), "{headers:?}");
+    assert!(body <= Duration::from_secs(12), "{body:?}");
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+}
+
+#[tokio::test]
+async fn half_open_connections_from_one_address_are_capped_and_another_address_still_gets_in() {
+    let stack = spawn_guarded_stack(
+        TOKEN,
+        &["--max-connections-per-address=8", "--max-connections=20"],
+        1.0,
+    )
+    .await;
+    let relay = stack.relay_addr;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut stream = connect_from(relay, [127, 0, 0, 7]).await;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = connect_from(relay, [127, 0, 0, 7]).await;
+    refused
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_to_close(&mut refused, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    assert!(closed);
+
+    let other = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 9]))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/jobs", stack.relay_url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200, "another address is served");
+
+    // The total: 8 held + 12 more from other addresses fill it; the next gets a 503.
+    for last in 10..22u8 {
+        let mut stream = connect_from(relay, [127, 0, 1, last]).await;
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = connect_from(relay, [127, 0, 2, 1]).await;
+    over.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_to_close(&mut over, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("as many connections"), "{answer}");
+    drop(held);
+}
