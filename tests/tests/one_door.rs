@@ -342,9 +342,10 @@ async fn slow_headers_and_slow_bodies_are_closed_within_the_timeouts() {
                 break Some(started.elapsed());
             }
             let mut probe = [0u8; 512];
-            match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await {
-                Ok(Ok(0) | Err(_)) => break Some(started.elapsed()),
-                _ => {}
+            if let Ok(Ok(0) | Err(_)) =
+                tokio::time::timeout(Duration::from_millis(1), stream.read(&mut probe)).await
+            {
+                break Some(started.elapsed());
             }
         };
         closed.expect("the relay closed the connection")
@@ -417,4 +418,169 @@ async fn half_open_connections_from_one_address_are_capped_and_another_address_s
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("as many connections"), "{answer}");
     drop(held);
+}
+
+#[tokio::test]
+async fn a_huge_multipart_field_and_endless_chunked_bodies_are_refused_after_their_caps() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    // (path, content type, prefix of the body, the route's cap). The client may get up to
+    // SOCKET_BUFFERS further ahead than the relay read: loopback's socket buffers hold that.
+    const SOCKET_BUFFERS: u64 = 8 << 20;
+    let cases = [
+        (
+            "/upload/image",
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"notes\"\r\n\r\n",
+            64 << 10,
+        ),
+        ("/prompt", "application/json", "{\"prompt\": \"", 16 << 20),
+        (
+            "/interrupt",
+            "application/json",
+            "{\"prompt_id\": \"",
+            64 << 10,
+        ),
+        ("/queue", "application/json", "{\"delete\": [\"", 64 << 10),
+    ];
+    for (path, content_type, prefix, cap) in cases {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let endless = futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from_static(prefix.as_bytes()),
+        )])
+        .chain({
+            let pulled = pulled.clone();
+            let chunk = bytes::Bytes::from(vec![b'0'; 64 * 1024]);
+            futures_util::stream::repeat_with(move || {
+                pulled.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(chunk.clone())
+            })
+        });
+        let answer = phone
+            .request(Method::POST, path)
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(endless))
+            .send()
+            .await;
+        let read = pulled.load(Ordering::SeqCst);
+        println!("{path}: refused after the client sent {} KB", read / 1024);
+        if let Ok(answer) = answer {
+            assert!(
+                matches!(answer.status().as_u16(), 400 | 413),
+                "{path}: {}",
+                answer.status()
+            );
+        }
+        assert!(
+            read < cap + SOCKET_BUFFERS,
+            "{path}: the client sent {read} bytes"
+        );
+    }
+    assert!(
+        stack
+            .comfyui
+            .requests_to("POST", "/upload/image")
+            .is_empty()
+    );
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_devices_raw_socket_and_event_socket_close_within_seconds() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let mut raw = phone.raw_socket("tab").await;
+    let mut events = phone.events().await;
+    let id = phone.get_json::<Value>("/api/session").await["device"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    proxy::auth::paired::PairedDevices::open(stack.data_dir.path())
+        .unwrap()
+        .revoke(&id)
+        .unwrap();
+    let raw_closed = async {
+        while let Some(Ok(message)) = raw.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), raw_closed)
+        .await
+        .expect("the raw socket closes");
+    assert!(
+        events.next(Duration::from_secs(5)).await.is_none(),
+        "the event socket closes"
+    );
+    println!(
+        "a revoked device's sockets closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(phone.send(Method::GET, "/queue").await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_stalled_comfyui_is_announced_and_requests_to_it_get_a_504_in_bounded_time() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let mut events = phone.events().await;
+    assert_eq!(events.comfyui_connected, Some(true));
+    let started = Instant::now();
+    stack.comfyui.stall(true);
+    while events.comfyui_connected != Some(false) {
+        assert!(
+            events.next(Duration::from_secs(10)).await.is_some(),
+            "the stall is announced"
+        );
+    }
+    let announced = started.elapsed();
+    let asked = Instant::now();
+    let answer = phone.send(Method::GET, "/system_stats").await;
+    assert_eq!(answer.status(), 504);
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped answering"),
+        "{body}"
+    );
+    let answered = asked.elapsed();
+    println!("stall announced after {announced:?}; a request answered 504 after {answered:?}");
+    assert!(answered < Duration::from_secs(5));
+    stack.comfyui.stall(false);
+    while events.comfyui_connected != Some(true) {
+        assert!(
+            events.next(Duration::from_secs(10)).await.is_some(),
+            "the recovery is announced"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff_so_a_picture_with_html_appended_is_never_rendered() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let stranger = Device::with_cookie(&stack.relay_url(), "x=y");
+    for (device, path) in [
+        (&phone, "/"),
+        (&phone, "/api/jobs"),
+        (&phone, "/system_stats"),
+        (&phone, "/internal/logs"),
+        (&stranger, "/api/jobs"),
+    ] {
+        let answer = device.send(Method::GET, path).await;
+        assert_eq!(
+            answer
+                .headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
 }
