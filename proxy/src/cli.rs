@@ -20,9 +20,7 @@ pub async fn main() -> ExitCode {
         "info"
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
+        .with_env_filter(log_filter(default_level))
         .init();
     let result = match cli.command {
         Some(Command::Run(args)) => return commands::run::run(args).await,
@@ -38,6 +36,14 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What is logged: `RUST_LOG`, else `default_level`; never the WebSocket library's traces,
+/// which print whole handshakes and frames (the relay's ComfyUI client id, a browser's cookie).
+pub fn log_filter(default_level: &str) -> EnvFilter {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    filter.add_directive("tungstenite=info".parse().expect("a valid directive"))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
