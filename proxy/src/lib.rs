@@ -21,6 +21,7 @@ pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod http_relay;
+pub mod image_check;
 pub mod jobs;
 pub mod library;
 pub mod limits;

@@ -6,7 +6,9 @@
 //! - refuses a declared body over the limit before contacting ComfyUI, and cuts an undeclared
 //!   one at the limit (ComfyUI then sees an aborted request, never a stored file): 413;
 //! - sniffs the first bytes: PNG, JPEG, WebP and GIF pass; anything else is 415, with a hint for
-//!   the HEIC and AVIF photos phones take;
+//!   the HEIC and AVIF photos phones take; then walks the format's structure to its end as the
+//!   bytes pass ([`crate::image_check`]): a file that is not the image it starts as (a PNG with
+//!   a page appended, a cut-off one) is 415 and never stored;
 //! - reduces the file name to a safe base name with the right extension, allows only simple
 //!   subfolder names and the `input` type, and never overwrites (ComfyUI renames instead).
 //!
@@ -25,6 +27,7 @@ use shared::comfy::{ImageRef, UploadedImage};
 
 use crate::device::DeviceId;
 use crate::error::{RelayError, error_chain};
+use crate::image_check::ImageCheck;
 use crate::state::AppState;
 
 /// Room for the multipart framing and small fields around an image at the limit.
@@ -371,19 +374,23 @@ pub async fn stream_image(
     let image_fed = async {
         let mut image = image;
         let mut sent = head.len() as u64;
+        // Each chunk is checked before it goes on: a refusal mid-way aborts ComfyUI's side.
+        let mut check = ImageCheck::new(kind);
+        let kept = check.feed(&head).map_err(UploadError::NotAnImage)?;
         let _ = tx.send(Ok(form.file_head(&filename, kind))).await;
-        let _ = tx.send(Ok(Bytes::from(head))).await;
+        let _ = tx.send(Ok(Bytes::from(head).slice(..kept))).await;
         while let Some(chunk) = image.chunk().await.map_err(bad_form)? {
             sent += chunk.len() as u64;
             if sent > limit {
                 return Err(UploadError::TooLarge(limit));
             }
+            let kept = check.feed(&chunk).map_err(UploadError::NotAnImage)?;
             // Awaiting each send keeps at most a few chunks in memory.
-            if tx.send(Ok(chunk)).await.is_err() {
+            if kept > 0 && tx.send(Ok(chunk.slice(..kept))).await.is_err() {
                 break;
             }
         }
-        Ok(())
+        check.finish().map_err(UploadError::NotAnImage)
     };
     let mut answered = None;
     let mut refused = None;

@@ -18,6 +18,34 @@ pub const OUTPUT_PNG: &[u8] = include_bytes!("../fixtures/output.png");
 /// A 32x24 PNG to upload as a phone picture.
 pub const PHONE_PNG: &[u8] = include_bytes!("../fixtures/phone.png");
 
+/// The start of a PNG: [`PHONE_PNG`]'s signature and header, then the head of an ancillary
+/// chunk of `data_len` bytes, whose data the caller sends (a huge upload, say).
+pub fn png_head_with_chunk(data_len: u32) -> Vec<u8> {
+    // Signature (8) and IHDR (25): the first chunk of every PNG.
+    let mut png = PHONE_PNG[..33].to_vec();
+    png.extend_from_slice(&data_len.to_be_bytes());
+    png.extend_from_slice(b"zzZz");
+    png
+}
+
+/// [`PHONE_PNG`] grown to `total` bytes by an ancillary chunk of zeros: still a valid PNG.
+pub fn png_padded_to(total: usize) -> Vec<u8> {
+    // The chunk's own framing: length, type and CRC.
+    let data_len = total.saturating_sub(PHONE_PNG.len() + 12);
+    let mut png = PHONE_PNG[..PHONE_PNG.len() - 12].to_vec();
+    let mut chunk = b"zzZz".to_vec();
+    chunk.resize(4 + data_len, 0);
+    png.extend_from_slice(
+        &u32::try_from(data_len)
+            .expect("a small chunk")
+            .to_be_bytes(),
+    );
+    png.extend_from_slice(&chunk);
+    png.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
+    png.extend_from_slice(&PHONE_PNG[PHONE_PNG.len() - 12..]);
+    png
+}
+
 /// The path of a file under `tests/fixtures/`, for a browser's file chooser.
 pub fn path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

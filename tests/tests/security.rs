@@ -82,6 +82,12 @@ fn cases() -> Vec<Case> {
     let mut out_of_range = workflow(fixtures::EMPTY_IMAGE);
     out_of_range["5"]["inputs"]["width"] = json!(-5);
     let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic".as_slice();
+    let polyglot = [
+        fixtures::PHONE_PNG,
+        b"<html><script>alert(document.cookie)</script>",
+    ]
+    .concat();
+    let cut_off = &fixtures::PHONE_PNG[..fixtures::PHONE_PNG.len() - 20];
     let case = |name, method, path, paired, status, not_reached, says| Case {
         name,
         method,
@@ -369,6 +375,30 @@ fn cases() -> Vec<Case> {
                 415,
                 ("POST", "/upload/image"),
                 "not an image",
+            )
+        },
+        Case {
+            body: upload(&[], Some(("cat.png", &polyglot))),
+            ..case(
+                "PNG with a page appended",
+                Method::POST,
+                "/upload/image",
+                true,
+                415,
+                ("POST", "/upload/image"),
+                "data after its end",
+            )
+        },
+        Case {
+            body: upload(&[], Some(("cut.png", cut_off))),
+            ..case(
+                "PNG cut off",
+                Method::POST,
+                "/upload/image",
+                true,
+                415,
+                ("POST", "/upload/image"),
+                "ends before",
             )
         },
         Case {
@@ -790,7 +820,7 @@ async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_m
     );
     let mut chunks = vec![
         Ok::<_, std::io::Error>(head.into_bytes()),
-        Ok(fixtures::PHONE_PNG.to_vec()),
+        Ok(fixtures::png_head_with_chunk(300 << 20)),
     ];
     chunks.extend((0..200).map(|_| Ok(vec![0u8; 1024 * 1024])));
     let response = phone
