@@ -46,7 +46,33 @@ pub fn log_filter(default_level: &str) -> EnvFilter {
     filter.add_directive("tungstenite=info".parse().expect("a valid directive"))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Open files the relay needs besides its connections: ComfyUI's side, the data directory.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the limit on open files as far as the system allows, and keeps the connection cap
+/// within it: each connection can hold two files (its own, and one to ComfyUI), and running out
+/// would refuse connections with errors instead of a clear 503.
+fn fit_to_file_limit(config: &mut Config) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let room = usize::try_from(limit.saturating_sub(FILES_BESIDES_CONNECTIONS) / 2)
+                .unwrap_or(usize::MAX)
+                .max(16);
+            if config.max_connections > room {
+                tracing::warn!(
+                    "this system allows {limit} open files: serving at most {room} connections \
+                     instead of {}",
+                    config.max_connections
+                );
+                config.max_connections = room;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the limit on open files"),
+    }
+}
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    fit_to_file_limit(&mut config);
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -584,3 +584,39 @@ async fn every_answer_says_nosniff_so_a_picture_with_html_appended_is_never_rend
         );
     }
 }
+
+#[tokio::test]
+async fn a_socket_that_takes_the_relays_id_on_comfyuis_own_machine_does_not_freeze_the_jobs() {
+    let stack = spawn_guarded_stack(TOKEN, &[], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    // A client on ComfyUI's machine, past the relay, reuses the relay's id: ComfyUI now sends
+    // the relay's events to it, and the relay's own socket hears nothing.
+    let thief_url = format!(
+        "{}/ws?clientId={}",
+        stack.comfyui.url().replacen("http", "ws", 1),
+        stack.state.jobs.client_id
+    );
+    let _thief = tests::client::connect(&thief_url, &[]).await.unwrap();
+    let started = Instant::now();
+    let job = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
+    let done = phone.long_poll(&job.id, 30.0).await;
+    println!(
+        "a job whose events went elsewhere ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        done.state,
+        JobState::Succeeded,
+        "finished from ComfyUI's history"
+    );
+    assert!(!done.outputs.is_empty(), "with its pictures");
+
+    // The relay took its id back: the next job's progress arrives live again.
+    let mut events = phone.events().await;
+    let next = phone.submit_ok(fixtures::SD15_TXT2IMG).await;
+    events
+        .wait_for(&next.id, Duration::from_secs(20), |job| {
+            job.state == JobState::Running && job.progress > 0.0 && job.progress < 1.0
+        })
+        .await;
+}

@@ -72,8 +72,9 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
                     // (a client on ComfyUI's own machine reused the id) or is stuck: a new one
                     // takes the id back, and reconciling fills in what was missed.
                     tracing::warn!(
-                        "no events from ComfyUI for {} s while it runs a job of the relay; \
-                         reconnecting its event socket",
+                        "ComfyUI's events stopped reaching the relay (silent for {} s while \
+                         one of its jobs ran, or a job ended unheard); reconnecting its event \
+                         socket",
                         SILENCE_BEFORE_RECONNECT.as_secs()
                     );
                     let _ = socket.close(None).await;
@@ -165,8 +166,8 @@ async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
                     record.finish(
                         JobState::Lost,
                         Some(JobError {
-                            message: "ComfyUI no longer knows this job (it was probably \
-                                      restarted). Queue it again."
+                            message: "ComfyUI no longer knows this job (it was restarted, \
+                                      or the job was taken off its queue). Queue it again."
                                 .to_owned(),
                             node_id: None,
                             node_type: None,
@@ -249,6 +250,9 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
             .collect();
         if !missing.is_empty() {
             reconcile_ids(&jobs, missing, &queue).await;
+            // Their events never came: the socket lost its stream (another socket took the
+            // id over); a new one takes it back for the jobs still to come.
+            jobs.resubscribe.notify_one();
         }
         let ours_running = queue
             .queue_running

@@ -110,6 +110,8 @@ async fn main() {
             &format!("--comfyui-url={}", comfyui.url()),
             &format!("--static-dir={}", static_dir.path().display()),
             "--max-finished-jobs=100000",
+            // Every socket of this benchmark is a connection.
+            "--max-connections=8192",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
