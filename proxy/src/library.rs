@@ -308,6 +308,7 @@ pub async fn put(
             "the workflow is larger than 8 MB".to_owned(),
         ));
     }
+    crate::limits::check_json_shape(&body).map_err(|e| LibraryError::Malformed(e.to_string()))?;
     let saved = state.library.save(&name, &body)?;
     tracing::info!(workflow = %name, "saved a workflow");
     Ok(Json(saved))

@@ -188,10 +188,21 @@ pub const MAX_JSON_VALUES: usize = 250_000;
 /// The deepest nesting accepted.
 pub const MAX_JSON_DEPTH: usize = 64;
 
+/// Why JSON is refused before it is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonShapeError {
+    /// Too many values.
+    #[error("The JSON holds more than {MAX_JSON_VALUES} values; no workflow is that large.")]
+    TooManyValues,
+    /// Nested too deep.
+    #[error("The JSON is nested deeper than {MAX_JSON_DEPTH} levels.")]
+    TooDeep,
+}
+
 /// Refuses JSON whose parse would cost far more memory than its text: many tiny values (a
 /// 10 MB body of `0,0,0,...` is five million values of 32 bytes or more each) or deep nesting.
 /// One pass over the bytes, allocating nothing; malformed JSON is left to the parser to name.
-pub fn check_json_shape(text: &[u8]) -> Result<(), ApiError> {
+pub fn check_json_shape(text: &[u8]) -> Result<(), JsonShapeError> {
     let (mut values, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     let mut in_scalar = false;
     for &byte in text {
@@ -224,10 +235,7 @@ pub fn check_json_shape(text: &[u8]) -> Result<(), ApiError> {
                 values += 1;
                 depth += 1;
                 if depth > MAX_JSON_DEPTH {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("The JSON is nested deeper than {MAX_JSON_DEPTH} levels."),
-                    ));
+                    return Err(JsonShapeError::TooDeep);
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -235,12 +243,7 @@ pub fn check_json_shape(text: &[u8]) -> Result<(), ApiError> {
             _ => {}
         }
         if values > MAX_JSON_VALUES {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!(
-                    "The JSON holds more than {MAX_JSON_VALUES} values; no workflow is that large."
-                ),
-            ));
+            return Err(JsonShapeError::TooManyValues);
         }
     }
     Ok(())

@@ -50,7 +50,9 @@ async fn check(state: &AppState, device: &DeviceId, body: &[u8]) -> Result<Vec<u
         )
         .into_response());
     }
-    check_json_shape(body).map_err(IntoResponse::into_response)?;
+    check_json_shape(body).map_err(|e| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
+    })?;
     let mut fields: Fields = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -71,17 +71,31 @@ struct Edit {
     clear: bool,
 }
 
-async fn read_edit(request: Request) -> Result<Edit, ApiError> {
+/// The device's own prompts an edit names: those of `delete` that are its own, or with `clear`
+/// all of its own.
+async fn own_ids_to_edit(
+    state: &AppState,
+    device: &DeviceId,
+    request: Request,
+) -> Result<Vec<String>, ApiError> {
     let body = read_capped(request.into_body(), MAX_EDIT_BYTES).await?;
-    if body.is_empty() {
-        return Ok(Edit::default());
+    let edit: Edit = if body.is_empty() {
+        Edit::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "The body is not {{\"delete\": [prompt ids]}} or {{\"clear\": true}}: {e}."
+                ),
+            )
+        })?
+    };
+    if edit.clear {
+        return Ok(state.jobs.prompts_of(device));
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("The body is not {{\"delete\": [prompt ids]}} or {{\"clear\": true}}: {e}."),
-        )
-    })
+    let owned = |id: &String| state.jobs.owner_of(id).as_ref() == Some(device);
+    Ok(edit.delete.into_iter().filter(owned).collect())
 }
 
 /// `POST /queue {delete | clear}`: takes the device's own waiting prompts off ComfyUI's queue
@@ -91,15 +105,9 @@ pub async fn edit_queue(
     Extension(device): Extension<DeviceId>,
     request: Request,
 ) -> Response {
-    let edit = match read_edit(request).await {
-        Ok(edit) => edit,
+    let ids = match own_ids_to_edit(&state, &device, request).await {
+        Ok(ids) => ids,
         Err(error) => return error.into_response(),
-    };
-    let owned = |id: &String| state.jobs.owner_of(id).as_ref() == Some(&device);
-    let ids: Vec<String> = if edit.clear {
-        state.jobs.prompts_of(&device)
-    } else {
-        edit.delete.into_iter().filter(owned).collect()
     };
     let (jobs, raw): (Vec<String>, Vec<String>) = ids
         .into_iter()
@@ -126,15 +134,9 @@ pub async fn edit_history(
     Extension(device): Extension<DeviceId>,
     request: Request,
 ) -> Response {
-    let edit = match read_edit(request).await {
-        Ok(edit) => edit,
+    let ids = match own_ids_to_edit(&state, &device, request).await {
+        Ok(ids) => ids,
         Err(error) => return error.into_response(),
-    };
-    let owned = |id: &String| state.jobs.owner_of(id).as_ref() == Some(&device);
-    let ids: Vec<String> = if edit.clear {
-        state.jobs.prompts_of(&device)
-    } else {
-        edit.delete.into_iter().filter(owned).collect()
     };
     if ids.is_empty() {
         return StatusCode::OK.into_response();
@@ -205,17 +207,23 @@ pub struct HistoryQuery {
     offset: Option<usize>,
 }
 
-/// `GET /history?max_items&offset`: the device's own prompts in ComfyUI's history, oldest
-/// first as ComfyUI lists them; without `offset`, the newest `max_items`.
+/// `GET /history?max_items&offset`: the device's own prompts in ComfyUI's history. The window (`max_items` from `offset`, or without it the newest
+/// `max_items`, 200 if unsaid) is taken from the device's prompts before anything is fetched,
+/// so a listing costs at most that many requests to ComfyUI; prompts not in its history (still
+/// waiting, or forgotten) are left out.
 pub async fn history(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
     Query(query): Query<HistoryQuery>,
 ) -> Response {
-    let mut ids = state.jobs.prompts_of(&device);
-    ids.sort_unstable();
-    ids.dedup();
-    let found: Vec<Result<Option<(String, Value)>, RelayError>> = stream::iter(ids)
+    let ids = state.jobs.prompts_of(&device);
+    let max = query.max_items.unwrap_or(DEFAULT_HISTORY_ITEMS);
+    let start = query
+        .offset
+        .unwrap_or_else(|| ids.len().saturating_sub(max))
+        .min(ids.len());
+    let window = ids.into_iter().skip(start).take(max);
+    let found: Vec<Result<Option<(String, Value)>, RelayError>> = stream::iter(window)
         .map(|id| {
             let (state, device) = (&state, &device);
             async move { own_history(state, device, &id).await }
@@ -223,23 +231,17 @@ pub async fn history(
         .buffer_unordered(HISTORY_FETCHES)
         .collect()
         .await;
-    let mut entries = Vec::new();
+    let mut entries = Map::new();
     for result in found {
         match result {
-            Ok(Some(entry)) => entries.push(entry),
+            Ok(Some((id, entry))) => {
+                entries.insert(id, entry);
+            }
             Ok(None) => {}
             Err(error) => return error.into_response(),
         }
     }
-    let number = |(_, entry): &(String, Value)| entry["prompt"][0].as_i64().unwrap_or_default();
-    entries.sort_by_key(number);
-    let max = query.max_items.unwrap_or(DEFAULT_HISTORY_ITEMS);
-    let start = query
-        .offset
-        .unwrap_or_else(|| entries.len().saturating_sub(max))
-        .min(entries.len());
-    let window: Map<String, Value> = entries.into_iter().skip(start).take(max).collect();
-    Json(window).into_response()
+    Json(entries).into_response()
 }
 
 /// `GET /view`'s query, as ComfyUI reads it.

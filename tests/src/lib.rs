@@ -9,6 +9,7 @@
 //! - [`device`]: a device speaking the jobs API and following its event socket.
 //! - [`client`]: a WebSocket client that speaks as a browser would.
 //! - [`fixtures`]: recorded workflows and test images.
+//! - [`relay_process`]: the real `comfy-relay` binary as a child process, for benchmarks.
 
 pub mod app;
 pub mod browser;
@@ -16,4 +17,5 @@ pub mod client;
 pub mod comfyui;
 pub mod device;
 pub mod fixtures;
+pub mod relay_process;
 pub mod stack;

@@ -229,16 +229,14 @@ impl Jobs {
             .or_else(|| self.relayed.owner(prompt_id))
     }
 
-    /// Every prompt `device` queued that the relay remembers: jobs and raw prompts.
+    /// Every prompt `device` queued that the relay remembers, jobs and raw prompts, oldest
+    /// first.
     pub fn prompts_of(&self, device: &DeviceId) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .registry
-            .list(device)
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
-        ids.extend(self.relayed.prompts_of(device));
-        ids
+        let jobs = self.registry.list(device).into_iter();
+        let mut prompts: Vec<(String, u64)> = jobs.map(|job| (job.id, job.created_at)).collect();
+        prompts.extend(self.relayed.prompts_of(device));
+        prompts.sort_by_key(|(_, queued)| *queued);
+        prompts.into_iter().map(|(id, _)| id).collect()
     }
 
     /// Whether `device` may fetch `file`: it was given it, or one of its jobs made it.

@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use shared::comfy::Queue;
 
+use crate::clock::now_ms;
 use crate::device::DeviceId;
 
 /// Raw prompts remembered at most (the oldest are forgotten first): who sent a prompt decides
@@ -19,7 +20,8 @@ const MAX_REMEMBERED: usize = 50_000;
 
 #[derive(Default)]
 struct Inner {
-    owners: HashMap<String, DeviceId>,
+    /// Who sent each, and when (milliseconds since the epoch).
+    owners: HashMap<String, (DeviceId, u64)>,
     /// Prompt ids, oldest first, for forgetting and for listing a device's history.
     order: VecDeque<String>,
     pending: HashSet<String>,
@@ -39,7 +41,11 @@ impl Relayed {
     /// Remembers a prompt ComfyUI accepted from `device`.
     pub fn add(&self, device: DeviceId, prompt_id: String) {
         let mut inner = self.lock();
-        if inner.owners.insert(prompt_id.clone(), device).is_none() {
+        if inner
+            .owners
+            .insert(prompt_id.clone(), (device, now_ms()))
+            .is_none()
+        {
             inner.order.push_back(prompt_id.clone());
         }
         inner.pending.insert(prompt_id);
@@ -53,17 +59,22 @@ impl Relayed {
 
     /// The device that sent a raw prompt.
     pub fn owner(&self, prompt_id: &str) -> Option<DeviceId> {
-        self.lock().owners.get(prompt_id).cloned()
+        self.lock()
+            .owners
+            .get(prompt_id)
+            .map(|(device, _)| device.clone())
     }
 
-    /// `device`'s raw prompts, oldest first.
-    pub fn prompts_of(&self, device: &DeviceId) -> Vec<String> {
+    /// `device`'s raw prompts with when each was queued, oldest first.
+    pub fn prompts_of(&self, device: &DeviceId) -> Vec<(String, u64)> {
         let inner = self.lock();
         inner
             .order
             .iter()
-            .filter(|id| inner.owners.get(*id) == Some(device))
-            .cloned()
+            .filter_map(|id| match inner.owners.get(id) {
+                Some((owner, queued)) if owner == device => Some((id.clone(), *queued)),
+                _ => None,
+            })
             .collect()
     }
 
@@ -73,7 +84,12 @@ impl Relayed {
         inner
             .pending
             .iter()
-            .filter(|id| inner.owners.get(*id) == Some(device))
+            .filter(|id| {
+                inner
+                    .owners
+                    .get(*id)
+                    .is_some_and(|(owner, _)| owner == device)
+            })
             .count()
     }
 
@@ -134,6 +150,11 @@ mod tests {
         relayed.retain_pending(&queue(&[]));
         assert!(relayed.none_waiting());
         assert_eq!(relayed.owner("a"), Some(phone.clone()));
-        assert_eq!(relayed.prompts_of(&phone), ["a", "b"]);
+        let ids: Vec<String> = relayed
+            .prompts_of(&phone)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
     }
 }

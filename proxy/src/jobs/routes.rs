@@ -73,6 +73,7 @@ pub async fn submit(
     Extension(device): Extension<DeviceId>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), JobsError> {
+    crate::limits::check_json_shape(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
     let request: JobRequest =
         serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
     let workflow = match (request.workflow, &request.workflow_name) {

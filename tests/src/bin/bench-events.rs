@@ -9,8 +9,6 @@
 //!
 //! `scripts/bench` builds the release binaries and runs it.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -19,6 +17,7 @@ use shared::api::Event;
 use tests::comfyui::{FakeComfyUi, Options};
 use tests::device::Device;
 use tests::fixtures;
+use tests::relay_process::RelayProcess;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Measures event fan-out and idle-socket memory of a comfy-relay process.
@@ -34,25 +33,6 @@ struct Args {
     /// Idle event sockets to open for the memory figure.
     #[arg(long, default_value_t = 2000)]
     idle: usize,
-    /// The comfy-relay binary (default: next to this one).
-    #[arg(long)]
-    relay: Option<PathBuf>,
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the relay runs");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS is reported")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Reads one socket until it has seen `jobs` jobs finish; returns how many messages it got.
@@ -92,49 +72,28 @@ fn device_ws_base(device: &Device) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let relay_binary = args.relay.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("the bench knows where it is")
-            .with_file_name("comfy-relay")
-    });
     let comfyui = FakeComfyUi::start_with(Options {
         pace: 0.0,
         ..Options::default()
     })
     .await;
-    let port = free_port();
-    let static_dir = tempfile::tempdir().expect("a temporary dir");
-    let mut relay = tokio::process::Command::new(&relay_binary)
-        .args([
-            &format!("--listen=127.0.0.1:{port}"),
-            &format!("--comfyui-url={}", comfyui.url()),
-            &format!("--static-dir={}", static_dir.path().display()),
+    // Every socket of this benchmark is a connection, and a hundred open at once from one
+    // address, each unauthenticated until its handshake is read.
+    let relay = RelayProcess::start(
+        &comfyui.url(),
+        &[
             "--max-finished-jobs=100000",
-            // Every socket of this benchmark is a connection.
             "--max-connections=8192",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({e}); run scripts/bench",
-                relay_binary.display()
-            )
-        });
-    let pid = relay.id().expect("a running child");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/api/jobs")).await.is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+            "--max-connections-per-address=512",
+        ],
+        "warn",
+    )
+    .await;
+    let (pid, base) = (relay.pid, relay.base.clone());
     let device = Device::new(&base).await;
     println!(
         "comfy-relay pid {pid}: {} KiB resident at start",
-        resident_kib(pid)
+        relay.status_kib("VmRSS:")
     );
 
     // 1. Fan-out.
@@ -162,19 +121,19 @@ async fn main() {
     );
     println!(
         "comfy-relay: {} KiB resident after fan-out",
-        resident_kib(pid)
+        relay.status_kib("VmRSS:")
     );
 
     // 2. Idle sockets.
     let idle_device = Device::new(&base).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = resident_kib(pid);
+    let before = relay.status_kib("VmRSS:");
     let mut idle = Vec::with_capacity(args.idle);
     for _ in 0..args.idle {
         idle.push(idle_device.events().await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = resident_kib(pid);
+    let after = relay.status_kib("VmRSS:");
     println!(
         "idle: {} event sockets took {} KiB: {:.1} KiB per idle socket",
         args.idle,
@@ -182,5 +141,5 @@ async fn main() {
         after.saturating_sub(before) as f64 / args.idle as f64
     );
     drop(idle);
-    let _ = relay.kill().await;
+    relay.stop().await;
 }

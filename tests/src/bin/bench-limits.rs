@@ -12,8 +12,6 @@
 //!
 //! `scripts/bench` builds the release binaries and runs it.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +19,8 @@ use clap::Parser;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use tests::relay_process::RelayProcess;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -31,30 +31,6 @@ struct Args {
     /// Size of the huge multipart field, in MB.
     #[arg(long, default_value_t = 1536)]
     huge_mb: u64,
-    /// The comfy-relay binary (default: next to this one).
-    #[arg(long)]
-    relay: Option<PathBuf>,
-}
-
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the relay runs");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("the field is reported")
-}
-
-/// Forgets the peak so far, so the next `VmHWM` is this case's.
-fn reset_peak(pid: u32) {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs is writable");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A body of `prefix` then `total` bytes of `fill`, in 64 KiB chunks.
@@ -72,18 +48,17 @@ fn body(prefix: &'static str, fill: u8, total: u64) -> reqwest::Body {
 
 /// Sends one case and prints its answer, time and the relay's peak memory above `start`.
 async fn case(
-    pid: u32,
-    base: &str,
+    relay: &RelayProcess,
     name: &str,
     path: &str,
     content_type: &str,
     body: reqwest::Body,
 ) {
-    reset_peak(pid);
-    let start = status_kib(pid, "VmRSS:");
+    relay.reset_peak();
+    let start = relay.status_kib("VmRSS:");
     let started = Instant::now();
     let answer = reqwest::Client::new()
-        .post(format!("{base}{path}"))
+        .post(format!("{}{path}", relay.base))
         .bearer_auth(TOKEN)
         .header("content-type", content_type)
         .body(body)
@@ -93,7 +68,7 @@ async fn case(
         |e| format!("connection cut ({e})"),
         |a| a.status().to_string(),
     );
-    let peak = status_kib(pid, "VmHWM:");
+    let peak = relay.status_kib("VmHWM:");
     println!(
         "{name}: {status} after {:.2} s; peak memory {} MiB above the {} MiB before",
         started.elapsed().as_secs_f64(),
@@ -105,46 +80,14 @@ async fn case(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let relay_binary = args.relay.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .expect("the bench knows where it is")
-            .with_file_name("comfy-relay")
-    });
     let comfyui = tests::comfyui::FakeComfyUi::start().await;
-    let port = free_port();
-    let data_dir = tempfile::tempdir().expect("a temporary dir");
-    let mut relay = tokio::process::Command::new(&relay_binary)
-        .args([
-            &format!("--listen=127.0.0.1:{port}"),
-            &format!("--comfyui-url={}", comfyui.url()),
-            &format!("--static-dir={}", data_dir.path().display()),
-            &format!("--data-dir={}", data_dir.path().display()),
-            "--require-token",
-            &format!("--token={TOKEN}"),
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({e}); run scripts/bench",
-                relay_binary.display()
-            )
-        });
-    let pid = relay.id().expect("a running child");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/api/session")).await.is_err() {
-        assert!(Instant::now() < deadline, "the relay did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let token = format!("--token={TOKEN}");
+    let relay = RelayProcess::start(&comfyui.url(), &["--require-token", &token], "error").await;
+    let port = relay.port;
 
     let huge = args.huge_mb << 20;
     case(
-        pid,
-        &base,
+        &relay,
         &format!("multipart field of {} MB", args.huge_mb),
         "/upload/image",
         "multipart/form-data; boundary=b",
@@ -156,8 +99,7 @@ async fn main() {
     )
     .await;
     case(
-        pid,
-        &base,
+        &relay,
         &format!("chunked /prompt body of {} MB", args.huge_mb),
         "/prompt",
         "application/json",
@@ -166,8 +108,7 @@ async fn main() {
     .await;
     let tiny_values = format!("{{\"prompt\": [{}0]}}", "0,".repeat(5 << 20));
     case(
-        pid,
-        &base,
+        &relay,
         "10 MB /prompt of tiny values",
         "/prompt",
         "application/json",
@@ -179,8 +120,7 @@ async fn main() {
         "x".repeat(10 << 20)
     );
     case(
-        pid,
-        &base,
+        &relay,
         "10 MB /prompt of text",
         "/prompt",
         "application/json",
@@ -189,7 +129,7 @@ async fn main() {
     .await;
     println!(
         "comfy-relay: {} MiB resident after all",
-        status_kib(pid, "VmRSS:") / 1024
+        relay.status_kib("VmRSS:") / 1024
     );
 
     // A header dripped one byte a second.
@@ -247,5 +187,5 @@ async fn main() {
         64 - refused
     );
     drop(held);
-    let _ = relay.kill().await;
+    relay.stop().await;
 }
