@@ -73,14 +73,6 @@ pub enum RelayError {
         /// What broke.
         detail: String,
     },
-    /// An `/api/...` path the relay does not serve.
-    #[error("Comfy Relay has no API route {method} {path}.")]
-    NoSuchRoute {
-        /// The method asked for.
-        method: String,
-        /// The path asked for.
-        path: String,
-    },
 }
 
 impl RelayError {
@@ -113,7 +105,6 @@ impl RelayError {
             Self::UpstreamTimeout { .. } | Self::UpstreamStalled { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::NoSuchRoute { .. } => StatusCode::NOT_FOUND,
         }
     }
 
@@ -125,7 +116,6 @@ impl RelayError {
             Self::UpstreamTimeout { url, .. } | Self::UpstreamStalled { url } => {
                 Some(serde_json::json!({ "comfyui_url": url }))
             }
-            Self::NoSuchRoute { .. } => None,
         }
     }
 }

@@ -120,8 +120,8 @@ impl Connections {
         }
     }
 
-    /// Connections open now.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.lock().total
     }
 }

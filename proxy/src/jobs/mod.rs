@@ -57,7 +57,7 @@ pub struct Jobs {
     connected: AtomicBool,
     /// Whether ComfyUI answers its health check.
     reachable: AtomicBool,
-    /// When the relay's socket last brought an event, in milliseconds since the epoch.
+    /// When the relay's socket last brought an event of a run, in milliseconds since the epoch.
     last_event_ms: AtomicU64,
     /// Wakes the task that refreshes queue positions.
     queue_changed: Notify,
@@ -204,13 +204,13 @@ impl Jobs {
         self.announce(|| self.connected.store(connected, Ordering::SeqCst));
     }
 
-    /// Notes that the relay's socket brought something from ComfyUI.
+    /// Notes that the relay's socket brought an event of one of its runs.
     fn heard(&self) {
         self.last_event_ms
             .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
-    /// How long the relay's socket has heard nothing.
+    /// How long the relay's socket has heard no event of its runs.
     fn silent_for(&self) -> Duration {
         let last = self.last_event_ms.load(Ordering::Relaxed);
         Duration::from_millis(crate::clock::now_ms().saturating_sub(last))

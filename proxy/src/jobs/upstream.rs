@@ -26,7 +26,10 @@ use crate::upstream::Upstream;
 /// socket says.
 const QUEUE_CHECK: Duration = Duration::from_secs(10);
 /// How long the relay's socket may hear nothing while ComfyUI runs one of its jobs.
-pub const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(30);
+pub const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(60);
+/// How long the socket must have heard no run's event for a job that ended unheard to mean
+/// that the socket lost its stream, rather than that the end is just on its way.
+const UNHEARD_END: Duration = Duration::from_secs(2);
 /// A job queued this recently may not be in a queue listing fetched meanwhile.
 const MISSING_GRACE_MS: u64 = 1000;
 
@@ -97,10 +100,14 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     while let Some(Ok(message)) = socket.next().await {
-        jobs.heard();
         match message {
             Message::Text(text) => match ServerMessage::parse(text.as_str()) {
                 Ok(message) => {
+                    // Only a run's own events say the socket still gets the relay's stream:
+                    // ComfyUI sends queue statuses to every socket.
+                    if message.prompt_id().is_some() {
+                        jobs.heard();
+                    }
                     if matches!(message, ServerMessage::Status(_)) {
                         jobs.queue_changed.notify_one();
                     }
@@ -108,7 +115,10 @@ where
                 }
                 Err(error) => tracing::debug!(%error, "ignored a message from ComfyUI"),
             },
-            Message::Binary(bytes) => preview(jobs, bytes),
+            Message::Binary(bytes) => {
+                jobs.heard();
+                preview(jobs, bytes);
+            }
             Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
@@ -250,9 +260,11 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
             .collect();
         if !missing.is_empty() {
             reconcile_ids(&jobs, missing, &queue).await;
-            // Their events never came: the socket lost its stream (another socket took the
-            // id over); a new one takes it back for the jobs still to come.
-            jobs.resubscribe.notify_one();
+            // Their ends never came: unless an event of a run is just on its way, the socket
+            // lost its stream (another socket took the id over), and a new one takes it back.
+            if jobs.silent_for() > UNHEARD_END {
+                jobs.resubscribe.notify_one();
+            }
         }
         let ours_running = queue
             .queue_running
