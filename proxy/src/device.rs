@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
 use sha2::{Digest, Sha256};
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The cookie holding the device secret.
@@ -178,11 +179,11 @@ pub async fn create_link(
     secret: Option<Extension<DeviceSecret>>,
 ) -> Response {
     let Some(Extension(secret)) = secret else {
-        let body = shared::api::ErrorBody {
-            error: "Only a browser can create a device link.".to_owned(),
-            detail: None,
-        };
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Only a browser can create a device link.",
+        )
+        .into_response();
     };
     let code = state.device_links.create(&secret);
     Json(serde_json::json!({

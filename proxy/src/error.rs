@@ -24,9 +24,9 @@ impl ApiError {
         }
     }
 
-    /// The same, with structured detail for programs.
-    pub fn with_detail(mut self, detail: serde_json::Value) -> Self {
-        self.body.detail = Some(detail);
+    /// The same, with structured detail for programs (none for `None`).
+    pub fn with_detail(mut self, detail: impl Into<Option<serde_json::Value>>) -> Self {
+        self.body.detail = detail.into();
         self
     }
 }
@@ -147,10 +147,8 @@ impl IntoResponse for RelayError {
         if status.is_server_error() {
             tracing::warn!(error = %self, detail = ?self.detail(), "relay error");
         }
-        let body = ErrorBody {
-            error: self.to_string(),
-            detail: self.detail(),
-        };
-        (status, Json(body)).into_response()
+        ApiError::new(status, self.to_string())
+            .with_detail(self.detail())
+            .into_response()
     }
 }

@@ -12,13 +12,12 @@
 
 use std::net::IpAddr;
 
-use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shared::api::ErrorBody;
 
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The host names the relay answers to.
@@ -62,11 +61,7 @@ impl HostNames {
 }
 
 fn refuse(message: &str) -> Response {
-    let body = ErrorBody {
-        error: message.to_owned(),
-        detail: None,
-    };
-    (StatusCode::FORBIDDEN, Json(body)).into_response()
+    ApiError::new(StatusCode::FORBIDDEN, message).into_response()
 }
 
 /// Why a request must be refused, if it must.

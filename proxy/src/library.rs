@@ -17,11 +17,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared::api::ErrorBody;
+
 use shared::workflow::{Workflow, WorkflowError};
 
 use crate::auth::token::write_private;
 use crate::clock::epoch_ms;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The longest workflow name.
@@ -81,11 +82,7 @@ impl IntoResponse for LibraryError {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         };
-        let body = ErrorBody {
-            error: self.to_string(),
-            detail: None,
-        };
-        (status, Json(body)).into_response()
+        ApiError::new(status, self.to_string()).into_response()
     }
 }
 

@@ -22,11 +22,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use shared::api::ErrorBody;
 use shared::comfy::{ImageRef, UploadedImage};
 
 use crate::device::DeviceId;
-use crate::error::{RelayError, error_chain};
+use crate::error::{ApiError, RelayError, error_chain};
 use crate::image_check::ImageCheck;
 use crate::state::AppState;
 
@@ -122,11 +121,7 @@ impl IntoResponse for UploadError {
             }
             Self::Upstream(_) => unreachable!("answered above"),
         };
-        let body = ErrorBody {
-            error: self.to_string(),
-            detail: None,
-        };
-        (status, Json(body)).into_response()
+        ApiError::new(status, self.to_string()).into_response()
     }
 }
 

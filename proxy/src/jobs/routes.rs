@@ -15,6 +15,7 @@ use super::hub::Notice;
 use super::{Jobs, JobsError};
 use crate::device::DeviceId;
 use crate::device_sockets::SocketToken;
+use crate::error::ApiError;
 use crate::server::ConnectionSlot;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use shared::api::{ErrorBody, Event, Job, JobRequest};
+use shared::api::{Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
 
@@ -59,11 +60,9 @@ impl IntoResponse for JobsError {
             Self::Locked => (StatusCode::FORBIDDEN, None),
             Self::Upstream(_) | Self::Library(_) => unreachable!("answered above"),
         };
-        let body = ErrorBody {
-            error: self.to_string(),
-            detail,
-        };
-        (status, Json(body)).into_response()
+        ApiError::new(status, self.to_string())
+            .with_detail(detail)
+            .into_response()
     }
 }
 
