@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use gloo_net::http::{Request, RequestBuilder, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use shared::api::{ErrorBody, InputEdit, InputProblem, Job, JobRequest};
+use shared::api::{
+    DeviceLink, ErrorBody, InputEdit, InputProblem, Job, JobRequest, Rename, SavedWorkflow,
+    WorkflowList,
+};
 use shared::comfy::{FeatureFlags, ImageRef};
 use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
@@ -110,26 +112,8 @@ fn segment(text: &str) -> String {
     js_sys::encode_uri_component(text).into()
 }
 
-/// A saved workflow as listed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct SavedWorkflow {
-    /// Its name.
-    pub name: String,
-    /// How many nodes it has.
-    pub nodes: usize,
-}
-
-/// The library's listing.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Library {
-    /// The saved workflows, by name.
-    pub workflows: Vec<SavedWorkflow>,
-    /// Whether only the operator can change it.
-    pub locked: bool,
-}
-
 /// The saved workflows.
-pub async fn workflows() -> Result<Library, ApiError> {
+pub async fn workflows() -> Result<WorkflowList, ApiError> {
     call(Request::get("/api/workflows").build()).await
 }
 
@@ -147,7 +131,7 @@ pub async fn save_workflow(name: &str, workflow: &Workflow) -> Result<SavedWorkf
 pub async fn rename_workflow(name: &str, to: &str) -> Result<SavedWorkflow, ApiError> {
     call(
         post(&format!("/api/workflows/{}/rename", segment(name)))
-            .json(&serde_json::json!({ "to": to })),
+            .json(&Rename { to: to.to_owned() }),
     )
     .await
 }
@@ -195,8 +179,8 @@ pub async fn requeue_job(id: &str) -> Result<Job, ApiError> {
 
 /// A one-time link (absolute URL) that opens this device's jobs in another browser.
 pub async fn device_link() -> Result<String, ApiError> {
-    let link: serde_json::Value = call(post("/api/device/link").build()).await?;
-    let path = link["path"].as_str().unwrap_or_default();
+    let link: DeviceLink = call(post("/api/device/link").build()).await?;
+    let path = link.path;
     let origin = web_sys::window()
         .and_then(|w| w.location().origin().ok())
         .unwrap_or_default();

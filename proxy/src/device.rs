@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Extension, Json};
 use sha2::{Digest, Sha256};
+use shared::api::DeviceLink;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -186,10 +187,10 @@ pub async fn create_link(
         .into_response();
     };
     let code = state.device_links.create(&secret);
-    Json(serde_json::json!({
-        "path": format!("/link/{code}"),
-        "expires_in_secs": LINK_LIFETIME.as_secs(),
-    }))
+    Json(DeviceLink {
+        path: format!("/link/{code}"),
+        expires_in_secs: LINK_LIFETIME.as_secs(),
+    })
     .into_response()
 }
 

@@ -15,9 +15,9 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use shared::api::{Rename, SavedWorkflow, WorkflowList};
 use shared::workflow::{Workflow, WorkflowError};
 
 use crate::auth::token::write_private;
@@ -29,17 +29,6 @@ use crate::state::AppState;
 const MAX_NAME: usize = 80;
 /// The largest workflow file accepted.
 const MAX_WORKFLOW_BYTES: usize = 8 * 1024 * 1024;
-
-/// A saved workflow as listed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavedWorkflow {
-    /// Its name.
-    pub name: String,
-    /// How many nodes it has.
-    pub nodes: usize,
-    /// When it was last saved, in milliseconds since the epoch.
-    pub updated_at: u64,
-}
 
 /// Why a library operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -279,11 +268,11 @@ impl Library {
 }
 
 /// `GET /api/workflows`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, LibraryError> {
-    Ok(Json(serde_json::json!({
-        "workflows": state.library.list()?,
-        "locked": state.library.locked(),
-    })))
+pub async fn list(State(state): State<AppState>) -> Result<Json<WorkflowList>, LibraryError> {
+    Ok(Json(WorkflowList {
+        workflows: state.library.list()?,
+        locked: state.library.locked(),
+    }))
 }
 
 /// `GET /api/workflows/{name}`: the workflow itself.
@@ -309,12 +298,6 @@ pub async fn put(
     let saved = state.library.save(&name, &body)?;
     tracing::info!(workflow = %name, "saved a workflow");
     Ok(Json(saved))
-}
-
-/// `POST /api/workflows/{name}/rename` body.
-#[derive(Deserialize)]
-pub struct Rename {
-    to: String,
 }
 
 /// `POST /api/workflows/{name}/rename` `{"to": "new name"}`.

@@ -17,6 +17,52 @@ pub struct ErrorBody {
     pub detail: Option<Value>,
 }
 
+/// A saved workflow as the library lists it (`GET /api/workflows`, and the answer to saving or
+/// renaming one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedWorkflow {
+    /// Its name.
+    pub name: String,
+    /// How many nodes it has.
+    pub nodes: usize,
+    /// When it was last saved, in milliseconds since the epoch.
+    pub updated_at: u64,
+}
+
+/// `GET /api/workflows`: the team's saved workflows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowList {
+    /// The saved workflows, by name.
+    pub workflows: Vec<SavedWorkflow>,
+    /// Whether only the operator can change them (`--locked-workflows`).
+    pub locked: bool,
+}
+
+/// `POST /api/workflows/{name}/rename`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rename {
+    /// The new name.
+    pub to: String,
+}
+
+/// `POST /api/device/link`: a one-time link that opens this device in another browser.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceLink {
+    /// The link's path, `/link/{code}`.
+    pub path: String,
+    /// How long it stays valid.
+    pub expires_in_secs: u64,
+}
+
+/// `GET /api/session`: which device this is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// The device's id.
+    pub device: String,
+    /// Whether the relay requires pairing.
+    pub pairing_required: bool,
+}
+
 /// One input value to set before queueing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputEdit {

@@ -3,11 +3,12 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api::{self, SavedWorkflow};
+use crate::api;
 use crate::components::device_link::DeviceLink;
 use crate::components::workflow_import::WorkflowImport;
 use crate::model::route::Route;
 use crate::task;
+use shared::api::SavedWorkflow;
 
 /// One saved workflow, with its actions.
 #[component]

@@ -26,6 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use shared::api::Session;
 
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -298,10 +299,10 @@ pub async fn session(
     device: Option<axum::Extension<DeviceId>>,
 ) -> Response {
     match device {
-        Some(axum::Extension(device)) => Json(serde_json::json!({
-            "device": device.as_str(),
-            "pairing_required": state.auth.required,
-        }))
+        Some(axum::Extension(device)) => Json(Session {
+            device: device.as_str().to_owned(),
+            pairing_required: state.auth.required,
+        })
         .into_response(),
         None => unauthorized(NOT_PAIRED),
     }
