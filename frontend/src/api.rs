@@ -41,8 +41,7 @@ impl ApiError {
             Self::Relay { body, .. } => body
                 .detail
                 .as_ref()
-                .and_then(|detail| detail.get("problems"))
-                .and_then(|problems| serde_json::from_value(problems.clone()).ok())
+                .map(|detail| detail.problems.clone())
                 .unwrap_or_default(),
             _ => Vec::new(),
         }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::api::ErrorBody;
+use shared::api::{ErrorBody, ErrorDetail};
 
 /// An answer that is an error: its status and the body every error of the relay has.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ impl ApiError {
     }
 
     /// The same, with structured detail for programs (none for `None`).
-    pub fn with_detail(mut self, detail: impl Into<Option<serde_json::Value>>) -> Self {
+    pub fn with_detail(mut self, detail: impl Into<Option<ErrorDetail>>) -> Self {
         self.body.detail = detail.into();
         self
     }
@@ -108,13 +108,20 @@ impl RelayError {
         }
     }
 
-    fn detail(&self) -> Option<serde_json::Value> {
+    fn detail(&self) -> Option<ErrorDetail> {
         match self {
             Self::UpstreamUnreachable { url, detail } | Self::UpstreamFailed { url, detail } => {
-                Some(serde_json::json!({ "comfyui_url": url, "cause": detail }))
+                Some(ErrorDetail {
+                    comfyui_url: Some(url.clone()),
+                    cause: Some(detail.clone()),
+                    ..ErrorDetail::default()
+                })
             }
             Self::UpstreamTimeout { url, .. } | Self::UpstreamStalled { url } => {
-                Some(serde_json::json!({ "comfyui_url": url }))
+                Some(ErrorDetail {
+                    comfyui_url: Some(url.clone()),
+                    ..ErrorDetail::default()
+                })
             }
         }
     }

@@ -23,6 +23,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
+use shared::api::ErrorDetail;
 use shared::comfy::PromptAccepted;
 use shared::workflow::Workflow;
 
@@ -88,7 +89,10 @@ async fn check(state: &AppState, device: &DeviceId, body: &[u8]) -> Result<Vec<u
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("ComfyUI would refuse this workflow: {}", summary.join("; ")),
         )
-        .with_detail(serde_json::json!({ "problems": problems }))
+        .with_detail(ErrorDetail {
+            problems,
+            ..ErrorDetail::default()
+        })
         .into_response());
     }
     let chosen = fields

@@ -12,9 +12,26 @@ use crate::workflow::{InputError, Workflow};
 pub struct ErrorBody {
     /// What went wrong and, where it helps, what to do about it.
     pub error: String,
-    /// Structured context: the upstream URL, the failing inputs, ComfyUI's own answer.
+    /// Structured context, for programs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<Value>,
+    pub detail: Option<ErrorDetail>,
+}
+
+/// An error's structured context; each part is there when it applies.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The inputs at fault, when a workflow or a value was refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<InputProblem>,
+    /// Set when the device must pair before it may do this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pairing_required: bool,
+    /// The ComfyUI address the relay tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comfyui_url: Option<String>,
+    /// Why ComfyUI could not be reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// A saved workflow as the library lists it (`GET /api/workflows`, and the answer to saving or

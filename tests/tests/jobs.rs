@@ -343,11 +343,11 @@ async fn a_value_outside_its_range_is_refused_by_the_relay_naming_the_input() {
         .await;
     assert_eq!(response.status(), 422);
     let body: ErrorBody = response.json().await.unwrap();
-    let problems = &body.detail.unwrap()["problems"];
-    assert_eq!(problems[0]["node_id"], "5");
-    assert_eq!(problems[0]["node_title"], "EmptyImage");
-    assert_eq!(problems[0]["input"], "width");
-    assert_eq!(problems[0]["message"], "-5 is smaller than the minimum, 1");
+    let problems = body.detail.unwrap().problems;
+    assert_eq!(problems[0].node_id, "5");
+    assert_eq!(problems[0].node_title.as_deref(), Some("EmptyImage"));
+    assert_eq!(problems[0].input.as_deref(), Some("width"));
+    assert_eq!(problems[0].message, "-5 is smaller than the minimum, 1");
     assert!(phone.jobs().await.is_empty());
     assert!(
         stack.comfyui.requests_to("POST", "/prompt").is_empty(),
@@ -367,12 +367,12 @@ async fn comfyuis_own_validation_errors_come_back_per_input_with_node_titles() {
         .await;
     assert_eq!(response.status(), 422);
     let body: ErrorBody = response.json().await.unwrap();
-    let problems = &body.detail.unwrap()["problems"];
-    assert_eq!(problems[0]["node_id"], "1");
-    assert_eq!(problems[0]["node_title"], "Load Image");
-    assert_eq!(problems[0]["input"], "image");
+    let problems = body.detail.unwrap().problems;
+    assert_eq!(problems[0].node_id, "1");
+    assert_eq!(problems[0].node_title.as_deref(), Some("Load Image"));
+    assert_eq!(problems[0].input.as_deref(), Some("image"));
     assert_eq!(
-        problems[0]["message"],
+        problems[0].message,
         "Custom validation failed for node (image - Invalid image file: does-not-exist.png)"
     );
     assert_eq!(

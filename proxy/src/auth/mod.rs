@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
-use shared::api::Session;
+use shared::api::{ErrorDetail, Session};
 
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -81,7 +81,10 @@ fn peer(request: &Request) -> IpAddr {
 
 fn unauthorized(error: &str) -> Response {
     ApiError::new(StatusCode::UNAUTHORIZED, error)
-        .with_detail(serde_json::json!({ "pairing_required": true }))
+        .with_detail(ErrorDetail {
+            pairing_required: true,
+            ..ErrorDetail::default()
+        })
         .into_response()
 }
 

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use shared::api::{Event, Job, JobRequest};
+use shared::api::{ErrorDetail, Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
 
@@ -50,7 +50,10 @@ impl IntoResponse for JobsError {
             Self::NotApiWorkflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, None),
             Self::BadInput(_, problems) | Self::Rejected(problems, _) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                Some(serde_json::json!({ "problems": problems })),
+                Some(ErrorDetail {
+                    problems: problems.clone(),
+                    ..ErrorDetail::default()
+                }),
             ),
             Self::ComfyUi { .. } => (StatusCode::BAD_GATEWAY, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),

@@ -209,7 +209,7 @@ impl Server {
         if let Ok(error) = serde_json::from_str::<ErrorBody>(&text) {
             let problems: Vec<InputProblem> = error
                 .detail
-                .and_then(|d| serde_json::from_value(d["problems"].clone()).ok())
+                .map(|detail| detail.problems)
                 .unwrap_or_default();
             if status.is_client_error() {
                 let text = if problems.is_empty() {
