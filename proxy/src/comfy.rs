@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use shared::comfy::{History, HistoryEntry, PromptAccepted, PromptRejected, PromptRequest, Queue};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::RelayError;
 use crate::upstream::Upstream;
@@ -18,6 +20,13 @@ pub fn object_info_path(class: &str) -> String {
         .push(class);
     path.path().to_owned()
 }
+
+/// ComfyUI's event socket, as [`ComfyClient::connect_ws`] opens it.
+pub type ComfySocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// ComfyUI's frames are small but for previews; the read buffer grows for those when needed.
+const SOCKET_READ_BUFFER: usize = 16 * 1024;
 
 /// Calls ComfyUI wherever [`Upstream`] says it is.
 #[derive(Clone)]
@@ -95,6 +104,35 @@ impl ComfyClient {
                 url: url.to_string(),
                 detail: format!("status {}", response.status()),
             })
+        }
+    }
+
+    /// Opens ComfyUI's event socket for `client_id`, within the client's timeout. The handshake
+    /// carries ComfyUI's own Host and no Origin, so ComfyUI's origin guard lets it in.
+    pub async fn connect_ws(&self, client_id: &str) -> Result<ComfySocket, RelayError> {
+        let mut url = self.upstream.ws_url_for("/ws");
+        url.query_pairs_mut().append_pair("clientId", client_id);
+        // The URL without the client id, which is a secret of the client's.
+        let shown = self.upstream.ws_url_for("/ws").to_string();
+        let request =
+            url.as_str()
+                .into_client_request()
+                .map_err(|e| RelayError::UpstreamFailed {
+                    url: shown.clone(),
+                    detail: e.to_string(),
+                })?;
+        let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(error)) => Err(RelayError::UpstreamUnreachable {
+                url: shown,
+                detail: error.to_string(),
+            }),
+            Err(_elapsed) => Err(RelayError::UpstreamTimeout {
+                url: shown,
+                seconds: self.timeout.as_secs(),
+            }),
         }
     }
 

@@ -29,8 +29,7 @@ use bytes::Bytes;
 use futures_util::future::ready;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use shared::comfy::ServerMessage;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite;
 
 /// Close code sent to browsers when the relay shuts down (RFC 6455 "going away").
 const GOING_AWAY: u16 = 1001;
@@ -38,8 +37,6 @@ const GOING_AWAY: u16 = 1001;
 const UPSTREAM_GONE: u16 = 1011;
 /// Browsers send little on ComfyUI's socket; a small read buffer keeps idle sockets cheap.
 const BROWSER_READ_BUFFER: usize = 8 * 1024;
-/// ComfyUI's frames are small but for previews; the buffer grows for those when needed.
-const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 
 /// One frame crossing the relay, whichever library framed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,33 +59,7 @@ pub async fn relay(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, RelayError> {
     let client_id = device.comfy_client_id(query.get("clientId").map(String::as_str));
-    let mut url = state.upstream.ws_url_for("/ws");
-    url.query_pairs_mut().append_pair("clientId", &client_id);
-    // The handshake request carries ComfyUI's own Host and no Origin, so its guard lets it in.
-    let request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| RelayError::UpstreamFailed {
-            url: url.to_string(),
-            detail: e.to_string(),
-        })?;
-    let config = WebSocketConfig::default().read_buffer_size(UPSTREAM_READ_BUFFER);
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
-    let (upstream, _) = match tokio::time::timeout(state.upstream_timeout, connect).await {
-        Ok(Ok(connected)) => connected,
-        Ok(Err(error)) => {
-            return Err(RelayError::UpstreamUnreachable {
-                url: url.to_string(),
-                detail: error.to_string(),
-            });
-        }
-        Err(_elapsed) => {
-            return Err(RelayError::UpstreamTimeout {
-                url: url.to_string(),
-                seconds: state.upstream_timeout.as_secs(),
-            });
-        }
-    };
+    let upstream = state.jobs.comfy.connect_ws(&client_id).await?;
     // Closed at shutdown, or when the device is revoked.
     let closed = state.sockets.token_for(&device);
     let tasks = state.tasks.clone();

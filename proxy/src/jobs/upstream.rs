@@ -43,13 +43,11 @@ fn jitter() -> f64 {
 pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: CancellationToken) {
     let mut attempt = 0u32;
     loop {
-        let url = upstream.ws_url_for(&format!("/ws?clientId={}", jobs.client_id));
-        let connect = tokio_tungstenite::connect_async(url.as_str());
         let connected = tokio::select! {
             () = cancel.cancelled() => return,
-            connected = connect => connected,
+            connected = jobs.comfy.connect_ws(&jobs.client_id) => connected,
         };
-        if let Ok((mut socket, _)) = connected
+        if let Ok(mut socket) = connected
             && socket
                 .send(Message::text(FeatureFlags::client_hello()))
                 .await
