@@ -107,6 +107,44 @@ impl ComfyClient {
         }
     }
 
+    /// Sends `method path_and_query` with `headers` and a streamed `body`, and returns ComfyUI's
+    /// answer with its body unread, within the client's timeout.
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        headers: reqwest::header::HeaderMap,
+        body: Option<reqwest::Body>,
+    ) -> Result<reqwest::Response, RelayError> {
+        let url = self.upstream.url_for(path_and_query);
+        let mut request = self.http.request(method, url.clone()).headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        self.upstream
+            .answer_within(self.timeout, &url, request.send())
+            .await
+    }
+
+    /// Streams a multipart form (`content_type` names its boundary) to `/upload/image`. No
+    /// deadline on the answer: ComfyUI answers once the whole picture has arrived, which from a
+    /// phone on slow Wi-Fi may take minutes; a ComfyUI that stops answering still ends it.
+    pub async fn upload(
+        &self,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, RelayError> {
+        let url = self.upstream.url_for("/upload/image");
+        let request = self
+            .http
+            .post(url.clone())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.upstream
+            .answer_within(Duration::MAX, &url, request.send())
+            .await
+    }
+
     /// Opens ComfyUI's event socket for `client_id`, within the client's timeout. The handshake
     /// carries ComfyUI's own Host and no Origin, so ComfyUI's origin guard lets it in.
     pub async fn connect_ws(&self, client_id: &str) -> Result<ComfySocket, RelayError> {

@@ -22,23 +22,19 @@ pub async fn forward(
     request: Request,
 ) -> Result<Response<Body>, RelayError> {
     let (parts, body) = request.into_parts();
-    let url = state.upstream.url_for(path_and_query);
-
-    let mut upstream_request = state
-        .http
-        .request(parts.method.clone(), url.clone())
-        .headers(headers::to_upstream(&parts.headers));
     // A GET carries no body; sending an empty chunked one would confuse some servers.
     let has_body = !(parts.method == Method::GET || parts.method == Method::HEAD)
         && body.size_hint().exact() != Some(0);
-    if has_body {
-        upstream_request =
-            upstream_request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
-    }
-
+    let body = has_body.then(|| reqwest::Body::wrap_stream(body.into_data_stream()));
     let response = state
-        .upstream
-        .answer_within(state.upstream_timeout, &url, upstream_request.send())
+        .jobs
+        .comfy
+        .forward(
+            parts.method,
+            path_and_query,
+            headers::to_upstream(&parts.headers),
+            body,
+        )
         .await?;
 
     let mut builder = Response::builder().status(response.status());

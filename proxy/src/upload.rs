@@ -355,15 +355,11 @@ pub async fn stream_image(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let url = state.upstream.url_for("/upload/image");
-    let send = state
-        .http
-        .post(url.clone())
-        .header(
-            header::CONTENT_TYPE,
-            format!("multipart/form-data; boundary={}", form.boundary),
-        )
-        .body(reqwest::Body::wrap_stream(receiver_stream(rx)))
-        .send();
+    let content_type = format!("multipart/form-data; boundary={}", form.boundary);
+    let send = state.jobs.comfy.upload(
+        &content_type,
+        reqwest::Body::wrap_stream(receiver_stream(rx)),
+    );
     tokio::pin!(send);
     // The image, passed on chunk by chunk while ComfyUI reads it.
     let image_fed = async {
@@ -413,8 +409,7 @@ pub async fn stream_image(
         Some(answer) => answer,
         None => send.await,
     };
-    let response =
-        sent.map_err(|e| RelayError::from_upstream(&url, e, state.upstream_timeout.as_secs()))?;
+    let response = sent?;
     let status = response.status();
     let text = response
         .text()
