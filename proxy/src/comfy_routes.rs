@@ -77,7 +77,9 @@ impl std::str::FromStr for AllowedRoute {
         let (method, path) = match rule.trim().split_once(' ') {
             Some((method, path)) => {
                 let method = Method::from_bytes(method.trim().to_ascii_uppercase().as_bytes())
-                    .map_err(|_| format!("\"{method}\" is not an HTTP method"))?;
+                    .ok()
+                    .filter(|method| MethodFilter::try_from(method.clone()).is_ok())
+                    .ok_or_else(|| format!("\"{method}\" is not an HTTP method"))?;
                 (Some(method), path.trim())
             }
             None => (None, rule.trim()),
@@ -195,7 +197,7 @@ fn allowed_route(rule: &AllowedRoute) -> MethodRouter<AppState> {
     };
     let route = match &rule.method {
         Some(method) => on(
-            MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET),
+            MethodFilter::try_from(method.clone()).expect("checked when the rule was read"),
             relay,
         ),
         None => any(relay),
@@ -292,7 +294,7 @@ mod tests {
             (None, "/userdata", true)
         );
         for bad in [
-            "", "/", "GET", "internal", "/a/../b", "/a/{x}", "/a/*", "G@T /x", "/a\\b",
+            "", "/", "GET", "internal", "/a/../b", "/a/{x}", "/a/*", "G@T /x", "PURGE /x", "/a\\b",
         ] {
             assert!(bad.parse::<AllowedRoute>().is_err(), "{bad:?}");
         }

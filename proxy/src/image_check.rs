@@ -146,17 +146,23 @@ impl ImageCheck {
                         self.step = self.after_skip(then);
                     }
                 }
+                Step::Scan { after_ff } if !*after_ff => {
+                    // Entropy-coded data is most of a JPEG: jump to the next 0xFF.
+                    match bytes[at..].iter().position(|&byte| byte == 0xFF) {
+                        Some(offset) => {
+                            at += offset + 1;
+                            *after_ff = true;
+                        }
+                        None => at = bytes.len(),
+                    }
+                }
                 Step::Scan { after_ff } => {
                     let byte = bytes[at];
                     at += 1;
-                    if *after_ff {
-                        match byte {
-                            0x00 | 0xD0..=0xD7 => *after_ff = false,
-                            0xFF => {}
-                            marker => self.step = self.jpeg_marker(marker)?,
-                        }
-                    } else if byte == 0xFF {
-                        *after_ff = true;
+                    match byte {
+                        0x00 | 0xD0..=0xD7 => *after_ff = false,
+                        0xFF => {}
+                        marker => self.step = self.jpeg_marker(marker)?,
                     }
                 }
             }
