@@ -17,7 +17,6 @@ pub mod config;
 pub mod device;
 pub mod device_sockets;
 pub mod error;
-pub mod guard;
 pub mod headers;
 pub mod health;
 pub mod http_relay;
@@ -29,6 +28,7 @@ pub mod log;
 pub mod object_info;
 pub mod prompt;
 pub mod raw;
+pub mod same_origin;
 pub mod server;
 pub mod shutdown;
 pub mod spa;
@@ -116,7 +116,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            guard::same_origin,
+            same_origin::same_origin,
         ))
         .layer(middleware::from_fn(move |request, next| {
             limits::guard_bodies(cap, request, next)
@@ -148,12 +148,12 @@ pub async fn run(
             .watch(client, interval, cancel, |up| jobs.set_reachable(up))
             .await;
     });
-    tasks.spawn(jobs::upstream::follow(
+    tasks.spawn(jobs::follower::follow(
         state.jobs.clone(),
         state.upstream.clone(),
         token.clone(),
     ));
-    tasks.spawn(jobs::upstream::track_queue(
+    tasks.spawn(jobs::follower::track_queue(
         state.jobs.clone(),
         token.clone(),
     ));

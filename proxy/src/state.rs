@@ -13,10 +13,10 @@ use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
 use crate::device::DeviceLinks;
 use crate::device_sockets::DeviceSockets;
-use crate::guard::HostNames;
 use crate::jobs::Jobs;
 use crate::library::Library;
 use crate::object_info::ObjectInfo;
+use crate::same_origin::HostNames;
 use crate::server::{ConnectionLimits, Connections};
 use crate::upstream::Upstream;
 

@@ -5,15 +5,15 @@
 //! nothing, and lets a newer socket with the same id take over silently. So devices never
 //! talk to ComfyUI's socket themselves: the relay does, once, and phones that sleep, reload or
 //! lose Wi-Fi resume from the relay's memory ([`registry`]) through their event socket
-//! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`upstream`] reconnects and
+//! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`follower`] reconnects and
 //! reconciles every unfinished job with `/history` and `/queue`.
 
 pub mod files;
+pub mod follower;
 pub mod hub;
 pub mod registry;
 pub mod relayed;
 pub mod routes;
-pub mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
