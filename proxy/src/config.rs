@@ -195,6 +195,10 @@ pub struct Config {
     )]
     pub max_connections_per_address: usize,
 
+    /// How many WebSockets (event sockets and raw ComfyUI sockets) one device may hold open.
+    #[arg(long, env = "COMFY_RELAY_MAX_SOCKETS_PER_DEVICE", default_value_t = 64)]
+    pub max_sockets_per_device: usize,
+
     /// Every image a device may fetch with `/view` from ComfyUI's input folder, not only the
     /// ones it uploaded or its saved workflows name.
     #[arg(long, env = "COMFY_RELAY_SHARE_INPUTS")]

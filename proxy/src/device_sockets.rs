@@ -1,4 +1,6 @@
-//! Every open socket of every device, so that a revoked device loses all of them at once.
+//! Every open socket of every device, so that a revoked device loses all of them at once, and
+//! no device holds more than its share: each socket is a connection, and a paired device that
+//! opened a thousand would leave none for the rest of the team.
 //!
 //! `comfy-relay devices revoke` runs as another process and edits the devices file; the relay
 //! looks at it every [`REVOCATION_CHECK`] and closes the sockets (raw `/ws` relays and
@@ -34,14 +36,32 @@ impl SocketToken {
 /// The devices with open sockets.
 pub struct DeviceSockets {
     shutdown: CancellationToken,
+    per_device: usize,
     devices: Mutex<HashMap<DeviceId, (CancellationToken, Arc<()>)>>,
 }
 
+/// A device already has as many sockets open as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "This device has {0} sockets open already, as many as it may; close a tab or another \
+     client first."
+)]
+pub struct TooManySockets(pub usize);
+
+impl axum::response::IntoResponse for TooManySockets {
+    fn into_response(self) -> axum::response::Response {
+        crate::error::ApiError::new(axum::http::StatusCode::TOO_MANY_REQUESTS, self.to_string())
+            .into_response()
+    }
+}
+
 impl DeviceSockets {
-    /// No sockets yet; every socket also closes when `shutdown` is cancelled.
-    pub fn new(shutdown: CancellationToken) -> Self {
+    /// No sockets yet; every socket also closes when `shutdown` is cancelled; a device may hold
+    /// `per_device` at once.
+    pub fn new(shutdown: CancellationToken, per_device: usize) -> Self {
         Self {
             shutdown,
+            per_device,
             devices: Mutex::default(),
         }
     }
@@ -52,16 +72,20 @@ impl DeviceSockets {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The token for a new socket of `device`.
-    pub fn token_for(&self, device: &DeviceId) -> SocketToken {
+    /// The token for a new socket of `device`, unless it holds as many as it may.
+    pub fn token_for(&self, device: &DeviceId) -> Result<SocketToken, TooManySockets> {
         let mut devices = self.lock();
         let (token, open) = devices
             .entry(device.clone())
             .or_insert_with(|| (self.shutdown.child_token(), Arc::new(())));
-        SocketToken {
+        // The map holds one reference; each open socket another.
+        if Arc::strong_count(open) > self.per_device {
+            return Err(TooManySockets(self.per_device));
+        }
+        Ok(SocketToken {
             token: token.clone(),
             _open: open.clone(),
-        }
+        })
     }
 
     /// Closes every socket of each device `auth` no longer allows, and forgets devices whose

@@ -89,7 +89,10 @@ impl AppState {
                 total: config.max_connections,
                 per_address: config.max_connections_per_address,
             }),
-            sockets: Arc::new(DeviceSockets::new(shutdown.clone())),
+            sockets: Arc::new(DeviceSockets::new(
+                shutdown.clone(),
+                config.max_sockets_per_device,
+            )),
             max_upload_bytes: config.max_upload_bytes,
             object_info,
             library: Arc::new(Library::new(

@@ -24,7 +24,7 @@ use crate::state::AppState;
 use axum::Extension;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
 use futures_util::future::ready;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -58,10 +58,13 @@ pub async fn relay(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, RelayError> {
+    // Closed at shutdown, or when the device is revoked.
+    let closed = match state.sockets.token_for(&device) {
+        Ok(closed) => closed,
+        Err(too_many) => return Ok(too_many.into_response()),
+    };
     let client_id = device.comfy_client_id(query.get("clientId").map(String::as_str));
     let upstream = state.jobs.comfy.connect_ws(&client_id).await?;
-    // Closed at shutdown, or when the device is revoked.
-    let closed = state.sockets.token_for(&device);
     let tasks = state.tasks.clone();
     let files = state.jobs.clone();
     // Each frame is written out as soon as it is sent: the pumps' awaits are the backpressure.

@@ -232,7 +232,12 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_no_one() {
 
 #[tokio::test]
 async fn a_hundred_sockets_following_one_job_all_see_it_finish() {
-    let stack = spawn_stack().await;
+    // More sockets than one device may hold by default.
+    let stack = spawn_stack_with(StackOptions {
+        relay_args: vec!["--max-sockets-per-device=100".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut sockets = Vec::new();
     for _ in 0..100 {

@@ -620,3 +620,21 @@ async fn a_socket_that_takes_the_relays_id_on_comfyuis_own_machine_does_not_free
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_device_holds_at_most_its_share_of_sockets() {
+    let stack = spawn_guarded_stack(TOKEN, &["--max-sockets-per-device=3"], 1.0).await;
+    let phone = Device::paired(&stack.relay_url(), TOKEN).await;
+    let other = Device::paired(&stack.relay_url(), TOKEN).await;
+    let _events = phone.events().await;
+    let _raw = [phone.raw_socket("a").await, phone.raw_socket("b").await];
+    let url = format!("{}/ws?clientId=c", stack.relay_ws(""));
+    let refused = tests::client::connect(&url, &[("cookie", phone.cookie())])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("429"), "{refused}");
+    let _others = other.raw_socket("a").await;
+    drop(_raw);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _again = phone.raw_socket("c").await;
+}

@@ -200,7 +200,10 @@ pub async fn events(
 ) -> Response {
     let jobs = state.jobs.clone();
     // Closed at shutdown, or when the device is revoked.
-    let closed = state.sockets.token_for(&device);
+    let closed = match state.sockets.token_for(&device) {
+        Ok(closed) => closed,
+        Err(too_many) => return too_many.into_response(),
+    };
     let tasks = state.tasks.clone();
     let slot = slot.map(|Extension(slot)| slot);
     upgrade

@@ -85,6 +85,7 @@ async fn main() {
             "--max-finished-jobs=100000",
             "--max-connections=8192",
             "--max-connections-per-address=512",
+            "--max-sockets-per-device=8192",
         ],
         "warn",
     )
