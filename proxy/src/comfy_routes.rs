@@ -8,6 +8,8 @@
 //! ComfyUI but through a route registered here, and no route passes on the path it was asked
 //! for: each builds ComfyUI's path from fixed text and checked segments ([`crate::comfy_path`]).
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{Method, StatusCode};
@@ -155,19 +157,18 @@ fn refusal(method: &Method, path: &str, why: &str) -> ApiError {
     )
 }
 
-/// A refusal route for everything at and below `prefix`.
-fn refuse_below(router: Router<AppState>, prefix: &str, why: &'static str) -> Router<AppState> {
-    let refuse = any(move |request: Request| async move {
+/// A route that refuses every method, saying why.
+fn refuse(why: &'static str) -> MethodRouter<AppState> {
+    any(move |request: Request| async move {
         tracing::info!(method = %request.method(), path = request.uri().path(), "refused a ComfyUI route");
         refusal(request.method(), request.uri().path(), why)
-    });
-    let router = both(router, prefix, refuse.clone());
-    both(router, &format!("{prefix}/{{*rest}}"), refuse)
+    })
 }
 
-/// Relays an operator-allowed route: its fixed path, and below it the checked rest.
-fn allowed_route(rule: &AllowedRoute) -> MethodRouter<AppState> {
-    let base = rule.path.clone();
+/// Relays an operator-allowed route for `methods` (`None`: any): its fixed path `base`, and
+/// below it the checked rest.
+fn allowed_route(base: &str, methods: Option<MethodFilter>) -> MethodRouter<AppState> {
+    let base = base.to_owned();
     let relay = move |State(state): State<AppState>,
                       rest: Option<Path<String>>,
                       request: Request| {
@@ -195,11 +196,8 @@ fn allowed_route(rule: &AllowedRoute) -> MethodRouter<AppState> {
                 .into_response()
         }
     };
-    let route = match &rule.method {
-        Some(method) => on(
-            MethodFilter::try_from(method.clone()).expect("checked when the rule was read"),
-            relay,
-        ),
+    let route = match methods {
+        Some(methods) => on(methods, relay),
         None => any(relay),
     };
     let why = "only other methods of it are allowed";
@@ -241,35 +239,41 @@ pub fn router(allowed: &[AllowedRoute]) -> Router<AppState> {
             get(object_info::serve_class),
         );
 
-    let mut taken: Vec<String> = Vec::new();
+    // One route per pattern, for the methods of every rule that names it (`None`: any).
+    let mut patterns: BTreeMap<String, (String, Option<MethodFilter>)> = BTreeMap::new();
     for rule in allowed {
-        let route = allowed_route(rule);
+        let filter = rule
+            .method
+            .clone()
+            .map(|method| MethodFilter::try_from(method).expect("checked when the rule was read"));
+        let mut named = vec![rule.path.clone()];
         if rule.below {
-            router = both(router, &format!("{}/{{*rest}}", rule.path), route.clone());
-            taken.push(format!("{}/{{*rest}}", rule.path));
+            named.push(format!("{}/{{*rest}}", rule.path));
         }
-        if !taken.contains(&rule.path) {
-            router = both(router, &rule.path, route);
-            taken.push(rule.path.clone());
+        for pattern in named {
+            let entry = patterns
+                .entry(pattern)
+                .or_insert_with(|| (rule.path.clone(), filter));
+            entry.1 = match (entry.1, filter) {
+                (Some(known), Some(more)) => Some(known.or(more)),
+                _ => None,
+            };
         }
+    }
+    for (pattern, (base, methods)) in &patterns {
+        router = both(router, pattern, allowed_route(base, *methods));
     }
     for (prefix, why) in BLOCKED
         .iter()
         .copied()
         .chain(OTHER_ROOTS.iter().map(|root| (*root, UNKNOWN)))
     {
-        if taken.iter().any(|path| path.starts_with(prefix)) {
-            // The operator's rule decides below this prefix; refuse only the prefix itself.
-            if !taken.iter().any(|path| path == prefix) {
-                router = both(
-                    router,
-                    prefix,
-                    any(move |r: Request| async move { refusal(r.method(), r.uri().path(), why) }),
-                );
+        // Where an operator's rule names the same pattern, the rule decides.
+        for pattern in [prefix.to_owned(), format!("{prefix}/{{*rest}}")] {
+            if !patterns.contains_key(&pattern) {
+                router = both(router, &pattern, refuse(why));
             }
-            continue;
         }
-        router = refuse_below(router, prefix, why);
     }
     router.route(
         "/api/{*rest}",

@@ -638,3 +638,71 @@ async fn a_device_holds_at_most_its_share_of_sockets() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _again = phone.raw_socket("c").await;
 }
+
+#[tokio::test]
+async fn operator_rules_become_routes_that_still_check_every_segment() {
+    let stack = spawn_guarded_stack(
+        TOKEN,
+        &[
+            "--allow-route=GET /userdata/",
+            "--allow-route=PUT /userdata/",
+        ],
+        1.0,
+    )
+    .await;
+    let script = Device::script(&stack.relay_url(), TOKEN);
+    for method in [Method::GET, Method::PUT] {
+        let answer = script
+            .send(method.clone(), "/userdata/workflows/a.json")
+            .await;
+        assert_eq!(
+            answer.status(),
+            404,
+            "{method}: the double has no such route, so it answered"
+        );
+    }
+    assert_eq!(
+        stack
+            .comfyui
+            .requests_to("GET", "/userdata/workflows/a.json")
+            .len(),
+        1
+    );
+    assert_eq!(
+        stack
+            .comfyui
+            .requests_to("PUT", "/userdata/workflows/a.json")
+            .len(),
+        1
+    );
+    let refused = script
+        .send(Method::DELETE, "/userdata/workflows/a.json")
+        .await;
+    assert_eq!(refused.status(), 403, "no rule names DELETE");
+    let refused = script.send(Method::GET, "/settings").await;
+    assert_eq!(refused.status(), 403, "other blocked routes stay blocked");
+
+    for path in [
+        "/userdata/..%2Fsettings",
+        "/userdata/%2e%2e/settings",
+        "/api/userdata/..\\settings",
+    ] {
+        let mut stream = TcpStream::connect(stack.relay_addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (answer, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    let reached: Vec<String> = stack
+        .comfyui
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        !reached.iter().any(|p| p.contains("settings")),
+        "{reached:?}"
+    );
+}
