@@ -158,12 +158,38 @@ impl Library {
 
     /// Every saved workflow, by name.
     pub fn list(&self) -> Result<Vec<SavedWorkflow>, LibraryError> {
+        let mut saved = Vec::new();
+        self.each(|name, path, workflow| {
+            saved.push(SavedWorkflow {
+                name: name.to_owned(),
+                nodes: workflow.len(),
+                updated_at: modified_ms(path),
+            });
+        })?;
+        saved.sort_by_key(|w| w.name.to_lowercase());
+        Ok(saved)
+    }
+
+    /// Whether a saved workflow has an input set to `value` (a LoadImage's picture, say).
+    pub fn names_value(&self, value: &str) -> bool {
+        let mut named = false;
+        let found = self.each(|_, _, workflow| {
+            named = named
+                || workflow
+                    .nodes_in_display_order()
+                    .into_iter()
+                    .any(|(_, node)| node.inputs.values().any(|v| v.as_str() == Some(value)));
+        });
+        found.is_ok() && named
+    }
+
+    /// Reads every saved workflow once, for `visit` (name, file, workflow).
+    fn each(&self, mut visit: impl FnMut(&str, &Path, &Workflow)) -> Result<(), LibraryError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(error) => return Err(error.into()),
         };
-        let mut saved = Vec::new();
         for entry in entries {
             let path = entry?.path();
             let Some(name) = path
@@ -182,14 +208,9 @@ impl Library {
                 tracing::warn!(file = %path.display(), "not an API-format workflow; not listed");
                 continue;
             };
-            saved.push(SavedWorkflow {
-                name: name.to_owned(),
-                nodes: workflow.len(),
-                updated_at: modified_ms(&path),
-            });
+            visit(name, &path, &workflow);
         }
-        saved.sort_by_key(|w| w.name.to_lowercase());
-        Ok(saved)
+        Ok(())
     }
 
     /// A saved workflow.

@@ -23,9 +23,9 @@ use tokio::time::{Instant, Sleep};
 use crate::error::ApiError;
 
 /// How long the relay waits on a client's body for [`MIN_BYTES_PER_WINDOW`].
-pub const BODY_WINDOW: Duration = Duration::from_secs(10);
+const BODY_WINDOW: Duration = Duration::from_secs(10);
 /// What a client must deliver per [`BODY_WINDOW`] of waiting: 100 bytes a second.
-pub const MIN_BYTES_PER_WINDOW: u64 = 1000;
+const MIN_BYTES_PER_WINDOW: u64 = 1000;
 
 /// Why a guarded body stopped.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +171,7 @@ pub async fn read_capped(body: Body, cap: usize) -> Result<Bytes, ApiError> {
 }
 
 /// The [`BodyError`] somewhere in an error's sources, if a guarded body failed.
-pub fn body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+fn body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
     let mut cause = Some(error);
     while let Some(error) = cause {
         if let Some(found) = error.downcast_ref::<BodyError>() {
@@ -184,9 +184,9 @@ pub fn body_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'
 
 /// The most JSON values (numbers, strings, arrays, objects...) the relay parses from one body:
 /// a large workflow with its editor graph has tens of thousands.
-pub const MAX_JSON_VALUES: usize = 250_000;
+const MAX_JSON_VALUES: usize = 250_000;
 /// The deepest nesting accepted.
-pub const MAX_JSON_DEPTH: usize = 64;
+const MAX_JSON_DEPTH: usize = 64;
 
 /// Why JSON is refused before it is parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -203,7 +203,14 @@ pub enum JsonShapeError {
 /// 10 MB body of `0,0,0,...` is five million values of 32 bytes or more each) or deep nesting.
 /// One pass over the bytes, allocating nothing; malformed JSON is left to the parser to name.
 pub fn check_json_shape(text: &[u8]) -> Result<(), JsonShapeError> {
+    let delimits = |byte: u8| {
+        matches!(
+            byte,
+            b' ' | b'\t' | b'\r' | b'\n' | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'"'
+        )
+    };
     let (mut values, mut depth, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    // Inside a number, `true`, `false` or `null`: a scalar is counted at its first byte.
     let mut in_scalar = false;
     for &byte in text {
         if in_string {
@@ -215,17 +222,8 @@ pub fn check_json_shape(text: &[u8]) -> Result<(), JsonShapeError> {
             }
             continue;
         }
-        let starts_scalar = !in_scalar
-            && !matches!(
-                byte,
-                b' ' | b'\t' | b'\r' | b'\n' | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'"'
-            );
-        in_scalar = starts_scalar
-            || (in_scalar
-                && !matches!(
-                    byte,
-                    b' ' | b'\t' | b'\r' | b'\n' | b',' | b':' | b']' | b'}'
-                ));
+        let starts_scalar = !in_scalar && !delimits(byte);
+        in_scalar = !delimits(byte);
         match byte {
             b'"' => {
                 in_string = true;

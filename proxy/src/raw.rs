@@ -207,10 +207,10 @@ pub struct HistoryQuery {
     offset: Option<usize>,
 }
 
-/// `GET /history?max_items&offset`: the device's own prompts in ComfyUI's history. The window (`max_items` from `offset`, or without it the newest
-/// `max_items`, 200 if unsaid) is taken from the device's prompts before anything is fetched,
-/// so a listing costs at most that many requests to ComfyUI; prompts not in its history (still
-/// waiting, or forgotten) are left out.
+/// `GET /history?max_items&offset`: the device's own prompts in ComfyUI's history. The window
+/// (`max_items` from `offset`, or without it the newest `max_items`, 200 if unsaid) is taken
+/// from the device's prompts before anything is fetched, so a listing costs at most that many
+/// requests to ComfyUI; prompts not in its history (still waiting, or forgotten) are left out.
 pub async fn history(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
@@ -260,26 +260,6 @@ fn output() -> String {
     "output".to_owned()
 }
 
-/// Whether `file` is an input picture one of the team's saved workflows names.
-fn named_by_library(state: &AppState, file: &ImageRef) -> bool {
-    let value = if file.subfolder.is_empty() {
-        file.filename.clone()
-    } else {
-        format!("{}/{}", file.subfolder, file.filename)
-    };
-    let Ok(saved) = state.library.list() else {
-        return false;
-    };
-    saved.iter().any(|workflow| {
-        state.library.get(&workflow.name).is_ok_and(|graph| {
-            graph
-                .nodes_in_display_order()
-                .into_iter()
-                .any(|(_, node)| node.inputs.values().any(|v| v.as_str() == Some(&value)))
-        })
-    })
-}
-
 /// `GET /view`: a file the device's prompts made or it uploaded (or, from the input folder, one
 /// a saved workflow names, or any with `--share-inputs`).
 pub async fn view(
@@ -293,9 +273,11 @@ pub async fn view(
         subfolder: query.subfolder.clone(),
         kind: query.kind.clone(),
     };
-    let shared_input =
-        file.kind == "input" && (state.share_inputs || named_by_library(&state, &file));
-    if !(state.jobs.may_view(&device, &file) || shared_input) {
+    // The library is read only for an input picture the device was not given.
+    let allowed = state.jobs.may_view(&device, &file)
+        || (file.kind == "input"
+            && (state.share_inputs || state.library.names_value(&file.load_image_value())));
+    if !allowed {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(

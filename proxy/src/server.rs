@@ -224,22 +224,16 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::extract::Request| {
-                request.extensions_mut().insert(ConnectInfo(address));
-                request.extensions_mut().insert(slot.clone());
-                request
-            });
+        let service =
+            app.clone()
+                .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(address));
+                    request.extensions_mut().insert(slot.clone());
+                    request
+                });
         let connection = http
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.map_request(
-                    |request: hyper::Request<hyper::body::Incoming>| {
-                        request.map(axum::body::Body::new)
-                    },
-                )),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .with_upgrades();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {

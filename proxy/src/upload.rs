@@ -22,7 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
-use shared::comfy::{ImageRef, UploadedImage};
+use shared::comfy::UploadedImage;
 
 use crate::device::DeviceId;
 use crate::error::{ApiError, RelayError, error_chain};
@@ -430,14 +430,7 @@ pub async fn stream_image(
             text,
         })?;
     // The device may see what it uploaded, and only that of the input folder.
-    state.jobs.files.grant(
-        device,
-        ImageRef {
-            filename: uploaded.name.clone(),
-            subfolder: uploaded.subfolder.clone(),
-            kind: uploaded.kind.clone(),
-        },
-    );
+    state.jobs.files.grant(device, uploaded.file());
     Ok((uploaded, options))
 }
 

@@ -27,7 +27,7 @@ pub struct Files(Mutex<HashMap<DeviceId, Granted>>);
 
 /// Every file an output names: its images, and any `{filename, subfolder, type}` in its other
 /// lists (`gifs`, `audio`, `video`, ... of newer or custom nodes).
-pub fn files_in(output: &NodeOutput) -> Vec<ImageRef> {
+fn files_in(output: &NodeOutput) -> Vec<ImageRef> {
     let others = output
         .other
         .values()

@@ -232,8 +232,7 @@ impl Jobs {
     /// Every prompt `device` queued that the relay remembers, jobs and raw prompts, oldest
     /// first.
     pub fn prompts_of(&self, device: &DeviceId) -> Vec<String> {
-        let jobs = self.registry.list(device).into_iter();
-        let mut prompts: Vec<(String, u64)> = jobs.map(|job| (job.id, job.created_at)).collect();
+        let mut prompts = self.registry.queued_by(device);
         prompts.extend(self.relayed.prompts_of(device));
         prompts.sort_by_key(|(_, queued)| *queued);
         prompts.into_iter().map(|(id, _)| id).collect()
@@ -241,12 +240,7 @@ impl Jobs {
 
     /// Whether `device` may fetch `file`: it was given it, or one of its jobs made it.
     pub fn may_view(&self, device: &DeviceId, file: &ImageRef) -> bool {
-        self.files.granted(device, file)
-            || self
-                .registry
-                .list(device)
-                .iter()
-                .any(|job| job.outputs.contains(file))
+        self.files.granted(device, file) || self.registry.made(device, file)
     }
 
     /// Takes the relay's own client id out of a prompt's `extra_data`, as `/queue` and

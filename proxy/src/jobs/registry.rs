@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use shared::api::{Event, Job, JobError, JobState, NodeRun, NodeStatus};
-use shared::comfy::{HistoryEntry, PreviewMetadata, PromptRequest, ServerMessage, with_metadata};
+use shared::comfy::{
+    HistoryEntry, ImageRef, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
+};
 use shared::progress::{Outcome, RunProgress};
 use shared::workflow::Workflow;
 
@@ -510,18 +512,26 @@ impl Registry {
 
     /// Ids of jobs that have not ended.
     pub fn unfinished(&self) -> Vec<String> {
+        self.unfinished_before(u64::MAX)
+    }
+
+    /// A device's jobs by id, with when each was queued (milliseconds since the epoch).
+    pub fn queued_by(&self, device: &DeviceId) -> Vec<(String, u64)> {
         let inner = self.lock();
         inner
-            .order
-            .iter()
-            .filter(|id| {
-                inner
-                    .jobs
-                    .get(*id)
-                    .is_some_and(|e| !e.record.state.is_finished())
-            })
-            .cloned()
+            .jobs
+            .values()
+            .filter(|entry| entry.record.device == *device)
+            .map(|entry| (entry.record.id.clone(), entry.record.created_at))
             .collect()
+    }
+
+    /// Whether one of `device`'s jobs made `file`.
+    pub fn made(&self, device: &DeviceId, file: &ImageRef) -> bool {
+        self.lock()
+            .jobs
+            .values()
+            .any(|entry| entry.record.device == *device && entry.record.run.images().contains(file))
     }
 
     /// How many jobs are remembered.

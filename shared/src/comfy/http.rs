@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ws::{Executed, NodeOutput, ServerMessage};
+use super::ws::{Executed, ImageRef, NodeOutput, ServerMessage};
 use crate::workflow::Workflow;
 
 /// The body of `POST /prompt`.
@@ -146,13 +146,18 @@ pub struct UploadedImage {
 }
 
 impl UploadedImage {
+    /// The file stored, as `/view` names it.
+    pub fn file(&self) -> ImageRef {
+        ImageRef {
+            filename: self.name.clone(),
+            subfolder: self.subfolder.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+
     /// The value a LoadImage `image` input takes to load this file.
     pub fn load_image_value(&self) -> String {
-        if self.subfolder.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{}/{}", self.subfolder, self.name)
-        }
+        self.file().load_image_value()
     }
 }
 

@@ -344,6 +344,16 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// The value a LoadImage `image` input takes to load this file: `subfolder/name`, or the
+    /// name alone.
+    pub fn load_image_value(&self) -> String {
+        if self.subfolder.is_empty() {
+            self.filename.clone()
+        } else {
+            format!("{}/{}", self.subfolder, self.filename)
+        }
+    }
+
     /// The query string for `GET /view`.
     pub fn view_query(&self) -> String {
         format!(
