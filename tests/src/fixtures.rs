@@ -18,6 +18,12 @@ pub const OUTPUT_PNG: &[u8] = include_bytes!("../fixtures/output.png");
 /// A 32x24 PNG to upload as a phone picture.
 pub const PHONE_PNG: &[u8] = include_bytes!("../fixtures/phone.png");
 
+/// A `POST /prompt` body: `workflow` (API-format text) for the socket of `client_id`.
+pub fn prompt_body(workflow: &str, client_id: &str) -> serde_json::Value {
+    let workflow: serde_json::Value = serde_json::from_str(workflow).expect("the fixture is JSON");
+    serde_json::json!({ "prompt": workflow, "client_id": client_id })
+}
+
 /// The start of a PNG: [`PHONE_PNG`]'s signature and header, then the head of an ancillary
 /// chunk of `data_len` bytes, whose data the caller sends (a huge upload, say).
 pub fn png_head_with_chunk(data_len: u32) -> Vec<u8> {

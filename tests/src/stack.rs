@@ -66,6 +66,18 @@ pub async fn spawn_stack_with(options: StackOptions) -> Stack {
     spawn_relay(comfyui, options).await
 }
 
+/// Starts the double replaying runs at `pace` (see [`Options::pace`]) and a relay in front of it.
+pub async fn spawn_paced_stack(pace: f64) -> Stack {
+    spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace,
+            ..Options::default()
+        },
+        ..StackOptions::default()
+    })
+    .await
+}
+
 /// Starts the double (at `pace`) and a relay that requires pairing even on loopback, with the
 /// access token `token` and more `comfy-relay` flags.
 pub async fn spawn_guarded_stack(token: &str, extra: &[&str], pace: f64) -> Stack {

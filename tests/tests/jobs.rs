@@ -13,20 +13,9 @@ use tests::client::http_without_redirects;
 use tests::comfyui::Options;
 use tests::device::Device;
 use tests::fixtures;
-use tests::stack::{Stack, StackOptions, spawn_stack, spawn_stack_with};
+use tests::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-async fn stack_at_pace(pace: f64) -> Stack {
-    spawn_stack_with(StackOptions {
-        comfyui: Options {
-            pace,
-            ..Options::default()
-        },
-        ..StackOptions::default()
-    })
-    .await
-}
 
 fn finished(job: &Job) -> bool {
     job.state.is_finished()
@@ -104,7 +93,7 @@ async fn edited_values_reach_comfyui() {
 
 #[tokio::test]
 async fn an_event_socket_dropped_mid_run_and_back_later_ends_exactly_like_one_that_stayed() {
-    let stack = stack_at_pace(4.0).await;
+    let stack = spawn_paced_stack(4.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut steady = phone.events().await;
     let mut sleepy = phone.events().await;
@@ -121,7 +110,7 @@ async fn an_event_socket_dropped_mid_run_and_back_later_ends_exactly_like_one_th
 
 #[tokio::test]
 async fn when_the_relays_socket_to_comfyui_drops_the_run_is_finished_from_history() {
-    let stack = stack_at_pace(2.0).await;
+    let stack = spawn_paced_stack(2.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
     let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
@@ -154,7 +143,7 @@ async fn when_the_relays_socket_to_comfyui_drops_the_run_is_finished_from_histor
 
 #[tokio::test]
 async fn when_comfyui_restarts_mid_run_the_job_is_marked_lost_and_can_be_queued_again() {
-    let mut stack = stack_at_pace(5.0).await;
+    let mut stack = spawn_paced_stack(5.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
     let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
@@ -257,7 +246,7 @@ async fn a_hundred_sockets_following_one_job_all_see_it_finish() {
 
 #[tokio::test]
 async fn each_device_sees_only_its_own_jobs_and_cannot_cancel_anothers() {
-    let stack = stack_at_pace(5.0).await;
+    let stack = spawn_paced_stack(5.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let laptop = Device::new(&stack.relay_url()).await;
     let mut laptop_events = laptop.events().await;
@@ -286,7 +275,7 @@ async fn each_device_sees_only_its_own_jobs_and_cannot_cancel_anothers() {
 
 #[tokio::test]
 async fn cancelling_a_waiting_job_takes_it_off_comfyuis_queue() {
-    let stack = stack_at_pace(5.0).await;
+    let stack = spawn_paced_stack(5.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
     let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
@@ -315,7 +304,7 @@ async fn cancelling_a_waiting_job_takes_it_off_comfyuis_queue() {
 
 #[tokio::test]
 async fn cancelling_a_running_job_interrupts_exactly_that_prompt() {
-    let stack = stack_at_pace(5.0).await;
+    let stack = spawn_paced_stack(5.0).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
     let job = phone.submit_ok(fixtures::INVERT_SLOW).await;

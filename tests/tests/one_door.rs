@@ -46,16 +46,14 @@ async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (String, bool
     (String::from_utf8_lossy(&read).into_owned(), closed)
 }
 
-fn prompt(client_id: &str) -> Value {
-    json!({
-        "prompt": serde_json::from_str::<Value>(fixtures::SD15_TXT2IMG).unwrap(),
-        "client_id": client_id,
-    })
-}
-
 /// Queues a raw prompt for `device` and returns its id.
 async fn raw_prompt(device: &Device, client_id: &str) -> String {
-    let response = device.post_json("/prompt", prompt(client_id)).await;
+    let response = device
+        .post_json(
+            "/prompt",
+            fixtures::prompt_body(fixtures::SD15_TXT2IMG, client_id),
+        )
+        .await;
     assert_eq!(response.status(), 200);
     response.json::<PromptAccepted>().await.unwrap().prompt_id
 }

@@ -9,14 +9,10 @@ use serde_json::{Value, json};
 use shared::comfy::{BinaryFrame, PromptAccepted, UploadedImage};
 use tests::client::{self, http, is_run_end, texts};
 use tests::fixtures;
-use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
+use tests::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUN_LIMIT: Duration = Duration::from_secs(15);
-
-fn prompt_body(workflow: &str, client_id: &str) -> Value {
-    json!({ "prompt": serde_json::from_str::<Value>(workflow).unwrap(), "client_id": client_id })
-}
 
 #[tokio::test]
 async fn every_read_route_answers_through_the_relay_as_comfyui_does_at_root_and_under_api() {
@@ -75,7 +71,7 @@ async fn a_queued_prompt_reaches_comfyui_under_the_devices_client_id_and_its_run
         .await
         .unwrap();
     client::negotiate_previews(&mut socket).await;
-    let body = prompt_body(fixtures::SD15_TXT2IMG, "phone-1");
+    let body = fixtures::prompt_body(fixtures::SD15_TXT2IMG, "phone-1");
 
     let response = http()
         .post(format!("{}/prompt", stack.relay_url()))
@@ -149,7 +145,7 @@ async fn a_socket_that_did_not_negotiate_gets_legacy_previews_through_the_relay(
         .unwrap();
     let accepted: PromptAccepted = http()
         .post(format!("{}/api/prompt", stack.relay_url()))
-        .json(&prompt_body(fixtures::INVERT_SLOW, "old"))
+        .json(&fixtures::prompt_body(fixtures::INVERT_SLOW, "old"))
         .send()
         .await
         .unwrap()
@@ -170,7 +166,7 @@ async fn a_socket_that_did_not_negotiate_gets_legacy_previews_through_the_relay(
 #[tokio::test]
 async fn requests_from_a_lan_origin_succeed_through_the_relay_though_comfyui_refuses_them() {
     let stack = spawn_stack().await;
-    let body = prompt_body(fixtures::EMPTY_IMAGE, "phone-2");
+    let body = fixtures::prompt_body(fixtures::EMPTY_IMAGE, "phone-2");
     // What the app sends from a phone: the relay's origin, which is foreign to ComfyUI.
     let relay_origin = stack.relay_url();
     let referer = format!("{relay_origin}/");
@@ -315,20 +311,13 @@ async fn an_upload_reaches_comfyui_before_the_browser_has_finished_sending_it() 
 
 #[tokio::test]
 async fn interrupt_and_queue_edits_reach_comfyui_for_the_devices_own_prompts_only() {
-    let stack = spawn_stack_with(StackOptions {
-        comfyui: tests::comfyui::Options {
-            pace: 5.0,
-            ..Default::default()
-        },
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = spawn_paced_stack(5.0).await;
     let relay = stack.relay_url();
     let mut ids = Vec::new();
     for _ in 0..2 {
         let accepted: PromptAccepted = http()
             .post(format!("{relay}/prompt"))
-            .json(&prompt_body(fixtures::SD15_TXT2IMG, "script"))
+            .json(&fixtures::prompt_body(fixtures::SD15_TXT2IMG, "script"))
             .send()
             .await
             .unwrap()
