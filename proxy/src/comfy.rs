@@ -1,14 +1,23 @@
 //! ComfyUI's HTTP API as typed calls, for the relay's own work (jobs, reconciliation).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, Response};
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use shared::comfy::{History, HistoryEntry, PromptAccepted, PromptRejected, PromptRequest, Queue};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::error::RelayError;
+use crate::error::{RelayError, error_chain};
 use crate::upstream::Upstream;
 
 /// `/object_info/{class}`, the class percent-encoded as one path segment.
@@ -28,12 +37,75 @@ pub type ComfySocket =
 /// ComfyUI's frames are small but for previews; the read buffer grows for those when needed.
 const SOCKET_READ_BUFFER: usize = 16 * 1024;
 
+/// How long connecting to ComfyUI may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Calls ComfyUI wherever [`Upstream`] says it is.
+///
+/// Relayed requests go over hyper's pooled client itself ([`ComfyClient::forward`]): reqwest's
+/// URL parsing, redirect and retry layers were a fifth of a relayed request's time. The relay's
+/// own calls (JSON, uploads, probes) use reqwest.
 #[derive(Clone)]
 pub struct ComfyClient {
     http: reqwest::Client,
+    relay: Client<HttpConnector, Body>,
     upstream: Arc<Upstream>,
     timeout: Duration,
+}
+
+/// A response body from ComfyUI that fails once no frame has come for `limit`: a ComfyUI hung
+/// mid-answer ends the relayed answer instead of holding it open for ever.
+struct SilenceGuard {
+    body: hyper::body::Incoming,
+    uri: axum::http::Uri,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl SilenceGuard {
+    fn new(body: hyper::body::Incoming, uri: axum::http::Uri, limit: Duration) -> Self {
+        Self {
+            body,
+            uri,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl HttpBody for SilenceGuard {
+    type Data = Bytes;
+    type Error = RelayError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            let deadline = tokio::time::Instant::now() + this.limit;
+            this.deadline.as_mut().reset(deadline);
+            return Poll::Ready(frame.map(|frame| {
+                frame.map_err(|error| RelayError::UpstreamFailed {
+                    url: this.uri.to_string(),
+                    detail: error_chain(&error),
+                })
+            }));
+        }
+        ready!(this.deadline.as_mut().poll(cx));
+        Poll::Ready(Some(Err(RelayError::UpstreamTimeout {
+            url: this.uri.to_string(),
+            seconds: this.limit.as_secs(),
+        })))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why ComfyUI did not queue a prompt.
@@ -58,8 +130,12 @@ pub enum QueueError {
 impl ComfyClient {
     /// A client using the relay's HTTP client and upstream.
     pub fn new(http: reqwest::Client, upstream: Arc<Upstream>, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
         Self {
             http,
+            relay: Client::builder(TokioExecutor::new()).build(connector),
             upstream,
             timeout,
         }
@@ -71,7 +147,13 @@ impl ComfyClient {
         url: &url::Url,
     ) -> Result<reqwest::Response, RelayError> {
         self.upstream
-            .answer_within(self.timeout, url, request.timeout(self.timeout).send())
+            .answer_within(self.timeout, url, async {
+                request
+                    .timeout(self.timeout)
+                    .send()
+                    .await
+                    .map_err(|e| RelayError::from_upstream(url, e, self.timeout.as_secs()))
+            })
             .await
     }
 
@@ -107,23 +189,32 @@ impl ComfyClient {
         }
     }
 
-    /// Sends `method path_and_query` with `headers` and a streamed `body`, and returns ComfyUI's
-    /// answer with its body unread, within the client's timeout.
+    /// Sends `method path_and_query` with `headers` and a streamed `body` over the relaying
+    /// client, and returns ComfyUI's answer within the client's timeout. Its body streams on
+    /// and fails if ComfyUI goes silent for that long mid-answer.
     pub async fn forward(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path_and_query: &str,
-        headers: reqwest::header::HeaderMap,
-        body: Option<reqwest::Body>,
-    ) -> Result<reqwest::Response, RelayError> {
-        let url = self.upstream.url_for(path_and_query);
-        let mut request = self.http.request(method, url.clone()).headers(headers);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        self.upstream
-            .answer_within(self.timeout, &url, request.send())
-            .await
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Response<Body>, RelayError> {
+        let uri = self.upstream.uri_for(path_and_query)?;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers;
+        let answer = async {
+            self.relay
+                .request(request)
+                .await
+                .map_err(|error| RelayError::from_relay(&uri, &error))
+        };
+        let response = self
+            .upstream
+            .answer_within(self.timeout, &uri, answer)
+            .await?;
+        Ok(response.map(|body| Body::new(SilenceGuard::new(body, uri, self.timeout))))
     }
 
     /// Streams a multipart form (`content_type` names its boundary) to `/upload/image`. No
@@ -141,7 +232,12 @@ impl ComfyClient {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         self.upstream
-            .answer_within(Duration::MAX, &url, request.send())
+            .answer_within(Duration::MAX, &url, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|e| RelayError::from_upstream(&url, e, u64::MAX))
+            })
             .await
     }
 

@@ -16,6 +16,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, get, on, post};
 
+use crate::comfy::ComfyClient;
 use crate::comfy_path::{self, Segment};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -116,18 +117,22 @@ fn both(router: Router<AppState>, path: &str, route: MethodRouter<AppState>) -> 
 /// Relays a GET to a fixed ComfyUI path, keeping the query.
 fn fixed(path: &'static str) -> MethodRouter<AppState> {
     get(
-        move |State(state): State<AppState>, request: Request| async move {
+        move |State(comfy): State<ComfyClient>, request: Request| async move {
             let target = with_query(path, &request);
-            http_relay::forward(&state, &target, request).await
+            http_relay::forward(&comfy, &target, request).await
         },
     )
 }
 
 fn with_query(path: &str, request: &Request) -> String {
-    match request.uri().query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_owned(),
+    let query = request.uri().query();
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
     }
+    target
 }
 
 /// `GET /object_info/{class}`.
@@ -141,7 +146,7 @@ async fn object_info_class(
         Err(why) => return comfy_path::refusal("node class", &class, why).into_response(),
     };
     let target = comfy_path::path("/object_info", &[&class]);
-    http_relay::forward(&state, &target, request)
+    http_relay::forward(&state.jobs.comfy, &target, request)
         .await
         .into_response()
 }
@@ -191,7 +196,7 @@ fn allowed_route(base: &str, methods: Option<MethodFilter>) -> MethodRouter<AppS
             let target = comfy_path::path(&base, &segments.iter().collect::<Vec<_>>());
             tracing::info!(method = %request.method(), path = %target, "relaying a route the operator allowed");
             let target = with_query(&target, &request);
-            http_relay::forward(&state, &target, request)
+            http_relay::forward(&state.jobs.comfy, &target, request)
                 .await
                 .into_response()
         }

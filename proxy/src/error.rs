@@ -97,6 +97,16 @@ impl RelayError {
         }
     }
 
+    /// How the relaying client failed to reach `uri`: no connection, or no valid answer.
+    pub fn from_relay(uri: &axum::http::Uri, error: &hyper_util::client::legacy::Error) -> Self {
+        let (url, detail) = (uri.to_string(), error_chain(error));
+        if error.is_connect() {
+            Self::UpstreamUnreachable { url, detail }
+        } else {
+            Self::UpstreamFailed { url, detail }
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {

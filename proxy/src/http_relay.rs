@@ -8,16 +8,15 @@ use axum::body::Body;
 use axum::body::HttpBody as _;
 use axum::extract::Request;
 use axum::http::{Method, Response};
-use futures_util::TryStreamExt;
 
+use crate::comfy::ComfyClient;
 use crate::error::RelayError;
 use crate::headers;
-use crate::state::AppState;
 
 /// Forwards the request (method, headers, body) to ComfyUI's `path_and_query`, which the
 /// route built from its matched parameters ([`crate::comfy_path`]), never the path as sent.
 pub async fn forward(
-    state: &AppState,
+    comfy: &ComfyClient,
     path_and_query: &str,
     request: Request,
 ) -> Result<Response<Body>, RelayError> {
@@ -25,24 +24,18 @@ pub async fn forward(
     // A GET carries no body; sending an empty chunked one would confuse some servers.
     let has_body = !(parts.method == Method::GET || parts.method == Method::HEAD)
         && body.size_hint().exact() != Some(0);
-    let body = has_body.then(|| reqwest::Body::wrap_stream(body.into_data_stream()));
-    let response = state
-        .jobs
-        .comfy
+    let body = if has_body { body } else { Body::empty() };
+    let response = comfy
         .forward(
             parts.method,
             path_and_query,
-            headers::to_upstream(&parts.headers),
+            headers::to_upstream(parts.headers),
             body,
         )
         .await?;
-
-    let mut builder = Response::builder().status(response.status());
-    if let Some(headers) = builder.headers_mut() {
-        *headers = headers::to_downstream(response.headers());
-    }
-    let stream = response.bytes_stream().map_err(axum::Error::new);
-    Ok(builder
-        .body(Body::from_stream(stream))
-        .expect("status and headers come from a valid response"))
+    let (parts, body) = response.into_parts();
+    let mut answer = Response::new(body);
+    *answer.status_mut() = parts.status;
+    *answer.headers_mut() = headers::to_downstream(parts.headers);
+    Ok(answer)
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod device;
 pub mod device_sockets;
 pub mod error;
+pub mod gate;
 pub mod headers;
 pub mod health;
 pub mod http_relay;
@@ -45,6 +46,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -107,23 +109,17 @@ pub fn app(state: AppState) -> Router {
     let protected = relay_routes()
         .merge(comfy_routes::router(&state.allowed_routes))
         .route_layer(middleware::from_fn(auth::require_device));
-    let cap = largest_body(&state);
-    public_routes()
-        .merge(protected)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::identify,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            same_origin::same_origin,
-        ))
-        .layer(middleware::from_fn(move |request, next| {
-            limits::guard_bodies(cap, request, next)
-        }))
-        .layer(middleware::from_fn(limits::no_sniff))
+    let gate = Arc::new(gate::Gate {
+        auth: state.auth.clone(),
+        host_names: state.host_names.clone(),
+        body_cap: largest_body(&state),
+    });
+    let routes = public_routes().merge(protected).with_state(state);
+    let checks = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http().make_span_with(log::request_span))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(gate, gate::check))
+        .service(routes);
+    Router::new().fallback_service(checks)
 }
 
 /// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked

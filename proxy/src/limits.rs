@@ -15,7 +15,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
@@ -125,34 +124,36 @@ impl HttpBody for GuardedBody {
     }
 }
 
-/// Middleware: guards every request body with a total cap of `cap` bytes, and refuses a
-/// declared `Content-Length` over it before reading anything.
-pub async fn guard_bodies(cap: u64, request: Request, next: Next) -> Response {
+/// Guards the request's body with a total cap of `cap` bytes, or refuses a declared
+/// `Content-Length` over it before anything is read. A request without a body is left as it is.
+pub fn guard_body(cap: u64, request: Request) -> Result<Request, Box<Response>> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > cap) {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("The request body is larger than the relay accepts ({cap} bytes)."),
-        )
-        .into_response();
+        return Err(Box::new(
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("The request body is larger than the relay accepts ({cap} bytes)."),
+            )
+            .into_response(),
+        ));
     }
-    let request = request.map(|body| Body::new(GuardedBody::new(body, cap)));
-    next.run(request).await
+    if request.body().size_hint().exact() == Some(0) {
+        return Ok(request);
+    }
+    Ok(request.map(|body| Body::new(GuardedBody::new(body, cap))))
 }
 
-/// Middleware: `X-Content-Type-Options: nosniff` on every answer, so that no browser ever
-/// renders a relayed file as anything but the type it is served as.
-pub async fn no_sniff(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+/// `X-Content-Type-Options: nosniff`, so that no browser ever renders a relayed file as
+/// anything but the type it is served as.
+pub fn no_sniff(response: &mut Response) {
     response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    response
 }
 
 /// Reads a whole body of at most `cap` bytes, for handlers that parse what they relay.

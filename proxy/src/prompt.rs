@@ -131,7 +131,7 @@ pub async fn queue(
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     let request = Request::from_parts(parts, Body::from(body));
-    let answer = match http_relay::forward(&state, "/prompt", request).await {
+    let answer = match http_relay::forward(&state.jobs.comfy, "/prompt", request).await {
         Ok(answer) if answer.status().is_success() => answer,
         other => return other.into_response(),
     };

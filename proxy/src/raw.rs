@@ -304,7 +304,7 @@ pub async fn view(
     let target = format!("/view?{}", target.query().unwrap_or_default());
     let (parts, _) = request.into_parts();
     let request = Request::from_parts(parts, Body::empty());
-    http_relay::forward(&state, &target, request)
+    http_relay::forward(&state.jobs.comfy, &target, request)
         .await
         .into_response()
 }

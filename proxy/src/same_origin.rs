@@ -12,13 +12,11 @@
 
 use std::net::IpAddr;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The host names the relay answers to.
 #[derive(Debug, Clone)]
@@ -93,19 +91,17 @@ pub fn check(names: &HostNames, method: &Method, headers: &HeaderMap) -> Option<
     foreign.then_some("Requests from another web site are refused.")
 }
 
-/// Middleware: refuses cross-site and misaddressed requests.
-pub async fn same_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(message) = check(&state.host_names, request.method(), request.headers()) {
-        tracing::warn!(
-            method = %request.method(),
-            path = request.uri().path(),
-            origin = ?request.headers().get(header::ORIGIN),
-            host = ?request.headers().get(header::HOST),
-            "{message}"
-        );
-        return refuse(message);
-    }
-    next.run(request).await
+/// Refuses a cross-site or misaddressed request: the answer to send instead, logged.
+pub fn refusal(host_names: &HostNames, request: &Request) -> Option<Response> {
+    let message = check(host_names, request.method(), request.headers())?;
+    tracing::warn!(
+        method = %request.method(),
+        path = request.uri().path(),
+        origin = ?request.headers().get(header::ORIGIN),
+        host = ?request.headers().get(header::HOST),
+        "{message}"
+    );
+    Some(refuse(message))
 }
 
 #[cfg(test)]

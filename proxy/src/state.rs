@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::comfy::ComfyClient;
+use crate::comfy::{CONNECT_TIMEOUT, ComfyClient};
 use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
 use crate::device::DeviceLinks;
@@ -20,12 +20,21 @@ use crate::same_origin::HostNames;
 use crate::server::{ConnectionLimits, Connections};
 use crate::upstream::Upstream;
 
-/// How long to wait for a TCP connection to ComfyUI.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Shared by every request and background task.
+/// Shared by every request and background task; a clone is one reference count (axum clones
+/// the state for every request it hands a handler).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// One HTTP client (and connection pool) for every request to ComfyUI.
     pub http: reqwest::Client,
     /// Where ComfyUI is.
@@ -78,7 +87,7 @@ impl AppState {
         let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
         let object_info = Arc::new(ObjectInfo::new(comfy.clone()));
         let shutdown = CancellationToken::new();
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)),
             device_links: Arc::new(DeviceLinks::default()),
             auth: Arc::new(Auth::new(config)?),
@@ -107,6 +116,14 @@ impl AppState {
             static_dir: config.static_dir.clone(),
             shutdown,
             tasks: TaskTracker::new(),
-        })
+        })))
+    }
+}
+
+/// The relaying handlers need only the ComfyUI client, which is cheaper to clone than the
+/// whole state.
+impl axum::extract::FromRef<AppState> for ComfyClient {
+    fn from_ref(state: &AppState) -> Self {
+        state.jobs.comfy.clone()
     }
 }

@@ -127,12 +127,12 @@ impl Upstream {
     /// when ComfyUI is found not to answer: a request waiting when a health check fails (a
     /// stopped ComfyUI keeps accepting connections but never answers) ends with a 504 at once,
     /// and one sent while the last check failed waits only as long as a check would.
-    pub async fn answer_within(
+    pub async fn answer_within<T>(
         &self,
         timeout: Duration,
-        url: &Url,
-        answer: impl Future<Output = Result<reqwest::Response, reqwest::Error>>,
-    ) -> Result<reqwest::Response, RelayError> {
+        url: &impl std::fmt::Display,
+        answer: impl Future<Output = Result<T, RelayError>>,
+    ) -> Result<T, RelayError> {
         let is_down = |r: &Reachability| matches!(r, Reachability::Down { .. });
         let mut reachability = self.reachability.subscribe();
         let already_down = is_down(&reachability.borrow_and_update());
@@ -150,7 +150,7 @@ impl Upstream {
             url: url.to_string(),
         };
         tokio::select! {
-            answer = answer => answer.map_err(|e| RelayError::from_upstream(url, e, timeout.as_secs())),
+            answer = answer => answer,
             () = goes_down => Err(stalled()),
             () = tokio::time::sleep(deadline) => Err(if already_down {
                 stalled()
@@ -163,6 +163,23 @@ impl Upstream {
     /// ComfyUI's URL for a path and query as the browser sent them (`/prompt`, `/api/view?...`).
     pub fn url_for(&self, path_and_query: &str) -> Url {
         join(&self.base(), path_and_query)
+    }
+
+    /// The same as an `http::Uri`, for the relaying client: no URL parsing or host name
+    /// normalisation per request, only the check that the result is a valid URI.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<axum::http::Uri, RelayError> {
+        let text = {
+            let base = self.current.read().expect("lock never poisoned");
+            let prefix = base[..url::Position::AfterPath].trim_end_matches('/');
+            let mut text = String::with_capacity(prefix.len() + path_and_query.len());
+            text.push_str(prefix);
+            text.push_str(path_and_query);
+            text
+        };
+        axum::http::Uri::try_from(&text).map_err(|error| RelayError::UpstreamFailed {
+            detail: format!("{path_and_query} makes no valid address ({error})"),
+            url: text,
+        })
     }
 
     /// The WebSocket URL for a path and query (`ws://` or `wss://`).

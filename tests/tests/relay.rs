@@ -461,6 +461,57 @@ async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
 }
 
 #[tokio::test]
+async fn a_comfyui_that_goes_silent_mid_answer_ends_the_relayed_answer_instead_of_holding_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = silent.accept().await {
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                      content-length: 100\r\n\r\n{\"system\":",
+                )
+                .await;
+            held.push(socket);
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = format!("http://{}", listener.local_addr().unwrap());
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = <proxy::Config as clap::Parser>::parse_from([
+        "comfy-relay".to_owned(),
+        format!("--listen={}", listener.local_addr().unwrap()),
+        format!("--comfyui-url=http://{silent_addr}"),
+        format!("--data-dir={}", data_dir.path().display()),
+        "--upstream-timeout-secs=1".to_owned(),
+    ]);
+    tokio::spawn(proxy::run(
+        listener,
+        proxy::AppState::new(&config).unwrap(),
+        std::future::pending(),
+    ));
+
+    let started = std::time::Instant::now();
+    let response = http()
+        .get(format!("{relay}/system_stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the answer had begun");
+    let body = tokio::time::timeout(Duration::from_secs(10), response.bytes()).await;
+    assert!(
+        matches!(body, Ok(Err(_))),
+        "the cut-off answer fails rather than hangs or looks complete: {body:?}"
+    );
+    println!("a silent answer ended after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn deep_links_get_the_app_missing_files_get_404_and_unknown_api_paths_are_refused() {
     let stack = spawn_stack().await;
     let relay = stack.relay_url();

@@ -141,24 +141,24 @@ impl Auth {
     }
 }
 
-/// Middleware on every request: finds the request's device (a paired cookie, the token, or
-/// without pairing a new anonymous device) and answers a wrong token. It refuses nothing else:
-/// which routes need a device is the router's shape ([`require_device`]).
-pub async fn identify(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let auth = &state.auth;
+/// Finds the request's device (a paired cookie, the token, or without pairing a new anonymous
+/// device) and records it in the request; answers a wrong token. It refuses nothing else: which
+/// routes need a device is the router's shape ([`require_device`]). A device secret issued here
+/// is returned, for [`hand_out`] to set on the answer.
+pub fn identify(auth: &Auth, request: &mut Request) -> Result<Option<DeviceSecret>, Box<Response>> {
     let mut issued = None;
     let mut verified = false;
     match claim(request.headers()) {
-        Claim::Token(token) => match auth.check_token(peer(&request), token.trim()) {
+        Claim::Token(token) => match auth.check_token(peer(request), token.trim()) {
             Ok(true) => {
                 request.extensions_mut().insert(DeviceId::scripts());
                 verified = true;
             }
             Ok(false) => {
-                tracing::warn!(ip = %peer(&request), "wrong access token");
-                return unauthorized(WRONG_TOKEN);
+                tracing::warn!(ip = %peer(request), "wrong access token");
+                return Err(Box::new(unauthorized(WRONG_TOKEN)));
             }
-            Err(wait) => return locked_out(wait),
+            Err(wait) => return Err(Box::new(locked_out(wait))),
         },
         Claim::Device(secret) if !auth.required || auth.devices.contains(&secret.device()) => {
             request.extensions_mut().insert(secret.device());
@@ -188,15 +188,18 @@ pub async fn identify(State(state): State<AppState>, mut request: Request, next:
     if verified && let Some(slot) = request.extensions().get::<Arc<ConnectionSlot>>() {
         slot.authenticated();
     }
-    let mut response = next.run(request).await;
-    // A handler that chose the device itself (a device link) has the last word.
+    Ok(issued)
+}
+
+/// Sets the cookie of a device secret [`identify`] issued, unless the handler chose the device
+/// itself (a device link), which has the last word.
+pub fn hand_out(issued: Option<DeviceSecret>, response: &mut Response) {
     let chosen = response.headers().contains_key(header::SET_COOKIE);
     if let Some(secret) = issued.filter(|_| !chosen) {
         response
             .headers_mut()
             .append(header::SET_COOKIE, secret.set_cookie());
     }
-    response
 }
 
 /// Route layer of the protected router: 401, with how to pair, for a request without a device.

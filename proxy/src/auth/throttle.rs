@@ -53,7 +53,11 @@ impl Throttle {
             return Err(known.locked_until - now);
         }
         if check() {
-            failures.remove(&ip);
+            // Most of the time nobody has failed; an empty map's lookup hashes nothing, but its
+            // removal would.
+            if !failures.is_empty() {
+                failures.remove(&ip);
+            }
             return Ok(true);
         }
         failures.retain(|_, f| now.saturating_duration_since(f.locked_until) < FORGET_AFTER);

@@ -1,0 +1,198 @@
+//! `bench-nginx`: the relay against nginx `proxy_pass` in front of the same origin, as figures.
+//!
+//! Starts the ComfyUI double (the origin), the real `comfy-relay` binary (pairing required, so
+//! every request passes the token check) and Debian's nginx (keep-alive to the origin, as a
+//! tuned reverse proxy runs), then drives each with `wrk` in turn, several rounds alternating,
+//! for a small JSON answer (`/system_stats`, 568 bytes). Prints each round, then the medians:
+//! requests per second, p50 latency, the p50 each proxy adds to the origin's own, and the
+//! relay/nginx ratios.
+//!
+//! `scripts/bench` installs nginx and wrk (bench only), builds the release binaries and runs it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::process::{Child, Command};
+
+use tests::relay_process::RelayProcess;
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// Measures the relay's small-request throughput and latency against nginx's.
+#[derive(Parser)]
+#[command(name = "bench-nginx", about)]
+struct Args {
+    /// Seconds each wrk run lasts.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    /// Rounds of (origin, nginx, relay).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Connections wrk keeps open.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    /// The nginx binary.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: String,
+}
+
+/// What one wrk run measured.
+#[derive(Clone, Copy)]
+struct Run {
+    per_second: f64,
+    p50_us: f64,
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts nginx in the foreground, proxying `127.0.0.1:port` to `origin` with pooled
+/// keep-alive connections, with every file it writes under `dir`.
+async fn start_nginx(binary: &str, dir: &Path, port: u16, origin: &str) -> Child {
+    let d = dir.display();
+    let config = format!(
+        "worker_processes auto;\n\
+         error_log {d}/error.log warn;\n\
+         pid {d}/nginx.pid;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+           upstream origin {{ server {origin}; keepalive 64; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{\n\
+               proxy_pass http://origin;\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\";\n\
+             }}\n\
+           }}\n\
+         }}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config).expect("the nginx config is written");
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&path)
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}); run scripts/bench"));
+    let url = format!("http://127.0.0.1:{port}/system_stats");
+    for _ in 0..100 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nginx did not start; see {d}/error.log");
+}
+
+/// A wrk latency figure (`812.00us`, `1.20ms`, `2.1s`) in microseconds.
+fn micros(text: &str) -> Option<f64> {
+    let (number, factor) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else {
+        (text.strip_suffix('s')?, 1e6)
+    };
+    number.parse::<f64>().ok().map(|n| n * factor)
+}
+
+/// Runs wrk against `url` and reads its figures.
+async fn wrk(args: &Args, url: &str) -> Run {
+    let output = Command::new("wrk")
+        .args(["-t1", &format!("-c{}", args.connections)])
+        .arg(format!("-d{}s", args.seconds))
+        .args(["--latency", "-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(url)
+        .output()
+        .await
+        .expect("wrk runs; run scripts/bench");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let per_second = field("Requests/sec:").and_then(|n| n.parse().ok());
+    let p50_us = field("50%").as_deref().and_then(micros);
+    let non_2xx = text.contains("Non-2xx");
+    match (per_second, p50_us) {
+        (Some(per_second), Some(p50_us)) if !non_2xx => Run { per_second, p50_us },
+        _ => panic!("wrk against {url} failed or got errors:\n{text}"),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let comfyui = tests::comfyui::FakeComfyUi::start().await;
+    let origin = comfyui.url();
+    let origin_address = origin.trim_start_matches("http://").trim_end_matches('/');
+    let token = format!("--token={TOKEN}");
+    let relay = RelayProcess::start(&origin, &["--require-token", &token], "warn").await;
+    let dir = tempfile::tempdir().expect("a temporary dir");
+    let nginx_port = free_port();
+    let _nginx = start_nginx(&args.nginx, dir.path(), nginx_port, origin_address).await;
+
+    let path = "/system_stats";
+    let targets = [
+        ("origin", format!("http://{origin_address}{path}")),
+        ("nginx", format!("http://127.0.0.1:{nginx_port}{path}")),
+        ("relay", format!("{}{path}", relay.base)),
+    ];
+    println!(
+        "GET {path} (568-byte JSON), wrk -t1 -c{} -d{}s, {} rounds",
+        args.connections, args.seconds, args.rounds
+    );
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    for round in 1..=args.rounds {
+        for ((name, url), runs) in targets.iter().zip(&mut runs) {
+            let run = wrk(&args, url).await;
+            println!(
+                "round {round} {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs",
+                run.per_second, run.p50_us
+            );
+            runs.push(run);
+        }
+    }
+    let medians: Vec<Run> = runs
+        .iter()
+        .map(|runs| Run {
+            per_second: median(runs.iter().map(|r| r.per_second).collect()),
+            p50_us: median(runs.iter().map(|r| r.p50_us).collect()),
+        })
+        .collect();
+    let [origin, nginx, relay] = [medians[0], medians[1], medians[2]];
+    for (name, run) in [("origin", origin), ("nginx", nginx), ("relay", relay)] {
+        println!(
+            "median {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs",
+            run.per_second, run.p50_us
+        );
+    }
+    let (nginx_added, relay_added) = (nginx.p50_us - origin.p50_us, relay.p50_us - origin.p50_us);
+    println!(
+        "relay/nginx throughput: {:.2}; p50 added to the origin's: relay {relay_added:.0} µs, \
+         nginx {nginx_added:.0} µs",
+        relay.per_second / nginx.per_second
+    );
+}
