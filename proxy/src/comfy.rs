@@ -54,12 +54,13 @@ pub struct ComfyClient {
 }
 
 /// A response body from ComfyUI that fails once no frame has come for `limit`: a ComfyUI hung
-/// mid-answer ends the relayed answer instead of holding it open for ever.
+/// mid-answer ends the relayed answer instead of holding it open for ever. The timer starts
+/// only when a frame is not there at once: a small answer arrives whole and needs none.
 struct SilenceGuard {
     body: hyper::body::Incoming,
     uri: axum::http::Uri,
     limit: Duration,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SilenceGuard {
@@ -68,7 +69,7 @@ impl SilenceGuard {
             body,
             uri,
             limit,
-            deadline: Box::pin(tokio::time::sleep(limit)),
+            deadline: None,
         }
     }
 }
@@ -83,8 +84,11 @@ impl HttpBody for SilenceGuard {
     ) -> Poll<Option<Result<Frame<Bytes>, RelayError>>> {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            let deadline = tokio::time::Instant::now() + this.limit;
-            this.deadline.as_mut().reset(deadline);
+            if let Some(deadline) = &mut this.deadline {
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.limit);
+            }
             return Poll::Ready(frame.map(|frame| {
                 frame.map_err(|error| RelayError::UpstreamFailed {
                     url: this.uri.to_string(),
@@ -92,7 +96,11 @@ impl HttpBody for SilenceGuard {
                 })
             }));
         }
-        ready!(this.deadline.as_mut().poll(cx));
+        let limit = this.limit;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Some(Err(RelayError::UpstreamTimeout {
             url: this.uri.to_string(),
             seconds: this.limit.as_secs(),

@@ -84,7 +84,9 @@ pub struct DeviceId(Arc<str>);
 impl DeviceId {
     /// The device of every script that authenticates with the access token.
     pub fn scripts() -> Self {
-        Self("scripts".into())
+        static SCRIPTS: std::sync::LazyLock<DeviceId> =
+            std::sync::LazyLock::new(|| DeviceId("scripts".into()));
+        SCRIPTS.clone()
     }
 
     /// Reads an id as stored.

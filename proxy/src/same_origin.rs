@@ -24,14 +24,14 @@ pub struct HostNames {
     names: Vec<String>,
 }
 
-/// The host part of a `Host` or origin authority, lower-case, without port or brackets.
-fn host_of(authority: &str) -> String {
-    let authority = authority.trim().to_ascii_lowercase();
+/// The host part of a `Host` or origin authority, without port or brackets.
+fn host_of(authority: &str) -> &str {
+    let authority = authority.trim();
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or_default().to_owned();
+        return rest.split(']').next().unwrap_or_default();
     }
     match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_owned(),
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     }
 }
@@ -47,14 +47,18 @@ impl HostNames {
             names.push(format!("{machine}.local"));
             names.push(machine);
         }
-        names.extend(extra.iter().map(|name| host_of(name)));
+        names.extend(extra.iter().map(|name| host_of(name).to_ascii_lowercase()));
         Self { names }
     }
 
-    /// Whether a `Host` header names this relay.
+    /// Whether a `Host` header names this relay (names compare without regard to case).
     pub fn accepts(&self, host: &str) -> bool {
         let host = host_of(host);
-        host.parse::<IpAddr>().is_ok() || self.names.contains(&host)
+        host.parse::<IpAddr>().is_ok()
+            || self
+                .names
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(host))
     }
 }
 

@@ -150,6 +150,7 @@ impl Upstream {
             url: url.to_string(),
         };
         tokio::select! {
+            biased;
             answer = answer => answer,
             () = goes_down => Err(stalled()),
             () = tokio::time::sleep(deadline) => Err(if already_down {

@@ -4,8 +4,8 @@
 //! every request passes the token check) and Debian's nginx (keep-alive to the origin, as a
 //! tuned reverse proxy runs), then drives each with `wrk` in turn, several rounds alternating,
 //! for a small JSON answer (`/system_stats`, 568 bytes). Prints each round, then the medians:
-//! requests per second, p50 latency, the p50 each proxy adds to the origin's own, and the
-//! relay/nginx ratios.
+//! requests per second, p50 latency, and the relay/nginx ratio; then, with one connection (no
+//! queueing), the p50 latency each proxy adds to the origin's own.
 //!
 //! `scripts/bench` installs nginx and wrk (bench only), builds the release binaries and runs it.
 
@@ -111,10 +111,10 @@ fn micros(text: &str) -> Option<f64> {
     number.parse::<f64>().ok().map(|n| n * factor)
 }
 
-/// Runs wrk against `url` and reads its figures.
-async fn wrk(args: &Args, url: &str) -> Run {
+/// Runs wrk with `connections` against `url` and reads its figures.
+async fn wrk(args: &Args, connections: u32, url: &str) -> Run {
     let output = Command::new("wrk")
-        .args(["-t1", &format!("-c{}", args.connections)])
+        .args(["-t1", &format!("-c{connections}")])
         .arg(format!("-d{}s", args.seconds))
         .args(["--latency", "-H", &format!("Authorization: Bearer {TOKEN}")])
         .arg(url)
@@ -167,7 +167,7 @@ async fn main() {
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
     for round in 1..=args.rounds {
         for ((name, url), runs) in targets.iter().zip(&mut runs) {
-            let run = wrk(&args, url).await;
+            let run = wrk(&args, args.connections, url).await;
             println!(
                 "round {round} {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs",
                 run.per_second, run.p50_us
@@ -189,10 +189,19 @@ async fn main() {
             run.per_second, run.p50_us
         );
     }
-    let (nginx_added, relay_added) = (nginx.p50_us - origin.p50_us, relay.p50_us - origin.p50_us);
     println!(
-        "relay/nginx throughput: {:.2}; p50 added to the origin's: relay {relay_added:.0} µs, \
-         nginx {nginx_added:.0} µs",
+        "relay/nginx throughput: {:.2}",
         relay.per_second / nginx.per_second
+    );
+    let mut alone = Vec::new();
+    for (name, url) in &targets {
+        let run = wrk(&args, 1, url).await;
+        println!("one connection {name:>6}: p50 {:>4.0} µs", run.p50_us);
+        alone.push(run.p50_us);
+    }
+    println!(
+        "p50 added to the origin's, one connection: relay {:.0} µs, nginx {:.0} µs",
+        alone[2] - alone[0],
+        alone[1] - alone[0]
     );
 }
