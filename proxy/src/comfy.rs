@@ -51,6 +51,19 @@ pub struct ComfyClient {
     relay: Client<HttpConnector, Body>,
     upstream: Arc<Upstream>,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer` (by `comfy-relay run` to a relay that needs its token).
+    bearer: Option<String>,
+}
+
+/// The relay's reqwest client: bounded connect and read times (a stalled body fails instead of
+/// hanging for ever), no redirects, no proxy.
+pub fn http_client(read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(read_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 /// A response body from ComfyUI that fails once no frame has come for `limit`: a ComfyUI hung
@@ -146,6 +159,36 @@ impl ComfyClient {
             relay: Client::builder(TokioExecutor::new()).build(connector),
             upstream,
             timeout,
+            bearer: None,
+        }
+    }
+
+    /// A client of the one server at `base` (ComfyUI, or a relay in front of it), sending
+    /// `bearer` with every request when given; for `comfy-relay run`.
+    pub fn fixed(
+        base: url::Url,
+        bearer: Option<String>,
+        timeout: Duration,
+    ) -> reqwest::Result<Self> {
+        let client = Self::new(
+            http_client(timeout)?,
+            Arc::new(Upstream::new(vec![base])),
+            timeout,
+        );
+        Ok(Self { bearer, ..client })
+    }
+
+    /// Where requests go now.
+    pub fn base(&self) -> url::Url {
+        self.upstream.base()
+    }
+
+    /// A request to `path` (with its query) on the server, with the bearer when there is one.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.upstream.url_for(path));
+        match &self.bearer {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 
@@ -168,7 +211,7 @@ impl ComfyClient {
     /// `GET path`, its JSON answer read as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let url = self.upstream.url_for(path);
-        let response = self.send(self.http.get(url.clone()), &url).await?;
+        let response = self.send(self.request(Method::GET, path), &url).await?;
         let status = response.status();
         if !status.is_success() {
             return Err(RelayError::UpstreamFailed {
@@ -185,7 +228,7 @@ impl ComfyClient {
     async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), RelayError> {
         let url = self.upstream.url_for(path);
         let response = self
-            .send(self.http.post(url.clone()).json(body), &url)
+            .send(self.request(Method::POST, path).json(body), &url)
             .await?;
         if response.status().is_success() {
             Ok(())
@@ -235,8 +278,7 @@ impl ComfyClient {
     ) -> Result<reqwest::Response, RelayError> {
         let url = self.upstream.url_for("/upload/image");
         let request = self
-            .http
-            .post(url.clone())
+            .request(Method::POST, "/upload/image")
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         self.upstream
@@ -256,13 +298,20 @@ impl ComfyClient {
         url.query_pairs_mut().append_pair("clientId", client_id);
         // The URL without the client id, which is a secret of the client's.
         let shown = self.upstream.ws_url_for("/ws").to_string();
-        let request =
-            url.as_str()
-                .into_client_request()
-                .map_err(|e| RelayError::UpstreamFailed {
-                    url: shown.clone(),
-                    detail: e.to_string(),
-                })?;
+        let failed = |detail: String| RelayError::UpstreamFailed {
+            url: shown.clone(),
+            detail,
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(token) = &self.bearer {
+            let bearer = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| failed("the token is not a valid header value".to_owned()))?;
+            request.headers_mut().insert("authorization", bearer);
+        }
         let config = WebSocketConfig::default().read_buffer_size(SOCKET_READ_BUFFER);
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
         match tokio::time::timeout(self.timeout, connect).await {
@@ -285,7 +334,7 @@ impl ComfyClient {
     ) -> Result<PromptAccepted, QueueError> {
         let url = self.upstream.url_for("/prompt");
         let response = self
-            .send(self.http.post(url.clone()).json(request), &url)
+            .send(self.request(Method::POST, "/prompt").json(request), &url)
             .await?;
         let status = response.status();
         let text = response

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::comfy::{CONNECT_TIMEOUT, ComfyClient};
+use crate::comfy::{self, ComfyClient};
 use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
 use crate::device::DeviceLinks;
@@ -76,13 +76,7 @@ pub struct Shared {
 impl AppState {
     /// Builds the state for `config`.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A stalled body (ComfyUI hung mid-response) fails instead of hanging forever.
-            .read_timeout(config.upstream_timeout())
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()?;
+        let http = comfy::http_client(config.upstream_timeout())?;
         let upstream = Arc::new(Upstream::new(config.comfyui_candidates()));
         let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
         let object_info = Arc::new(ObjectInfo::new(comfy.clone()));

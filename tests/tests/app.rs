@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use serde_json::{Value, json};
-use tests::app::{self, Import};
-use tests::browser::{Browser, Viewport, dist_dir};
-use tests::fixtures;
-use tests::stack::{StackOptions, spawn_stack_with};
+use testkit::app::{self, Import};
+use testkit::browser::{Browser, Viewport, dist_dir};
+use testkit::fixtures;
+use testkit::stack::{StackOptions, spawn_stack_with};
 
 async fn every_recorded_workflow_imports_three_ways_into_a_typed_form(viewport: Viewport) {
     let stack = app::spawn_stack(1.0).await;

@@ -9,10 +9,10 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState};
-use tests::client::http;
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::{Stack, spawn_guarded_stack};
+use testkit::client::http;
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "feedfacefeedfacefeedfacefeedface";
 

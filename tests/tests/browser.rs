@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::app::{self, Import};
-use tests::browser::{Browser, Viewport, dist_dir};
-use tests::fixtures;
-use tests::stack::{StackOptions, spawn_stack_with};
+use testkit::app::{self, Import};
+use testkit::browser::{Browser, Viewport, dist_dir};
+use testkit::fixtures;
+use testkit::stack::{StackOptions, spawn_stack_with};
 
 async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport) {
     let stack = app::spawn_stack(1.0).await;

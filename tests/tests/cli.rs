@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use serde_json::json;
 use tempfile::TempDir;
-use tests::comfyui::{FakeComfyUi, Options};
-use tests::fixtures;
-use tests::stack::spawn_guarded_stack;
+use testkit::comfyui::{FakeComfyUi, Options};
+use testkit::fixtures;
+use testkit::stack::spawn_guarded_stack;
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{ChildStderr, Command};
 

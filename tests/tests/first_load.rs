@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use tests::browser::dist_dir;
+use testkit::browser::dist_dir;
 
 /// The budget for the whole first load, brotli-compressed, in bytes.
 const BUDGET: u64 = 200_000;

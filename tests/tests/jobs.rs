@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState, NodeRun};
 use shared::comfy::BinaryFrame;
-use tests::client::http_without_redirects;
-use tests::comfyui::Options;
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
+use testkit::client::http_without_redirects;
+use testkit::comfyui::Options;
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -178,7 +178,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_no_one() {
     })
     .await;
     let phone = Device::new(&stack.relay_url()).await;
-    let stuck = tests::client::connect_unread(
+    let stuck = testkit::client::connect_unread(
         &format!("{}/api/events", stack.relay_ws("")),
         phone.cookie(),
     )

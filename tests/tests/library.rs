@@ -6,9 +6,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job};
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::{StackOptions, spawn_stack, spawn_stack_with};
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::{StackOptions, spawn_stack, spawn_stack_with};
 
 #[tokio::test]
 async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde_json::Value;
-use tests::client::http_without_redirects;
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::spawn_guarded_stack;
+use testkit::client::http_without_redirects;
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::spawn_guarded_stack;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 

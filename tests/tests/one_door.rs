@@ -13,9 +13,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::JobState;
 use shared::comfy::PromptAccepted;
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::spawn_guarded_stack;
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::spawn_guarded_stack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -594,7 +594,7 @@ async fn a_socket_that_takes_the_relays_id_on_comfyuis_own_machine_does_not_free
         stack.comfyui.url().replacen("http", "ws", 1),
         stack.state.jobs.client_id
     );
-    let _thief = tests::client::connect(&thief_url, &[]).await.unwrap();
+    let _thief = testkit::client::connect(&thief_url, &[]).await.unwrap();
     let started = Instant::now();
     let job = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
     let done = phone.long_poll(&job.id, 30.0).await;
@@ -627,7 +627,7 @@ async fn a_device_holds_at_most_its_share_of_sockets() {
     let _events = phone.events().await;
     let _raw = [phone.raw_socket("a").await, phone.raw_socket("b").await];
     let url = format!("{}/ws?clientId=c", stack.relay_ws(""));
-    let refused = tests::client::connect(&url, &[("cookie", phone.cookie())])
+    let refused = testkit::client::connect(&url, &[("cookie", phone.cookie())])
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("429"), "{refused}");

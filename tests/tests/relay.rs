@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shared::comfy::{BinaryFrame, PromptAccepted, UploadedImage};
-use tests::client::{self, http, is_run_end, texts};
-use tests::fixtures;
-use tests::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
+use testkit::client::{self, http, is_run_end, texts};
+use testkit::fixtures;
+use testkit::stack::{StackOptions, spawn_paced_stack, spawn_stack, spawn_stack_with};
 use tokio_tungstenite::tungstenite::Message;
 
 const RUN_LIMIT: Duration = Duration::from_secs(15);
@@ -593,7 +593,7 @@ async fn shutting_the_relay_down_closes_relayed_sockets_with_going_away() {
 
 #[tokio::test]
 async fn without_an_explicit_url_the_relay_finds_comfyui_on_the_second_candidate() {
-    let double = tests::comfyui::FakeComfyUi::start().await;
+    let double = testkit::comfyui::FakeComfyUi::start().await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let nothing = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -614,7 +614,7 @@ async fn without_an_explicit_url_the_relay_finds_comfyui_on_the_second_candidate
 #[tokio::test]
 async fn a_large_upload_over_comfyuis_limit_gets_comfyuis_413_through_the_relay() {
     let stack = spawn_stack_with(StackOptions {
-        comfyui: tests::comfyui::Options {
+        comfyui: testkit::comfyui::Options {
             max_upload_size: 1000,
             ..Default::default()
         },

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::ErrorBody;
-use tests::client::http_without_redirects;
-use tests::device::Device;
-use tests::fixtures;
-use tests::stack::{Stack, spawn_guarded_stack};
+use testkit::client::http_without_redirects;
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::{Stack, spawn_guarded_stack};
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -578,9 +578,9 @@ async fn websocket_upgrades_need_a_device_and_the_relays_own_origin() {
     let own = stack.relay_url();
     for path in ["/api/events", "/ws?clientId=x", "/api/ws?clientId=x"] {
         let url = stack.relay_ws(path);
-        let stranger = tests::client::connect(&url, &[]).await.unwrap_err();
+        let stranger = testkit::client::connect(&url, &[]).await.unwrap_err();
         assert!(stranger.to_string().contains("401"), "{path}: {stranger}");
-        let evil = tests::client::connect(
+        let evil = testkit::client::connect(
             &url,
             &[
                 ("cookie", phone.cookie()),
@@ -590,7 +590,7 @@ async fn websocket_upgrades_need_a_device_and_the_relays_own_origin() {
         .await
         .unwrap_err();
         assert!(evil.to_string().contains("403"), "{path}: {evil}");
-        tests::client::connect(
+        testkit::client::connect(
             &url,
             &[("cookie", phone.cookie()), ("origin", own.as_str())],
         )

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use shared::api::{JobError, JobState};
 use shared::backoff::reconnect_delay;
-use shared::comfy::{BinaryFrame, FeatureFlags, Queue, ServerMessage};
+use shared::comfy::{BinaryFrame, FeatureFlags, Queue, ServerMessage, Verdict, verdict};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -157,34 +157,34 @@ pub async fn reconcile(jobs: Arc<Jobs>) {
 /// history entry, forgotten ones as lost.
 async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
     for id in ids {
-        let in_queue =
-            |items: &[shared::comfy::QueueItem]| items.iter().any(|i| i.prompt_id() == id);
         match jobs.comfy.history(&id).await {
-            Ok(Some(entry)) => {
-                jobs.registry
-                    .update(&id, |record| record.finish_from_history(&entry));
-                tracing::info!(job = %id, "finished from ComfyUI's history");
-            }
-            Ok(None) if in_queue(&queue.queue_running) => {
-                jobs.registry.update(&id, |record| record.mark_running());
-            }
-            Ok(None) if in_queue(&queue.queue_pending) => {}
-            Ok(None) => {
-                jobs.registry.update(&id, |record| {
-                    record.finish(
-                        JobState::Lost,
-                        Some(JobError {
-                            message: "ComfyUI no longer knows this job (it was restarted, \
-                                      or the job was taken off its queue). Queue it again."
-                                .to_owned(),
-                            node_id: None,
-                            node_type: None,
-                            traceback: Vec::new(),
-                        }),
-                    );
-                });
-                tracing::warn!(job = %id, "ComfyUI forgot this job; marked lost");
-            }
+            Ok(entry) => match verdict(&id, entry.as_ref(), queue) {
+                Verdict::Ended(entry) => {
+                    jobs.registry
+                        .update(&id, |record| record.finish_from_history(entry));
+                    tracing::info!(job = %id, "finished from ComfyUI's history");
+                }
+                Verdict::Running => {
+                    jobs.registry.update(&id, |record| record.mark_running());
+                }
+                Verdict::Waiting => {}
+                Verdict::Forgotten => {
+                    jobs.registry.update(&id, |record| {
+                        record.finish(
+                            JobState::Lost,
+                            Some(JobError {
+                                message: "ComfyUI no longer knows this job (it was restarted, \
+                                          or the job was taken off its queue). Queue it again."
+                                    .to_owned(),
+                                node_id: None,
+                                node_type: None,
+                                traceback: Vec::new(),
+                            }),
+                        );
+                    });
+                    tracing::warn!(job = %id, "ComfyUI forgot this job; marked lost");
+                }
+            },
             Err(error) => tracing::warn!(job = %id, %error, "cannot check ComfyUI's history"),
         }
     }

@@ -267,10 +267,55 @@ pub struct Queue {
     pub queue_pending: Vec<QueueItem>,
 }
 
+/// What ComfyUI's `/history` and `/queue` say of a prompt whose end was not heard live (the
+/// socket dropped, or another client took it): the one rule `comfy-relay run` and the relay's
+/// jobs both follow.
+#[derive(Debug, PartialEq)]
+pub enum Verdict<'a> {
+    /// It ended: replay the entry ([`HistoryEntry::replay`]); if no end event is among its
+    /// messages, [`HistoryEntry::succeeded`] says how it ended.
+    Ended(&'a HistoryEntry),
+    /// It is running.
+    Running,
+    /// It waits in the queue.
+    Waiting,
+    /// ComfyUI knows it no more (it restarted, or the prompt was taken off its queue): lost.
+    Forgotten,
+}
+
+/// The verdict on `prompt_id` from its history entry (if ComfyUI has one) and the queue.
+pub fn verdict<'a>(
+    prompt_id: &str,
+    history: Option<&'a HistoryEntry>,
+    queue: &Queue,
+) -> Verdict<'a> {
+    let holds = |items: &[QueueItem]| items.iter().any(|item| item.prompt_id() == prompt_id);
+    match history {
+        Some(entry) => Verdict::Ended(entry),
+        None if holds(&queue.queue_running) => Verdict::Running,
+        None if holds(&queue.queue_pending) => Verdict::Waiting,
+        None => Verdict::Forgotten,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::comfy::fixtures;
+
+    #[test]
+    fn a_prompt_is_ended_by_its_history_else_placed_by_the_queue_else_forgotten() {
+        let queue: Queue = serde_json::from_value(response_json("get_queue_busy")).unwrap();
+        let running = queue.queue_running[0].prompt_id().to_owned();
+        let waiting = queue.queue_pending[0].prompt_id().to_owned();
+        let history: History = serde_json::from_value(response_json("history_one")).unwrap();
+        let (ended, entry) = history.iter().next().unwrap();
+
+        assert_eq!(verdict(ended, Some(entry), &queue), Verdict::Ended(entry));
+        assert_eq!(verdict(&running, None, &queue), Verdict::Running);
+        assert_eq!(verdict(&waiting, None, &queue), Verdict::Waiting);
+        assert_eq!(verdict("not-known", None, &queue), Verdict::Forgotten);
+    }
 
     fn response_json(name: &str) -> serde_json::Value {
         fixtures::http(name)["response"]["json"].clone()

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::StreamExt;
 use shared::api::Event;
-use tests::comfyui::{FakeComfyUi, Options};
-use tests::device::Device;
-use tests::fixtures;
-use tests::relay_process::RelayProcess;
+use testkit::comfyui::{FakeComfyUi, Options};
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::relay_process::RelayProcess;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Measures event fan-out and idle-socket memory of a comfy-relay process.
@@ -38,7 +38,7 @@ struct Args {
 /// Reads one socket until it has seen `jobs` jobs finish; returns how many messages it got.
 async fn follow(device: Device, jobs: usize) -> usize {
     let url = format!("{}/api/events", device_ws_base(&device));
-    let mut socket = tests::client::connect(&url, &[("cookie", device.cookie())])
+    let mut socket = testkit::client::connect(&url, &[("cookie", device.cookie())])
         .await
         .expect("the event socket opens");
     let mut finished = std::collections::HashSet::new();

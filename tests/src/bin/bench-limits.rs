@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use tests::relay_process::RelayProcess;
+use testkit::relay_process::RelayProcess;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -80,7 +80,7 @@ async fn case(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let comfyui = tests::comfyui::FakeComfyUi::start().await;
+    let comfyui = testkit::comfyui::FakeComfyUi::start().await;
     let token = format!("--token={TOKEN}");
     let relay = RelayProcess::start(&comfyui.url(), &["--require-token", &token], "error").await;
     let port = relay.port;

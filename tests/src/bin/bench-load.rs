@@ -9,8 +9,8 @@
 
 use clap::Parser;
 use serde_json::{Value, json};
-use tests::app;
-use tests::browser::{Browser, Viewport};
+use testkit::app;
+use testkit::browser::{Browser, Viewport};
 
 /// Measures the app's time to interactive under CPU throttling.
 #[derive(Parser)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::process::{Child, Command};
 
-use tests::relay_process::RelayProcess;
+use testkit::relay_process::RelayProcess;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
@@ -145,7 +145,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let comfyui = tests::comfyui::FakeComfyUi::start().await;
+    let comfyui = testkit::comfyui::FakeComfyUi::start().await;
     let origin = comfyui.url();
     let origin_address = origin.trim_start_matches("http://").trim_end_matches('/');
     let token = format!("--token={TOKEN}");

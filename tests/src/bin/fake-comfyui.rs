@@ -4,7 +4,7 @@
 //! `comfy-relay` next to it and queue any of the recorded workflows from the app.
 
 use clap::Parser;
-use tests::comfyui::{FakeComfyUi, Options};
+use testkit::comfyui::{FakeComfyUi, Options};
 
 /// A ComfyUI double that answers from recorded traffic and replays recorded runs.
 #[derive(Parser)]

@@ -9,7 +9,6 @@
 //! interrupt ends the replay with the recorded `execution_interrupted` tail. Recorded delays
 //! are kept, multiplied by the pace.
 
-use proxy::clock::now_ms;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -411,4 +410,11 @@ fn record_history(
     let mut state = shared.lock();
     state.history.insert(job.prompt_id.clone(), entry);
     state.running = None;
+}
+
+/// Milliseconds since the Unix epoch, as ComfyUI stamps its messages.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }

@@ -28,8 +28,24 @@ pub fn output_nodes(prompt: &Map<String, Value>, object_info: &Map<String, Value
         })
         .map(|(id, _)| id.clone())
         .collect();
-    outputs.sort_by(|a, b| shared::workflow::compare_node_ids(a, b));
+    outputs.sort_by_key(|id| order_key(id));
     outputs
+}
+
+/// A link as ComfyUI's `is_link` reads one: `[node id string, output index integer]`. Written
+/// here, not taken from `shared`, so that the double does not agree with the relay by
+/// construction.
+fn is_link(value: &Value) -> bool {
+    matches!(
+        value.as_array().map(Vec::as_slice),
+        Some([Value::String(_), Value::Number(index)]) if index.is_u64()
+    )
+}
+
+/// The order the double visits nodes in: numeric ids by value, then any others by name.
+fn order_key(id: &str) -> (bool, u64, String) {
+    let number = id.parse::<u64>();
+    (number.is_err(), number.unwrap_or(0), id.to_owned())
 }
 
 /// Nodes feeding the outputs, in an order ComfyUI could execute them (inputs first).
@@ -42,7 +58,7 @@ pub fn execution_order(prompt: &Map<String, Value>, outputs: &[String]) -> Vec<S
             return;
         };
         for value in inputs.values() {
-            if shared::workflow::is_link(value) {
+            if is_link(value) {
                 visit(value[0].as_str().unwrap_or_default(), prompt, order);
             }
         }
@@ -108,7 +124,7 @@ fn node_errors(node: &Value, schema: &Value, files: &[String]) -> Vec<Value> {
         let Some(spec) = required.get(name).or_else(|| optional.get(name)) else {
             continue;
         };
-        if shared::workflow::is_link(value) {
+        if is_link(value) {
             continue;
         }
         let extra = |received: &Value| json!({ "input_name": name, "input_config": spec, "received_value": received });
@@ -180,7 +196,7 @@ fn node_errors(node: &Value, schema: &Value, files: &[String]) -> Vec<Value> {
 /// Validates a prompt as ComfyUI does, returning the 400 body when it refuses it.
 pub fn validate(prompt: &Map<String, Value>, schema: &Schema<'_>) -> Result<Vec<String>, Refusal> {
     let mut ids: Vec<&String> = prompt.keys().collect();
-    ids.sort_by(|a, b| shared::workflow::compare_node_ids(a, b));
+    ids.sort_by_key(|id| order_key(id));
     for id in &ids {
         let class = prompt[*id]["class_type"].as_str().unwrap_or_default();
         if !schema.object_info.contains_key(class) {
@@ -324,7 +340,7 @@ mod tests {
         let at = |id: &str| order.iter().position(|n| n == id).unwrap();
         for (id, node) in &sd15 {
             for value in node["inputs"].as_object().unwrap().values() {
-                if shared::workflow::is_link(value) {
+                if is_link(value) {
                     assert!(at(value[0].as_str().unwrap()) < at(id), "{order:?}");
                 }
             }

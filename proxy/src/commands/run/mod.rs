@@ -13,17 +13,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use shared::comfy::{ExecutionSuccess, ServerMessage};
+use shared::comfy::{ExecutionSuccess, ServerMessage, Verdict, verdict};
 use shared::progress::Outcome;
 use shared::schema::check_workflow;
 use shared::workflow::Workflow;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::comfy::ComfySocket;
 use crate::config::RunArgs;
 use display::Display;
 use edits::{Edit, ImageTarget, image_target};
-use server::{Server, Socket};
+use server::Server;
 
 /// How often ComfyUI is asked about the prompt once its socket is gone.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -212,7 +213,7 @@ async fn execute(args: RunArgs) -> Result<(), RunError> {
 /// network), asks ComfyUI's history instead, since ComfyUI replays nothing.
 async fn follow(
     server: &Server,
-    mut socket: Socket,
+    mut socket: ComfySocket,
     display: &mut Display,
 ) -> Result<(), RunError> {
     while let Some(Ok(frame)) = socket.next().await {
@@ -229,40 +230,39 @@ async fn follow(
     display.line("The connection to ComfyUI dropped; waiting for the prompt's result.");
     loop {
         tokio::time::sleep(POLL_EVERY).await;
-        let Ok(history) = server.history(&prompt_id).await else {
-            continue;
-        };
-        if let Some(entry) = history {
-            for message in entry.replay(&prompt_id) {
-                display.apply(&message);
-            }
-            if display.progress().outcome().is_some() {
-                return Ok(());
-            }
-            // An entry without an end event: trust its status.
-            if !entry.succeeded() {
-                return Err(RunError::Failed(format!(
-                    "ComfyUI's history says prompt {prompt_id} failed."
-                )));
-            }
-            display.apply(&ServerMessage::ExecutionSuccess(ExecutionSuccess {
-                prompt_id,
-                timestamp: None,
-            }));
-            return Ok(());
-        }
+        // The queue first: a prompt that ends between the two looks is then in the history.
         let Ok(queue) = server.queue_state().await else {
             continue;
         };
-        let queued = queue
-            .queue_running
-            .iter()
-            .chain(&queue.queue_pending)
-            .any(|item| item.prompt_id() == prompt_id);
-        if !queued {
-            return Err(RunError::Failed(format!(
-                "ComfyUI no longer knows prompt {prompt_id} (it restarted?); run it again."
-            )));
+        let Ok(history) = server.history(&prompt_id).await else {
+            continue;
+        };
+        match verdict(&prompt_id, history.as_ref(), &queue) {
+            Verdict::Ended(entry) => {
+                for message in entry.replay(&prompt_id) {
+                    display.apply(&message);
+                }
+                if display.progress().outcome().is_some() {
+                    return Ok(());
+                }
+                // An entry without an end event: trust its status.
+                if !entry.succeeded() {
+                    return Err(RunError::Failed(format!(
+                        "ComfyUI's history says prompt {prompt_id} failed."
+                    )));
+                }
+                display.apply(&ServerMessage::ExecutionSuccess(ExecutionSuccess {
+                    prompt_id,
+                    timestamp: None,
+                }));
+                return Ok(());
+            }
+            Verdict::Running | Verdict::Waiting => {}
+            Verdict::Forgotten => {
+                return Err(RunError::Failed(format!(
+                    "ComfyUI no longer knows prompt {prompt_id} (it restarted?); run it again."
+                )));
+            }
         }
     }
 }

@@ -1,8 +1,12 @@
 //! The server `comfy-relay run` talks to: a Comfy Relay (with its token) or ComfyUI itself.
 //! Both answer ComfyUI's routes the same way; the relay adds checks and needs the token.
+//!
+//! Requests are addressed by the relay's own [`ComfyClient`]; this module says what each
+//! answer means to a person at a terminal.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
@@ -12,33 +16,27 @@ use shared::comfy::{HistoryEntry, ImageRef, PromptAccepted, PromptRejected, Queu
 use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
 use super::RunError;
+use crate::comfy::{ComfyClient, ComfySocket};
 use crate::error::error_chain;
-use crate::upstream;
 
-/// ComfyUI's event socket for one client id.
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// How long the server may take to answer a request, or to send the next part of an answer.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A relay or ComfyUI at `base`.
 pub struct Server {
-    http: reqwest::Client,
+    comfy: ComfyClient,
     base: Url,
-    token: Option<String>,
 }
 
 impl Server {
     /// The server at `base`, sending `token` as a bearer when given.
     pub fn new(base: Url, token: Option<String>) -> Result<Self, RunError> {
-        let http = reqwest::Client::builder()
-            .build()
+        let comfy = ComfyClient::fixed(base.clone(), token, TIMEOUT)
             .map_err(|e| RunError::Unreachable(error_chain(&e)))?;
-        Ok(Self { http, base, token })
+        Ok(Self { comfy, base })
     }
 
     /// Where it is.
@@ -46,16 +44,8 @@ impl Server {
         &self.base
     }
 
-    fn url(&self, path: &str) -> Url {
-        upstream::join(&self.base, path)
-    }
-
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, self.url(path));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        self.comfy.request(method, path)
     }
 
     /// Sends a request; an unreachable server or a refusal of the token becomes a [`RunError`].
@@ -164,22 +154,11 @@ impl Server {
     }
 
     /// Opens ComfyUI's event socket for `client_id`.
-    pub async fn connect(&self, client_id: &str) -> Result<Socket, RunError> {
-        let mut url = upstream::websocket(self.url("/ws"));
-        url.query_pairs_mut().append_pair("clientId", client_id);
-        let mut request = url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| RunError::Unreachable(e.to_string()))?;
-        if let Some(token) = &self.token {
-            let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| RunError::Usage("--token: not a valid token".to_owned()))?;
-            request.headers_mut().insert("authorization", bearer);
-        }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+    pub async fn connect(&self, client_id: &str) -> Result<ComfySocket, RunError> {
+        self.comfy
+            .connect_ws(client_id)
             .await
-            .map_err(|e| RunError::Unreachable(format!("Cannot open {url}: {e}")))?;
-        Ok(socket)
+            .map_err(|e| RunError::Unreachable(format!("Cannot open {}ws: {e}", self.base)))
     }
 
     /// Queues the workflow for `client_id`; ComfyUI's or the relay's refusal names each input.
