@@ -103,7 +103,7 @@ impl HttpBody for SilenceGuard {
                     .reset(tokio::time::Instant::now() + this.limit);
             }
             return Poll::Ready(frame.map(|frame| {
-                frame.map_err(|error| RelayError::UpstreamFailed {
+                frame.map_err(|error| RelayError::Failed {
                     url: this.uri.to_string(),
                     detail: error_chain(&error),
                 })
@@ -114,7 +114,7 @@ impl HttpBody for SilenceGuard {
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(deadline.as_mut().poll(cx));
-        Poll::Ready(Some(Err(RelayError::UpstreamTimeout {
+        Poll::Ready(Some(Err(RelayError::Timeout {
             url: this.uri.to_string(),
             seconds: this.limit.as_secs(),
         })))
@@ -214,7 +214,7 @@ impl ComfyClient {
         let response = self.send(self.request(Method::GET, path), &url).await?;
         let status = response.status();
         if !status.is_success() {
-            return Err(RelayError::UpstreamFailed {
+            return Err(RelayError::Failed {
                 url: url.to_string(),
                 detail: format!("status {status}"),
             });
@@ -233,7 +233,7 @@ impl ComfyClient {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(RelayError::UpstreamFailed {
+            Err(RelayError::Failed {
                 url: url.to_string(),
                 detail: format!("status {}", response.status()),
             })
@@ -298,7 +298,7 @@ impl ComfyClient {
         url.query_pairs_mut().append_pair("clientId", client_id);
         // The URL without the client id, which is a secret of the client's.
         let shown = self.upstream.ws_url_for("/ws").to_string();
-        let failed = |detail: String| RelayError::UpstreamFailed {
+        let failed = |detail: String| RelayError::Failed {
             url: shown.clone(),
             detail,
         };
@@ -316,11 +316,11 @@ impl ComfyClient {
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
         match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok((socket, _))) => Ok(socket),
-            Ok(Err(error)) => Err(RelayError::UpstreamUnreachable {
+            Ok(Err(error)) => Err(RelayError::Unreachable {
                 url: shown,
                 detail: error.to_string(),
             }),
-            Err(_elapsed) => Err(RelayError::UpstreamTimeout {
+            Err(_elapsed) => Err(RelayError::Timeout {
                 url: shown,
                 seconds: self.timeout.as_secs(),
             }),

@@ -42,7 +42,7 @@ impl IntoResponse for ApiError {
 pub enum RelayError {
     /// Nothing accepts connections at ComfyUI's address.
     #[error("ComfyUI is not reachable at {url}. Is it running? Comfy Relay keeps retrying.")]
-    UpstreamUnreachable {
+    Unreachable {
         /// The address tried.
         url: String,
         /// The connection error.
@@ -50,7 +50,7 @@ pub enum RelayError {
     },
     /// ComfyUI accepted the connection but did not answer in time.
     #[error("ComfyUI did not answer within {seconds} s.")]
-    UpstreamTimeout {
+    Timeout {
         /// The address tried.
         url: String,
         /// The time allowed.
@@ -61,13 +61,13 @@ pub enum RelayError {
         "ComfyUI stopped answering: its health check gets no answer. Comfy Relay will say when \
          it answers again."
     )]
-    UpstreamStalled {
+    Stalled {
         /// The address tried.
         url: String,
     },
     /// The exchange with ComfyUI broke for another reason.
     #[error("The exchange with ComfyUI failed: {detail}")]
-    UpstreamFailed {
+    Failed {
         /// The address tried.
         url: String,
         /// What broke.
@@ -80,17 +80,17 @@ impl RelayError {
     pub fn from_upstream(url: &url::Url, error: reqwest::Error, timeout_secs: u64) -> Self {
         let url = url.as_str().to_owned();
         if error.is_connect() {
-            Self::UpstreamUnreachable {
+            Self::Unreachable {
                 url,
                 detail: error_chain(&error),
             }
         } else if error.is_timeout() {
-            Self::UpstreamTimeout {
+            Self::Timeout {
                 url,
                 seconds: timeout_secs,
             }
         } else {
-            Self::UpstreamFailed {
+            Self::Failed {
                 url,
                 detail: error_chain(&error),
             }
@@ -101,38 +101,30 @@ impl RelayError {
     pub fn from_relay(uri: &axum::http::Uri, error: &hyper_util::client::legacy::Error) -> Self {
         let (url, detail) = (uri.to_string(), error_chain(error));
         if error.is_connect() {
-            Self::UpstreamUnreachable { url, detail }
+            Self::Unreachable { url, detail }
         } else {
-            Self::UpstreamFailed { url, detail }
+            Self::Failed { url, detail }
         }
     }
 
     fn status(&self) -> StatusCode {
         match self {
-            Self::UpstreamUnreachable { .. } | Self::UpstreamFailed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
-            Self::UpstreamTimeout { .. } | Self::UpstreamStalled { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::Unreachable { .. } | Self::Failed { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout { .. } | Self::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     fn detail(&self) -> Option<ErrorDetail> {
         match self {
-            Self::UpstreamUnreachable { url, detail } | Self::UpstreamFailed { url, detail } => {
-                Some(ErrorDetail {
-                    comfyui_url: Some(url.clone()),
-                    cause: Some(detail.clone()),
-                    ..ErrorDetail::default()
-                })
-            }
-            Self::UpstreamTimeout { url, .. } | Self::UpstreamStalled { url } => {
-                Some(ErrorDetail {
-                    comfyui_url: Some(url.clone()),
-                    ..ErrorDetail::default()
-                })
-            }
+            Self::Unreachable { url, detail } | Self::Failed { url, detail } => Some(ErrorDetail {
+                comfyui_url: Some(url.clone()),
+                cause: Some(detail.clone()),
+                ..ErrorDetail::default()
+            }),
+            Self::Timeout { url, .. } | Self::Stalled { url } => Some(ErrorDetail {
+                comfyui_url: Some(url.clone()),
+                ..ErrorDetail::default()
+            }),
         }
     }
 }

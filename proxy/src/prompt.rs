@@ -137,7 +137,7 @@ pub async fn queue(
     };
     let (parts, body) = answer.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await else {
-        return RelayError::UpstreamFailed {
+        return RelayError::Failed {
             url: state.upstream.url_for("/prompt").to_string(),
             detail: "its answer to a queued prompt was cut off or too large".to_owned(),
         }

@@ -72,30 +72,38 @@ struct Edit {
 }
 
 /// The device's own prompts an edit names: those of `delete` that are its own, or with `clear`
-/// all of its own.
-async fn own_ids_to_edit(
-    state: &AppState,
-    device: &DeviceId,
-    request: Request,
-) -> Result<Vec<String>, ApiError> {
-    let body = read_capped(request.into_body(), MAX_EDIT_BYTES).await?;
-    let edit: Edit = if body.is_empty() {
-        Edit::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "The body is not {{\"delete\": [prompt ids]}} or {{\"clear\": true}}: {e}."
-                ),
-            )
-        })?
-    };
-    if edit.clear {
-        return Ok(state.jobs.prompts_of(device));
+/// all of its own. Read from the request (its device and body) as the edit handlers' argument.
+pub(crate) struct OwnEdit(Vec<String>);
+
+impl axum::extract::FromRequest<AppState> for OwnEdit {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let Some(device) = request.extensions().get::<DeviceId>().cloned() else {
+            return Err(StatusCode::UNAUTHORIZED.into_response());
+        };
+        let body = read_capped(request.into_body(), MAX_EDIT_BYTES)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let edit: Edit = if body.is_empty() {
+            Edit::default()
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "The body is not {{\"delete\": [prompt ids]}} or {{\"clear\": true}}: {e}."
+                    ),
+                )
+                .into_response()
+            })?
+        };
+        if edit.clear {
+            return Ok(Self(state.jobs.prompts_of(&device)));
+        }
+        let owned = |id: &String| state.jobs.owner_of(id).as_ref() == Some(&device);
+        Ok(Self(edit.delete.into_iter().filter(owned).collect()))
     }
-    let owned = |id: &String| state.jobs.owner_of(id).as_ref() == Some(device);
-    Ok(edit.delete.into_iter().filter(owned).collect())
 }
 
 /// `POST /queue {delete | clear}`: takes the device's own waiting prompts off ComfyUI's queue
@@ -103,12 +111,8 @@ async fn own_ids_to_edit(
 pub async fn edit_queue(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
-    request: Request,
+    OwnEdit(ids): OwnEdit,
 ) -> Response {
-    let ids = match own_ids_to_edit(&state, &device, request).await {
-        Ok(ids) => ids,
-        Err(error) => return error.into_response(),
-    };
     let (jobs, raw): (Vec<String>, Vec<String>) = ids
         .into_iter()
         .partition(|id| state.jobs.registry.owner(id).is_some());
@@ -129,15 +133,7 @@ pub async fn edit_queue(
 
 /// `POST /history {delete | clear}`: forgets the device's own finished prompts in ComfyUI's
 /// history, never anyone else's.
-pub async fn edit_history(
-    State(state): State<AppState>,
-    Extension(device): Extension<DeviceId>,
-    request: Request,
-) -> Response {
-    let ids = match own_ids_to_edit(&state, &device, request).await {
-        Ok(ids) => ids,
-        Err(error) => return error.into_response(),
-    };
+pub async fn edit_history(State(state): State<AppState>, OwnEdit(ids): OwnEdit) -> Response {
     if ids.is_empty() {
         return StatusCode::OK.into_response();
     }

@@ -411,13 +411,10 @@ pub async fn stream_image(
     };
     let response = sent?;
     let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| RelayError::UpstreamFailed {
-            url: url.to_string(),
-            detail: error_chain(&e),
-        })?;
+    let text = response.text().await.map_err(|e| RelayError::Failed {
+        url: url.to_string(),
+        detail: error_chain(&e),
+    })?;
     if !status.is_success() {
         return Err(UploadError::ComfyUi {
             status: status.as_u16(),

@@ -146,7 +146,7 @@ impl Upstream {
                 std::future::pending::<()>().await;
             }
         };
-        let stalled = || RelayError::UpstreamStalled {
+        let stalled = || RelayError::Stalled {
             url: url.to_string(),
         };
         tokio::select! {
@@ -156,7 +156,7 @@ impl Upstream {
             () = tokio::time::sleep(deadline) => Err(if already_down {
                 stalled()
             } else {
-                RelayError::UpstreamTimeout { url: url.to_string(), seconds: timeout.as_secs() }
+                RelayError::Timeout { url: url.to_string(), seconds: timeout.as_secs() }
             }),
         }
     }
@@ -177,7 +177,7 @@ impl Upstream {
             text.push_str(path_and_query);
             text
         };
-        axum::http::Uri::try_from(&text).map_err(|error| RelayError::UpstreamFailed {
+        axum::http::Uri::try_from(&text).map_err(|error| RelayError::Failed {
             detail: format!("{path_and_query} makes no valid address ({error})"),
             url: text,
         })

@@ -422,6 +422,30 @@ async fn when_comfyui_is_down_http_and_websocket_get_a_readable_502() {
     assert!(refused.to_string().contains("502"), "{refused}");
 }
 
+/// A relay in front of whatever listens at `comfyui`, allowing it `timeout_secs` to answer;
+/// its URL, and its data dir (kept while the relay runs).
+async fn relay_in_front_of(
+    comfyui: std::net::SocketAddr,
+    timeout_secs: u64,
+) -> (String, tempfile::TempDir) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = format!("http://{}", listener.local_addr().unwrap());
+    let data_dir = tempfile::tempdir().unwrap();
+    let config = <proxy::Config as clap::Parser>::parse_from([
+        "comfy-relay".to_owned(),
+        format!("--listen={}", listener.local_addr().unwrap()),
+        format!("--comfyui-url=http://{comfyui}"),
+        format!("--data-dir={}", data_dir.path().display()),
+        format!("--upstream-timeout-secs={timeout_secs}"),
+    ]);
+    tokio::spawn(proxy::run(
+        listener,
+        proxy::AppState::new(&config).unwrap(),
+        std::future::pending(),
+    ));
+    (relay, data_dir)
+}
+
 #[tokio::test]
 async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -432,21 +456,7 @@ async fn a_comfyui_that_never_answers_gets_a_504_not_a_hang() {
             held.push(socket);
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay = format!("http://{}", listener.local_addr().unwrap());
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = <proxy::Config as clap::Parser>::parse_from([
-        "comfy-relay".to_owned(),
-        format!("--listen={}", listener.local_addr().unwrap()),
-        format!("--comfyui-url=http://{silent_addr}"),
-        format!("--data-dir={}", data_dir.path().display()),
-        "--upstream-timeout-secs=1".to_owned(),
-    ]);
-    tokio::spawn(proxy::run(
-        listener,
-        proxy::AppState::new(&config).unwrap(),
-        std::future::pending(),
-    ));
+    let (relay, _data_dir) = relay_in_front_of(silent_addr, 1).await;
 
     let started = std::time::Instant::now();
     let response = http().get(format!("{relay}/queue")).send().await.unwrap();
@@ -479,21 +489,7 @@ async fn a_comfyui_that_goes_silent_mid_answer_ends_the_relayed_answer_instead_o
             held.push(socket);
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay = format!("http://{}", listener.local_addr().unwrap());
-    let data_dir = tempfile::tempdir().unwrap();
-    let config = <proxy::Config as clap::Parser>::parse_from([
-        "comfy-relay".to_owned(),
-        format!("--listen={}", listener.local_addr().unwrap()),
-        format!("--comfyui-url=http://{silent_addr}"),
-        format!("--data-dir={}", data_dir.path().display()),
-        "--upstream-timeout-secs=1".to_owned(),
-    ]);
-    tokio::spawn(proxy::run(
-        listener,
-        proxy::AppState::new(&config).unwrap(),
-        std::future::pending(),
-    ));
+    let (relay, _data_dir) = relay_in_front_of(silent_addr, 1).await;
 
     let started = std::time::Instant::now();
     let response = http()
