@@ -17,7 +17,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::api::Job;
-use shared::workflow::{Node, Workflow};
+use shared::workflow::{Node, NodeChoiceError, NodeName, Workflow};
 
 use crate::device::DeviceId;
 use crate::jobs::JobsError;
@@ -84,50 +84,34 @@ impl NodeRef {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let found: Vec<&str> = match (&self.node_id, &self.node_title) {
-            (Some(id), _) => {
-                if workflow.node(id).is_none() {
-                    return Err(AutomationError::WrongNode(format!(
-                        "The workflow has no node \"{id}\"."
-                    )));
-                }
-                candidates
-                    .iter()
-                    .filter(|(c, _)| c == id)
-                    .map(|(c, _)| *c)
-                    .collect()
-            }
-            (None, Some(title)) => {
-                let titled = workflow.nodes_titled(title);
-                if titled.is_empty() {
-                    return Err(AutomationError::WrongNode(format!(
-                        "The workflow has no node titled \"{title}\"."
-                    )));
-                }
-                candidates
-                    .iter()
-                    .filter(|(c, _)| titled.contains(c))
-                    .map(|(c, _)| *c)
-                    .collect()
-            }
-            (None, None) => candidates.iter().map(|(c, _)| *c).collect(),
+        let name = match (&self.node_id, &self.node_title) {
+            (Some(id), _) => Some(NodeName::Id(id)),
+            (None, Some(title)) => Some(NodeName::Title(title)),
+            (None, None) => None,
         };
-        match found.as_slice() {
-            [one] => Ok(one),
-            [] if self.node_id.is_some() || self.node_title.is_some() => {
-                Err(AutomationError::WrongNode(format!(
-                    "That node is not a {what}; the workflow's are: {}.",
+        let ids: Vec<&str> = candidates.iter().map(|(id, _)| *id).collect();
+        workflow.choose_node(&ids, name).map_err(|error| {
+            AutomationError::WrongNode(match (error, name) {
+                (NodeChoiceError::Unknown, Some(NodeName::Title(title))) => {
+                    format!("The workflow has no node titled \"{title}\".")
+                }
+                (NodeChoiceError::Unknown, _) => format!(
+                    "The workflow has no node \"{}\".",
+                    self.node_id.as_deref().unwrap_or_default()
+                ),
+                (NodeChoiceError::NotACandidate, _) => {
+                    format!(
+                        "That node is not a {what}; the workflow's are: {}.",
+                        listed()
+                    )
+                }
+                (NodeChoiceError::NoCandidate, _) => format!("The workflow has no {what}."),
+                (NodeChoiceError::Several(_), _) => format!(
+                    "The workflow has several: {}; say which with \"node_id\".",
                     listed()
-                )))
-            }
-            [] => Err(AutomationError::WrongNode(format!(
-                "The workflow has no {what}."
-            ))),
-            _ => Err(AutomationError::WrongNode(format!(
-                "The workflow has several: {}; say which with \"node_id\".",
-                listed()
-            ))),
-        }
+                ),
+            })
+        })
     }
 }
 

@@ -268,6 +268,32 @@ impl Workflow {
         classes
     }
 
+    /// Which of `candidates` (the ids of the nodes that could take a value) a person means by
+    /// `name`; with no name, the only candidate. The one rule the automation API and
+    /// `comfy-relay run` follow; each words its errors for its own users.
+    pub fn choose_node<'c>(
+        &self,
+        candidates: &[&'c str],
+        name: Option<NodeName<'_>>,
+    ) -> Result<&'c str, NodeChoiceError<'c>> {
+        let named: Vec<&str> = match name {
+            None => return only(candidates.to_vec(), NodeChoiceError::NoCandidate),
+            Some(NodeName::Id(id)) => self.node(id).map(|_| vec![id]).unwrap_or_default(),
+            Some(NodeName::Title(title)) => self.nodes_titled(title),
+            Some(NodeName::IdOrTitle(name)) if self.node(name).is_some() => vec![name],
+            Some(NodeName::IdOrTitle(name)) => self.nodes_titled(name),
+        };
+        if named.is_empty() {
+            return Err(NodeChoiceError::Unknown);
+        }
+        let fitting = candidates
+            .iter()
+            .filter(|candidate| named.contains(candidate))
+            .copied()
+            .collect();
+        only(fitting, NodeChoiceError::NotACandidate)
+    }
+
     /// The ids of the nodes titled `title`, in display order.
     pub fn nodes_titled(&self, title: &str) -> Vec<&str> {
         self.nodes_in_display_order()
@@ -346,10 +372,88 @@ pub struct TextInput {
     pub value: String,
 }
 
+/// How a person names a node.
+#[derive(Debug, Clone, Copy)]
+pub enum NodeName<'a> {
+    /// By its id (`"6"`).
+    Id(&'a str),
+    /// By its title, as ComfyUI shows it.
+    Title(&'a str),
+    /// By either: an id if the workflow has one, else a title.
+    IdOrTitle(&'a str),
+}
+
+/// Why [`Workflow::choose_node`] found no single node.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NodeChoiceError<'c> {
+    /// No node has that id or title.
+    Unknown,
+    /// Nodes have it, but none of them could take the value.
+    NotACandidate,
+    /// No node at all could take the value.
+    NoCandidate,
+    /// Several could; these.
+    Several(Vec<&'c str>),
+}
+
+/// The one of `found`, or `none` when there is none.
+fn only<'c>(
+    found: Vec<&'c str>,
+    none: NodeChoiceError<'c>,
+) -> Result<&'c str, NodeChoiceError<'c>> {
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(none),
+        _ => Err(NodeChoiceError::Several(found)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::comfy::fixtures;
+
+    #[test]
+    fn a_node_is_chosen_by_id_title_or_as_the_only_candidate_and_each_failure_is_named() {
+        let workflow = Workflow::parse(&fixtures::workflow_text("sd15_txt2img")).unwrap();
+        let prompts = ["6", "7"];
+        let one = ["9"];
+        type Case<'a> = (
+            &'a [&'a str],
+            Option<NodeName<'a>>,
+            Result<&'a str, NodeChoiceError<'a>>,
+        );
+        let cases: [Case; 9] = [
+            (&prompts, Some(NodeName::Id("7")), Ok("7")),
+            (&prompts, Some(NodeName::IdOrTitle("6")), Ok("6")),
+            (&one, Some(NodeName::IdOrTitle("Save Image")), Ok("9")),
+            (&one, None, Ok("9")),
+            (
+                &prompts,
+                Some(NodeName::Id("42")),
+                Err(NodeChoiceError::Unknown),
+            ),
+            (
+                &prompts,
+                Some(NodeName::Title("nope")),
+                Err(NodeChoiceError::Unknown),
+            ),
+            (
+                &one,
+                Some(NodeName::Id("6")),
+                Err(NodeChoiceError::NotACandidate),
+            ),
+            (&[], None, Err(NodeChoiceError::NoCandidate)),
+            (
+                &prompts,
+                Some(NodeName::Title("CLIP Text Encode (Prompt)")),
+                Err(NodeChoiceError::Several(vec!["6", "7"])),
+            ),
+        ];
+        for (candidates, name, expected) in cases {
+            assert_eq!(workflow.choose_node(candidates, name), expected, "{name:?}");
+        }
+    }
 
     #[test]
     fn the_recorded_api_workflows_parse() {

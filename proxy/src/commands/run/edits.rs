@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use shared::schema::NodeSchema;
-use shared::workflow::Workflow;
+use shared::workflow::{NodeChoiceError, NodeName, Workflow};
 
 /// One `--set`.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,17 +57,19 @@ impl Edit {
 
 /// The id of the node called `name` (an id, or a title only one node has).
 pub fn node_id(workflow: &Workflow, name: &str) -> Result<String, String> {
-    if workflow.node(name).is_some() {
-        return Ok(name.to_owned());
-    }
-    match workflow.nodes_titled(name).as_slice() {
-        [id] => Ok((*id).to_owned()),
-        [] => Err(format!(
-            "the workflow has no node with id or title \"{name}\""
-        )),
-        several => Err(format!(
+    let every: Vec<&str> = workflow
+        .nodes_in_display_order()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    match workflow.choose_node(&every, Some(NodeName::IdOrTitle(name))) {
+        Ok(id) => Ok(id.to_owned()),
+        Err(NodeChoiceError::Several(several)) => Err(format!(
             "several nodes are titled \"{name}\" ({}); use the id",
             several.join(", ")
+        )),
+        Err(_) => Err(format!(
+            "the workflow has no node with id or title \"{name}\""
         )),
     }
 }
@@ -104,27 +106,30 @@ pub fn image_target(
         Some((id, path)) => (Some(id), path),
         None => (None, spec),
     };
-    let chosen = match (&wanted, loaders.as_slice()) {
-        (Some(id), _) => loaders.iter().find(|(l, _)| l == id).ok_or_else(|| {
-            format!("--image: node {id} does not take a picture (it is not a LoadImage)")
-        })?,
-        (None, [one]) => one,
-        (None, []) => return Err("--image: the workflow has no LoadImage node".to_owned()),
-        (None, several) => {
-            let ids: Vec<&str> = several.iter().map(|(id, _)| *id).collect();
-            return Err(format!(
+    let ids: Vec<&str> = loaders.iter().map(|(id, _)| *id).collect();
+    let chosen = workflow
+        .choose_node(&ids, wanted.as_deref().map(NodeName::Id))
+        .map_err(|error| match (error, &wanted) {
+            (NodeChoiceError::Several(several), _) => format!(
                 "--image: the workflow has several LoadImage nodes ({}); say which with --image NODE=PATH",
-                ids.join(", ")
-            ));
-        }
-    };
+                several.join(", ")
+            ),
+            (_, Some(id)) => {
+                format!("--image: node {id} does not take a picture (it is not a LoadImage)")
+            }
+            (_, None) => "--image: the workflow has no LoadImage node".to_owned(),
+        })?;
+    let input = loaders
+        .iter()
+        .find_map(|(id, input)| (*id == chosen).then_some(*input))
+        .expect("chosen among the loaders");
     let path = PathBuf::from(path);
     if !path.is_file() {
         return Err(format!("--image: cannot read {}", path.display()));
     }
     Ok(ImageTarget {
-        node_id: chosen.0.to_owned(),
-        input: chosen.1.to_owned(),
+        node_id: chosen.to_owned(),
+        input: input.to_owned(),
         path,
     })
 }
