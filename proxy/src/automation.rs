@@ -10,10 +10,12 @@
 //! Values set here are saved in the workflow, so the next run (from a script or a phone) uses
 //! them, as the script's one in-memory workflow did.
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::routing::post;
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::api::Job;
@@ -24,6 +26,18 @@ use crate::jobs::JobsError;
 use crate::library::LibraryError;
 use crate::state::AppState;
 use crate::upload::{self, UploadError};
+
+/// Setting a saved workflow's picture or prompt, and running it.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/workflows/{name}/image",
+            // The upload enforces its own limit, on the stream.
+            post(image).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/workflows/{name}/prompt", post(prompt))
+        .route("/api/workflows/{name}/run", post(run))
+}
 
 /// Why an automation request failed.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ mod comfy_routes;
 pub mod commands;
 pub mod config;
 pub mod device;
+mod device_links;
 mod device_sockets;
 mod error;
 mod gate;
@@ -42,7 +43,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
@@ -58,30 +58,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The relay's own API: jobs and their event socket, the workflow library and its automation,
 /// devices, node schemas, health. Every route needs a device.
 fn relay_routes() -> Router<AppState> {
-    use jobs::routes as job;
-    Router::new()
-        .route("/api/jobs", get(job::list).post(job::submit))
-        .route("/api/jobs/{id}", get(job::get))
-        .route("/api/jobs/{id}/preview", get(job::preview))
-        .route("/api/jobs/{id}/cancel", post(job::cancel))
-        .route("/api/jobs/{id}/requeue", post(job::requeue))
-        .route("/api/interrupt", post(job::interrupt))
+    jobs::routes::router()
+        .merge(library::router())
+        .merge(automation::router())
         .route("/api/health", get(health::health))
-        .route("/api/events", get(job::events))
-        .route("/api/workflows", get(library::list))
-        .route(
-            "/api/workflows/{name}",
-            get(library::get).put(library::put).delete(library::delete),
-        )
-        .route("/api/workflows/{name}/rename", post(library::rename))
-        .route(
-            "/api/workflows/{name}/image",
-            // The upload enforces its own limit, on the stream.
-            post(automation::image).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/api/workflows/{name}/prompt", post(automation::prompt))
-        .route("/api/workflows/{name}/run", post(automation::run))
-        .route("/api/device/link", post(device::create_link))
+        .route("/api/device/link", post(device_links::create_link))
 }
 
 /// What anyone may reach: the ways in (pairing, device links, who am I) and the app itself.
@@ -90,7 +71,7 @@ fn public_routes() -> Router<AppState> {
         .route("/pair", get(auth::pair))
         .route(
             "/link/{code}",
-            get(device::confirm_link).post(device::follow_link),
+            get(device_links::confirm_link).post(device_links::follow_link),
         )
         .route("/api/session", get(auth::session))
         .fallback(spa::serve)

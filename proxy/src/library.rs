@@ -10,11 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing;
+use axum::{Json, Router};
 use serde_json::Value;
 
 use shared::api::{Rename, SavedWorkflow, WorkflowList};
@@ -24,6 +25,17 @@ use crate::auth::token::write_private;
 use crate::clock::epoch_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The workflow library: list, read, save, delete, rename.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/workflows", routing::get(list))
+        .route(
+            "/api/workflows/{name}",
+            routing::get(get).put(put).delete(delete),
+        )
+        .route("/api/workflows/{name}/rename", routing::post(rename))
+}
 
 /// The longest workflow name.
 const MAX_NAME: usize = 80;

@@ -11,7 +11,7 @@ use crate::auth::Auth;
 use crate::comfy::{self, ComfyClient};
 use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
-use crate::device::DeviceLinks;
+use crate::device_links::DeviceLinks;
 use crate::device_sockets::DeviceSockets;
 use crate::jobs::Jobs;
 use crate::library::Library;

@@ -23,12 +23,25 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::routing;
+use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use shared::api::{ErrorDetail, Event, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
+
+/// The jobs API and its event socket.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", routing::get(list).post(submit))
+        .route("/api/jobs/{id}", routing::get(get))
+        .route("/api/jobs/{id}/preview", routing::get(preview))
+        .route("/api/jobs/{id}/cancel", routing::post(cancel))
+        .route("/api/jobs/{id}/requeue", routing::post(requeue))
+        .route("/api/interrupt", routing::post(interrupt))
+        .route("/api/events", routing::get(events))
+}
 
 /// The longest a `GET /api/jobs/{id}?wait=` waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
