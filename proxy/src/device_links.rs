@@ -3,7 +3,7 @@
 //! anything changes, `POST /link/{code}` takes the device over.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -14,7 +14,6 @@ use shared::api::DeviceLink;
 
 use crate::device::DeviceSecret;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// How long a device link stays valid.
 const LINK_LIFETIME: Duration = Duration::from_secs(600);
@@ -45,7 +44,7 @@ impl DeviceLinks {
 
 /// `POST /api/device/link`: a one-time link that opens the app as this device elsewhere.
 pub async fn create_link(
-    State(state): State<AppState>,
+    State(device_links): State<Arc<DeviceLinks>>,
     secret: Option<Extension<DeviceSecret>>,
 ) -> Response {
     let Some(Extension(secret)) = secret else {
@@ -55,7 +54,7 @@ pub async fn create_link(
         )
         .into_response();
     };
-    let code = state.device_links.create(&secret);
+    let code = device_links.create(&secret);
     Json(DeviceLink {
         path: format!("/link/{code}"),
         expires_in_secs: LINK_LIFETIME.as_secs(),
@@ -93,8 +92,11 @@ pub async fn confirm_link(Path(code): Path<String>) -> Response {
 }
 
 /// `POST /link/{code}`: adopts the linked device and opens the app.
-pub async fn follow_link(State(state): State<AppState>, Path(code): Path<String>) -> Response {
-    match state.device_links.redeem(&code) {
+pub async fn follow_link(
+    State(device_links): State<Arc<DeviceLinks>>,
+    Path(code): Path<String>,
+) -> Response {
+    match device_links.redeem(&code) {
         Some(secret) => {
             let mut response = Redirect::to("/").into_response();
             response

@@ -8,7 +8,7 @@
 //! never how it is wired.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
@@ -301,24 +301,24 @@ impl Library {
 }
 
 /// `GET /api/workflows`.
-pub async fn list(State(state): State<AppState>) -> Result<Json<WorkflowList>, LibraryError> {
+pub async fn list(State(library): State<Arc<Library>>) -> Result<Json<WorkflowList>, LibraryError> {
     Ok(Json(WorkflowList {
-        workflows: state.library.list()?,
-        locked: state.library.locked(),
+        workflows: library.list()?,
+        locked: library.locked(),
     }))
 }
 
 /// `GET /api/workflows/{name}`: the workflow itself.
 pub async fn get(
-    State(state): State<AppState>,
+    State(library): State<Arc<Library>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Workflow>, LibraryError> {
-    state.library.get(&name).map(Json)
+    library.get(&name).map(Json)
 }
 
 /// `PUT /api/workflows/{name}`: saves the body (an API-format workflow).
 pub async fn put(
-    State(state): State<AppState>,
+    State(library): State<Arc<Library>>,
     UrlPath(name): UrlPath<String>,
     body: Bytes,
 ) -> Result<Json<SavedWorkflow>, LibraryError> {
@@ -328,26 +328,26 @@ pub async fn put(
         ));
     }
     crate::limits::check_json_shape(&body).map_err(|e| LibraryError::Malformed(e.to_string()))?;
-    let saved = state.library.save(&name, &body)?;
+    let saved = library.save(&name, &body)?;
     tracing::info!(workflow = %name, "saved a workflow");
     Ok(Json(saved))
 }
 
 /// `POST /api/workflows/{name}/rename` `{"to": "new name"}`.
 pub async fn rename(
-    State(state): State<AppState>,
+    State(library): State<Arc<Library>>,
     UrlPath(name): UrlPath<String>,
     Json(rename): Json<Rename>,
 ) -> Result<Json<SavedWorkflow>, LibraryError> {
-    state.library.rename(&name, &rename.to).map(Json)
+    library.rename(&name, &rename.to).map(Json)
 }
 
 /// `DELETE /api/workflows/{name}`.
 pub async fn delete(
-    State(state): State<AppState>,
+    State(library): State<Arc<Library>>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<StatusCode, LibraryError> {
-    state.library.delete(&name)?;
+    library.delete(&name)?;
     tracing::info!(workflow = %name, "deleted a workflow");
     Ok(StatusCode::NO_CONTENT)
 }

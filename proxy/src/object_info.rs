@@ -22,7 +22,6 @@ use tokio::sync::Mutex;
 
 use crate::comfy::ComfyClient;
 use crate::error::RelayError;
-use crate::state::AppState;
 
 /// One fetched `/object_info`.
 struct Snapshot {
@@ -145,11 +144,11 @@ pub struct ObjectInfoQuery {
 /// `GET /api/object_info[?refresh=true][&classes=A,B]`: the kept `/object_info` (fetched if
 /// needed), whole and gzipped, or only some classes.
 pub async fn serve(
-    State(state): State<AppState>,
+    State(object_info): State<Arc<ObjectInfo>>,
     Query(query): Query<ObjectInfoQuery>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, RelayError> {
-    let snapshot = state.object_info.current(query.refresh).await?;
+    let snapshot = object_info.current(query.refresh).await?;
     if let Some(classes) = query.classes {
         let subset: Map<String, Value> = classes
             .split(',')
@@ -196,11 +195,11 @@ pub async fn serve(
 
 /// `GET /api/object_info/{class}`: one class, fetched again from ComfyUI and kept.
 pub async fn serve_class(
-    State(state): State<AppState>,
+    State(object_info): State<Arc<ObjectInfo>>,
     axum::extract::Path(class): axum::extract::Path<String>,
 ) -> Result<Json<Value>, RelayError> {
-    state.object_info.refresh_class(&class).await?;
-    let snapshot = state.object_info.current(false).await?;
+    object_info.refresh_class(&class).await?;
+    let snapshot = object_info.current(false).await?;
     let mut found = Map::new();
     if let Some(info) = snapshot.raw.get(&class) {
         found.insert(class, info.clone());

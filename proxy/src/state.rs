@@ -121,3 +121,22 @@ impl axum::extract::FromRef<AppState> for ComfyClient {
         state.jobs.comfy.clone()
     }
 }
+
+/// The parts of the state a handler may take on its own (`State<Arc<Library>>`), so that each
+/// says what it uses.
+macro_rules! parts {
+    ($($field:ident: $part:ty),* $(,)?) => {
+        $(impl axum::extract::FromRef<AppState> for $part {
+            fn from_ref(state: &AppState) -> Self {
+                state.$field.clone()
+            }
+        })*
+    };
+}
+
+parts!(
+    auth: Arc<Auth>,
+    device_links: Arc<DeviceLinks>,
+    library: Arc<Library>,
+    object_info: Arc<ObjectInfo>,
+);

@@ -33,7 +33,6 @@ use crate::config::Config;
 use crate::device::{DeviceId, DeviceSecret};
 use crate::error::ApiError;
 use crate::server::ConnectionSlot;
-use crate::state::AppState;
 use paired::{PairedDevice, PairedDevices};
 use throttle::Throttle;
 use token::Token;
@@ -249,11 +248,11 @@ pub struct PairQuery {
 
 /// `GET /pair?token=...`: pairs this browser and opens the app at its clean URL.
 pub async fn pair(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     Query(query): Query<PairQuery>,
     request: Request,
 ) -> Response {
-    let auth = &state.auth;
+    let auth = &auth;
     let already = DeviceSecret::from_headers(request.headers())
         .is_some_and(|secret| auth.still_allowed(&secret.device()));
     if !auth.required || already {
@@ -301,13 +300,13 @@ pub async fn pair(
 
 /// `GET /api/session`: who this device is, or 401 with how to pair.
 pub async fn session(
-    State(state): State<AppState>,
+    State(auth): State<Arc<Auth>>,
     device: Option<axum::Extension<DeviceId>>,
 ) -> Response {
     match device {
         Some(axum::Extension(device)) => Json(Session {
             device: device.as_str().to_owned(),
-            pairing_required: state.auth.required,
+            pairing_required: auth.required,
         })
         .into_response(),
         None => unauthorized(NOT_PAIRED),
