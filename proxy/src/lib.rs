@@ -39,14 +39,18 @@ mod upload;
 pub mod upstream;
 mod ws_relay;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::trace::TraceLayer;
 
 pub use config::Config;
@@ -83,10 +87,13 @@ fn largest_body(state: &AppState) -> u64 {
     upload.max(prompt::MAX_PROMPT_BYTES as u64)
 }
 
+/// The relay as one service: what [`app`] builds and [`run`] serves.
+pub type App = BoxCloneSyncService<Request, Response, Infallible>;
+
 /// The whole HTTP surface of the relay. Which routes need a device is the router's shape: the
 /// relay's API and every ComfyUI route are in the protected router, behind
 /// [`auth::require_device`]; only the public router's routes answer strangers.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState) -> App {
     let protected = relay_routes()
         .merge(comfy_routes::router(&state.allowed_routes))
         .route_layer(middleware::from_fn(auth::require_device));
@@ -100,7 +107,7 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(log::request_span))
         .layer(middleware::from_fn_with_state(gate, gate::check))
         .service(routes);
-    Router::new().fallback_service(checks)
+    BoxCloneSyncService::new(checks.map_response(IntoResponse::into_response))
 }
 
 /// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked

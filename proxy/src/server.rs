@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -194,7 +193,7 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
 /// serving connections are tracked by `tasks`.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::App,
     connections: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
