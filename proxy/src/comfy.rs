@@ -1,4 +1,6 @@
-//! ComfyUI's HTTP API as typed calls, for the relay's own work (jobs, reconciliation).
+//! The relay's one client of ComfyUI: relayed requests (streamed both ways), typed calls for its
+//! own work (jobs, reconciliation, node schemas), uploads and the event socket. `comfy-relay run`
+//! uses it too, with a fixed server and a bearer token.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -176,11 +178,6 @@ impl ComfyClient {
             timeout,
         );
         Ok(Self { bearer, ..client })
-    }
-
-    /// Where requests go now.
-    pub fn base(&self) -> url::Url {
-        self.upstream.base()
     }
 
     /// A request to `path` (with its query) on the server, with the bearer when there is one.
