@@ -15,7 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
-use shared::comfy::{History, HistoryEntry, PromptAccepted, PromptRejected, PromptRequest, Queue};
+use shared::comfy::{
+    History, HistoryEntry, InterruptRequest, PromptAccepted, PromptRejected, PromptRequest, Queue,
+    QueueEdit,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -222,7 +225,7 @@ impl ComfyClient {
             .map_err(|e| RelayError::from_upstream(&url, e, self.timeout.as_secs()))
     }
 
-    async fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(), RelayError> {
+    async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<(), RelayError> {
         let url = self.upstream.url_for(path);
         let response = self
             .send(self.request(Method::POST, path).json(body), &url)
@@ -388,19 +391,27 @@ impl ComfyClient {
 
     /// `POST /interrupt {prompt_id}`: stops that prompt if it is the one running.
     pub async fn interrupt(&self, prompt_id: &str) -> Result<(), RelayError> {
-        self.post_json("/interrupt", &serde_json::json!({ "prompt_id": prompt_id }))
-            .await
+        let body = InterruptRequest {
+            prompt_id: Some(prompt_id.to_owned()),
+        };
+        self.post_json("/interrupt", &body).await
     }
 
     /// `POST /history {delete}`: forgets finished prompts.
     pub async fn delete_history(&self, prompt_ids: &[String]) -> Result<(), RelayError> {
-        self.post_json("/history", &serde_json::json!({ "delete": prompt_ids }))
-            .await
+        let body = QueueEdit {
+            delete: prompt_ids.to_vec(),
+            clear: false,
+        };
+        self.post_json("/history", &body).await
     }
 
     /// `POST /queue {delete}`: removes pending prompts.
     pub async fn delete_pending(&self, prompt_ids: &[&str]) -> Result<(), RelayError> {
-        self.post_json("/queue", &serde_json::json!({ "delete": prompt_ids }))
-            .await
+        let body = QueueEdit {
+            delete: prompt_ids.iter().map(|id| (*id).to_owned()).collect(),
+            clear: false,
+        };
+        self.post_json("/queue", &body).await
     }
 }

@@ -16,7 +16,7 @@ use axum::{Extension, Json};
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use shared::comfy::{ImageRef, NodeOutput};
+use shared::comfy::{ImageRef, InterruptRequest, NodeOutput, QueueEdit};
 
 use crate::comfy_path::{self, Segment};
 use crate::device::DeviceId;
@@ -62,15 +62,6 @@ pub async fn queue(
     Ok(Json(queue))
 }
 
-/// The ids of a `{delete: [...]}` edit, or `clear` (all of the device's own).
-#[derive(Debug, Default, Deserialize)]
-struct Edit {
-    #[serde(default)]
-    delete: Vec<String>,
-    #[serde(default)]
-    clear: bool,
-}
-
 /// The device's own prompts an edit names: those of `delete` that are its own, or with `clear`
 /// all of its own. Read from the request (its device and body) as the edit handlers' argument.
 pub(crate) struct OwnEdit(Vec<String>);
@@ -85,8 +76,8 @@ impl axum::extract::FromRequest<AppState> for OwnEdit {
         let body = read_capped(request.into_body(), MAX_EDIT_BYTES)
             .await
             .map_err(IntoResponse::into_response)?;
-        let edit: Edit = if body.is_empty() {
-            Edit::default()
+        let edit: QueueEdit = if body.is_empty() {
+            QueueEdit::default()
         } else {
             serde_json::from_slice(&body).map_err(|e| {
                 ApiError::new(
@@ -312,15 +303,11 @@ pub async fn interrupt(
     Extension(device): Extension<DeviceId>,
     request: Request,
 ) -> Response {
-    #[derive(Deserialize)]
-    struct Target {
-        prompt_id: Option<String>,
-    }
     let body = match read_capped(request.into_body(), MAX_EDIT_BYTES).await {
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    let named = serde_json::from_slice::<Target>(&body)
+    let named = serde_json::from_slice::<InterruptRequest>(&body)
         .ok()
         .and_then(|target| target.prompt_id);
     let target = match named {

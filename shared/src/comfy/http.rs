@@ -20,6 +20,27 @@ pub struct PromptRequest {
     pub extra_data: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The body of `POST /interrupt`: without a prompt id it stops whatever runs; with one, only
+/// that prompt (and nothing when another runs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterruptRequest {
+    /// The prompt to stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_id: Option<String>,
+}
+
+/// The body of `POST /queue` and `POST /history`: forgets the prompts of `delete`, or with
+/// `clear` all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueEdit {
+    /// Prompt ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delete: Vec<String>,
+    /// All of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear: bool,
+}
+
 /// `POST /prompt` → 200.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptAccepted {
@@ -344,6 +365,24 @@ mod tests {
         ] {
             let request = fixtures::http(name)["request"]["json"].clone();
             let parsed: PromptRequest = serde_json::from_value(request.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), request, "{name}");
+        }
+    }
+
+    #[test]
+    fn recorded_interrupts_and_queue_and_history_edits_round_trip() {
+        for name in [
+            "interrupt_global",
+            "interrupt_targeted",
+            "interrupt_targeted_wrong_id",
+        ] {
+            let request = fixtures::http(name)["request"]["json"].clone();
+            let parsed: InterruptRequest = serde_json::from_value(request.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&parsed).unwrap(), request, "{name}");
+        }
+        for name in ["queue_delete_pending", "history_clear"] {
+            let request = fixtures::http(name)["request"]["json"].clone();
+            let parsed: QueueEdit = serde_json::from_value(request.clone()).unwrap();
             assert_eq!(serde_json::to_value(&parsed).unwrap(), request, "{name}");
         }
     }

@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::api::{ErrorBody, InputProblem};
-use shared::comfy::{HistoryEntry, ImageRef, PromptAccepted, PromptRejected, Queue, UploadedImage};
+use shared::comfy::{
+    HistoryEntry, ImageRef, InterruptRequest, PromptAccepted, PromptRejected, PromptRequest, Queue,
+    QueueEdit, UploadedImage,
+};
 use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
 use tokio::io::AsyncWriteExt as _;
@@ -163,7 +166,11 @@ impl Server {
 
     /// Queues the workflow for `client_id`; ComfyUI's or the relay's refusal names each input.
     pub async fn queue(&self, workflow: &Workflow, client_id: &str) -> Result<String, RunError> {
-        let body = json!({ "prompt": workflow, "client_id": client_id });
+        let body = PromptRequest {
+            prompt: workflow.clone(),
+            client_id: Some(client_id.to_owned()),
+            extra_data: serde_json::Map::new(),
+        };
         let response = self
             .send(self.request(reqwest::Method::POST, "/prompt").json(&body))
             .await?;
@@ -209,10 +216,15 @@ impl Server {
     /// Stops a prompt: takes it off the queue if it waits, interrupts it if it runs. Only this
     /// prompt: another one running is left alone.
     pub async fn stop(&self, prompt_id: &str) -> Result<(), RunError> {
-        let delete = json!({ "delete": [prompt_id] });
+        let delete = QueueEdit {
+            delete: vec![prompt_id.to_owned()],
+            clear: false,
+        };
         self.ok(self.request(reqwest::Method::POST, "/queue").json(&delete))
             .await?;
-        let interrupt = json!({ "prompt_id": prompt_id });
+        let interrupt = InterruptRequest {
+            prompt_id: Some(prompt_id.to_owned()),
+        };
         self.ok(self
             .request(reqwest::Method::POST, "/interrupt")
             .json(&interrupt))
