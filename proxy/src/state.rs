@@ -39,8 +39,6 @@ pub struct Shared {
     pub http: reqwest::Client,
     /// Where ComfyUI is.
     pub upstream: Arc<Upstream>,
-    /// How long ComfyUI may take to start answering.
-    pub upstream_timeout: Duration,
     /// How often to check whether ComfyUI answers.
     pub probe_interval: Duration,
     /// The built web app.
@@ -105,7 +103,6 @@ impl AppState {
             )),
             http,
             upstream,
-            upstream_timeout: config.upstream_timeout(),
             probe_interval: config.probe_interval(),
             static_dir: config.static_dir.clone(),
             shutdown,

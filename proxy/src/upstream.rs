@@ -118,11 +118,6 @@ impl Upstream {
         self.current.read().expect("lock never poisoned").clone()
     }
 
-    /// What the last check found.
-    pub fn reachability(&self) -> Reachability {
-        self.reachability.borrow().clone()
-    }
-
     /// Waits for ComfyUI's answer to a request sent to `url`, for at most `timeout`, and less
     /// when ComfyUI is found not to answer: a request waiting when a health check fails (a
     /// stopped ComfyUI keeps accepting connections but never answers) ends with a 504 at once,

@@ -18,7 +18,6 @@ use shared::comfy::{
     HistoryEntry, ImageRef, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
 };
 use shared::progress::{Outcome, RunProgress};
-use shared::workflow::Workflow;
 
 use super::hub::Hub;
 use crate::device::DeviceId;
@@ -102,11 +101,6 @@ impl JobRecord {
     /// Where it is.
     pub fn state(&self) -> JobState {
         self.state
-    }
-
-    /// The workflow as it was queued.
-    pub fn workflow(&self) -> &Workflow {
-        &self.prompt.prompt
     }
 
     /// The request it was queued with.
@@ -549,6 +543,7 @@ impl Registry {
 mod tests {
     use super::*;
     use shared::comfy::ExecutionStart;
+    use shared::workflow::Workflow;
 
     fn record(id: &str, device: &DeviceId) -> JobRecord {
         let workflow = Workflow::parse(
