@@ -63,21 +63,26 @@ pub struct PromptRejected {
     pub node_errors: BTreeMap<String, NodeErrors>,
 }
 
-/// The overall reason in a [`PromptRejected`].
+/// An error as ComfyUI reports one: the overall reason of a [`PromptRejected`]
+/// ([`PromptError`]) and each input's failure ([`ValidationError`]) have this shape, with
+/// context of their own in `extra_info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PromptError {
-    /// For example `prompt_outputs_failed_validation` or `invalid_prompt`.
+pub struct ComfyError<Extra> {
+    /// Its kind: `prompt_outputs_failed_validation`, `value_smaller_than_min`, ...
     #[serde(rename = "type")]
     pub kind: String,
     /// A sentence.
     pub message: String,
-    /// More context, often empty.
+    /// More context, often empty (for an input, often its name or a longer explanation).
     #[serde(default)]
     pub details: String,
     /// Structured context.
     #[serde(default)]
-    pub extra_info: serde_json::Value,
+    pub extra_info: Extra,
 }
+
+/// The overall reason in a [`PromptRejected`].
+pub type PromptError = ComfyError<serde_json::Value>;
 
 /// What is wrong with one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,21 +96,9 @@ pub struct NodeErrors {
     pub class_type: String,
 }
 
-/// One validation failure, for example `value_smaller_than_min`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ValidationError {
-    /// The failure's kind.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// A sentence.
-    pub message: String,
-    /// Often the input's name or a longer explanation.
-    #[serde(default)]
-    pub details: String,
-    /// Names the input (`input_name`) and the value received.
-    #[serde(default)]
-    pub extra_info: ValidationExtra,
-}
+/// One validation failure, for example `value_smaller_than_min`; its `extra_info` names the
+/// input (`input_name`) and the value received.
+pub type ValidationError = ComfyError<ValidationExtra>;
 
 /// Structured context of a [`ValidationError`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
