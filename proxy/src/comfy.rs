@@ -185,7 +185,12 @@ impl ComfyClient {
 
     /// A request to `path` (with its query) on the server, with the bearer when there is one.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, self.upstream.url_for(path));
+        self.request_to(method, self.upstream.url_for(path))
+    }
+
+    /// The same for a URL already made (the typed calls keep it for their errors).
+    fn request_to(&self, method: Method, url: url::Url) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
         match &self.bearer {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -211,7 +216,9 @@ impl ComfyClient {
     /// `GET path`, its JSON answer read as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let url = self.upstream.url_for(path);
-        let response = self.send(self.request(Method::GET, path), &url).await?;
+        let response = self
+            .send(self.request_to(Method::GET, url.clone()), &url)
+            .await?;
         let status = response.status();
         if !status.is_success() {
             return Err(RelayError::Failed {
@@ -228,7 +235,7 @@ impl ComfyClient {
     async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<(), RelayError> {
         let url = self.upstream.url_for(path);
         let response = self
-            .send(self.request(Method::POST, path).json(body), &url)
+            .send(self.request_to(Method::POST, url.clone()).json(body), &url)
             .await?;
         if response.status().is_success() {
             Ok(())
@@ -278,7 +285,7 @@ impl ComfyClient {
     ) -> Result<reqwest::Response, RelayError> {
         let url = self.upstream.url_for("/upload/image");
         let request = self
-            .request(Method::POST, "/upload/image")
+            .request_to(Method::POST, url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         self.upstream
@@ -334,7 +341,10 @@ impl ComfyClient {
     ) -> Result<PromptAccepted, QueueError> {
         let url = self.upstream.url_for("/prompt");
         let response = self
-            .send(self.request(Method::POST, "/prompt").json(request), &url)
+            .send(
+                self.request_to(Method::POST, url.clone()).json(request),
+                &url,
+            )
             .await?;
         let status = response.status();
         let text = response

@@ -252,7 +252,6 @@ pub async fn pair(
     Query(query): Query<PairQuery>,
     request: Request,
 ) -> Response {
-    let auth = &auth;
     let already = DeviceSecret::from_headers(request.headers())
         .is_some_and(|secret| auth.still_allowed(&secret.device()));
     if !auth.required || already {
