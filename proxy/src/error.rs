@@ -97,13 +97,12 @@ impl RelayError {
         }
     }
 
-    /// How the relaying client failed to reach `uri`: no connection, or no valid answer.
-    pub fn from_relay(uri: &axum::http::Uri, error: &hyper_util::client::legacy::Error) -> Self {
-        let (url, detail) = (uri.to_string(), error_chain(error));
-        if error.is_connect() {
-            Self::Unreachable { url, detail }
-        } else {
-            Self::Failed { url, detail }
+    /// How the relaying client failed to reach `target`: no connection, or no valid answer.
+    pub fn from_relay(target: &crate::upstream::Target, error: crate::comfy::SendError) -> Self {
+        let url = target.to_string();
+        match error {
+            crate::comfy::SendError::Connect(detail) => Self::Unreachable { url, detail },
+            crate::comfy::SendError::Exchange(detail) => Self::Failed { url, detail },
         }
     }
 

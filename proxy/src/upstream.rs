@@ -5,9 +5,11 @@
 //! ComfyUI restart, must never need restarting itself.
 
 use std::future::Future;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::http::uri::Authority;
+use axum::http::{HeaderValue, Uri};
 use shared::comfy::SystemStats;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +42,101 @@ pub enum Reachability {
 #[derive(Debug)]
 pub struct Upstream {
     candidates: Vec<Url>,
-    current: RwLock<Url>,
+    current: RwLock<Arc<Address>>,
     reachability: watch::Sender<Reachability>,
+}
+
+/// One candidate's address in both forms requests use: the URL for the relay's own calls, and
+/// split up front for relayed requests, which then parse only their own path and query.
+#[derive(Debug)]
+pub struct Address {
+    url: Url,
+    /// `host:port` as the URL has it (no port when it is the scheme's default).
+    authority: Authority,
+    /// The URL's path without its trailing slash, put before every relayed path.
+    prefix: String,
+    /// The `Host` ComfyUI expects.
+    host: HeaderValue,
+}
+
+impl Address {
+    pub(crate) fn new(url: Url) -> Self {
+        let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        Self {
+            authority: Authority::try_from(authority).expect("a URL's host and port are valid"),
+            prefix: url.path().trim_end_matches('/').to_owned(),
+            host: HeaderValue::try_from(authority).expect("a URL's host is a valid header"),
+            url,
+        }
+    }
+
+    /// The relayed request for `path_and_query`, checked to be a valid one.
+    pub fn target(self: &Arc<Self>, path_and_query: &str) -> Result<Target, RelayError> {
+        let mut path = String::with_capacity(self.prefix.len() + path_and_query.len());
+        path.push_str(&self.prefix);
+        path.push_str(path_and_query);
+        let path = Uri::from_maybe_shared(bytes::Bytes::from(path)).map_err(|error| {
+            RelayError::Failed {
+                url: format!("{}{}{path_and_query}", self.origin(), self.prefix),
+                detail: format!("{path_and_query} makes no valid address ({error})"),
+            }
+        })?;
+        Ok(Target {
+            address: Arc::clone(self),
+            path,
+        })
+    }
+
+    /// `scheme://host:port`.
+    fn origin(&self) -> &str {
+        &self.url[..url::Position::AfterPort]
+    }
+
+    /// Where to connect: the host (without an IPv6 address's brackets) and port, when the URL
+    /// is plain HTTP, the only scheme the relaying client speaks.
+    pub fn socket(&self) -> Option<(&str, u16)> {
+        let host = self
+            .url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        (self.url.scheme() == "http").then_some((host, self.url.port_or_known_default()?))
+    }
+
+    /// Identifies the server a kept-alive connection goes to.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+}
+
+/// One relayed request's destination: ComfyUI's address and the path in origin form.
+#[derive(Debug, Clone)]
+pub struct Target {
+    address: Arc<Address>,
+    path: Uri,
+}
+
+impl Target {
+    /// The address it goes to.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The request target as sent (`/comfy/prompt?x=1`).
+    pub fn path(&self) -> &Uri {
+        &self.path
+    }
+
+    /// The `Host` header to send with it.
+    pub fn host(&self) -> &HeaderValue {
+        &self.address.host
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.address.origin(), self.path)
+    }
 }
 
 /// Why a probe failed.
@@ -108,14 +203,18 @@ impl Upstream {
             .expect("at least one ComfyUI URL");
         Self {
             candidates,
-            current: RwLock::new(first),
+            current: RwLock::new(Arc::new(Address::new(first))),
             reachability: watch::Sender::new(Reachability::Unknown),
         }
     }
 
     /// The base URL requests go to now.
     pub fn base(&self) -> Url {
-        self.current.read().expect("lock never poisoned").clone()
+        self.current
+            .read()
+            .expect("lock never poisoned")
+            .url
+            .clone()
     }
 
     /// Waits for ComfyUI's answer to a request sent to `url`, for at most `timeout`, and less
@@ -161,21 +260,9 @@ impl Upstream {
         join(&self.base(), path_and_query)
     }
 
-    /// The same as an `http::Uri`, for the relaying client: no URL parsing or host name
-    /// normalisation per request, only the check that the result is a valid URI.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<axum::http::Uri, RelayError> {
-        let text = {
-            let base = self.current.read().expect("lock never poisoned");
-            let prefix = base[..url::Position::AfterPath].trim_end_matches('/');
-            let mut text = String::with_capacity(prefix.len() + path_and_query.len());
-            text.push_str(prefix);
-            text.push_str(path_and_query);
-            text
-        };
-        axum::http::Uri::try_from(&text).map_err(|error| RelayError::Failed {
-            detail: format!("{path_and_query} makes no valid address ({error})"),
-            url: text,
-        })
+    /// The address relayed requests go to now.
+    pub fn address(&self) -> Arc<Address> {
+        Arc::clone(&self.current.read().expect("lock never poisoned"))
     }
 
     /// The WebSocket URL for a path and query (`ws://` or `wss://`).
@@ -204,7 +291,7 @@ impl Upstream {
         }
         let now = match found {
             Some((url, version)) => {
-                *self.current.write().expect("lock never poisoned") = url;
+                *self.current.write().expect("lock never poisoned") = Arc::new(Address::new(url));
                 Reachability::Up { version }
             }
             None => Reachability::Down {
@@ -298,6 +385,63 @@ mod tests {
         assert_eq!(
             upstream.ws_url_for("/ws").as_str(),
             "wss://gpu.example/comfy/ws"
+        );
+    }
+
+    #[test]
+    fn relayed_requests_are_addressed_as_the_url_says() {
+        // (base URL, path sent, request target, Host, where to connect, shown as)
+        let cases = [
+            (
+                "http://127.0.0.1:8188",
+                "/view?filename=a%20b.png",
+                "/view?filename=a%20b.png",
+                "127.0.0.1:8188",
+                Some(("127.0.0.1", 8188)),
+                "http://127.0.0.1:8188/view?filename=a%20b.png",
+            ),
+            (
+                "http://box:80/comfy/",
+                "/prompt",
+                "/comfy/prompt",
+                "box",
+                Some(("box", 80)),
+                "http://box/comfy/prompt",
+            ),
+            (
+                "http://[::1]:8188/",
+                "/queue",
+                "/queue",
+                "[::1]:8188",
+                Some(("::1", 8188)),
+                "http://[::1]:8188/queue",
+            ),
+            (
+                "https://gpu.example/",
+                "/queue",
+                "/queue",
+                "gpu.example",
+                None,
+                "https://gpu.example/queue",
+            ),
+        ];
+        for (base, path, target, host, socket, shown) in cases {
+            let address = upstream(base).address();
+            let relayed = address.target(path).unwrap();
+            assert_eq!(relayed.path(), target, "{base}");
+            assert_eq!(relayed.host(), host, "{base}");
+            assert_eq!(address.socket(), socket, "{base}");
+            assert_eq!(relayed.to_string(), shown, "{base}");
+        }
+    }
+
+    #[test]
+    fn a_path_that_makes_no_valid_request_target_is_refused_with_its_address() {
+        let address = upstream("http://127.0.0.1:8188/comfy").address();
+        let refused = address.target("/view?name=a b").unwrap_err();
+        assert!(
+            matches!(&refused, RelayError::Failed { url, .. } if url == "http://127.0.0.1:8188/comfy/view?name=a b"),
+            "{refused:?}"
         );
     }
 

@@ -11,9 +11,6 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, Response};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 use shared::comfy::{
     History, HistoryEntry, InterruptRequest, PromptAccepted, PromptRejected, PromptRequest, Queue,
@@ -23,7 +20,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::{RelayError, error_chain};
-use crate::upstream::Upstream;
+use crate::upstream::{Target, Upstream};
+
+mod pool;
+
+pub use pool::SendError;
+use pool::{Lease, Pool};
 
 /// `/object_info/{class}`, the class percent-encoded as one path segment.
 pub fn object_info_path(class: &str) -> String {
@@ -47,13 +49,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Calls ComfyUI wherever [`Upstream`] says it is.
 ///
-/// Relayed requests go over hyper's pooled client itself ([`ComfyClient::forward`]): reqwest's
-/// URL parsing, redirect and retry layers were a fifth of a relayed request's time. The relay's
+/// Relayed requests go over hyper's HTTP/1 connections in the relay's own pool
+/// ([`ComfyClient::forward`]): reqwest's URL parsing, redirect and retry layers were a fifth of
+/// a relayed request's time, and hyper-util's general pool another tenth. The relay's
 /// own calls (JSON, uploads, probes) use reqwest.
 #[derive(Clone)]
 pub struct ComfyClient {
     http: reqwest::Client,
-    relay: Client<HttpConnector, Body>,
+    relay: Pool,
     upstream: Arc<Upstream>,
     timeout: Duration,
     /// Sent as `Authorization: Bearer` (by `comfy-relay run` to a relay that needs its token).
@@ -74,20 +77,34 @@ pub fn http_client(read_timeout: Duration) -> reqwest::Result<reqwest::Client> {
 /// A response body from ComfyUI that fails once no frame has come for `limit`: a ComfyUI hung
 /// mid-answer ends the relayed answer instead of holding it open for ever. The timer starts
 /// only when a frame is not there at once: a small answer arrives whole and needs none.
+///
+/// It holds the connection's lease and gives it back once the answer has been read to the end.
 struct SilenceGuard {
     body: hyper::body::Incoming,
-    uri: axum::http::Uri,
+    target: Target,
     limit: Duration,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    lease: Option<Lease>,
 }
 
 impl SilenceGuard {
-    fn new(body: hyper::body::Incoming, uri: axum::http::Uri, limit: Duration) -> Self {
-        Self {
+    fn new(body: hyper::body::Incoming, target: Target, limit: Duration, lease: Lease) -> Self {
+        let mut guard = Self {
             body,
-            uri,
+            target,
             limit,
             deadline: None,
+            lease: Some(lease),
+        };
+        guard.give_back_at_end();
+        guard
+    }
+
+    fn give_back_at_end(&mut self) {
+        if self.body.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.give_back();
         }
     }
 }
@@ -107,9 +124,12 @@ impl HttpBody for SilenceGuard {
                     .as_mut()
                     .reset(tokio::time::Instant::now() + this.limit);
             }
+            if !matches!(frame, Some(Err(_))) {
+                this.give_back_at_end();
+            }
             return Poll::Ready(frame.map(|frame| {
                 frame.map_err(|error| RelayError::Failed {
-                    url: this.uri.to_string(),
+                    url: this.target.to_string(),
                     detail: error_chain(&error),
                 })
             }));
@@ -120,7 +140,7 @@ impl HttpBody for SilenceGuard {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Some(Err(RelayError::Timeout {
-            url: this.uri.to_string(),
+            url: this.target.to_string(),
             seconds: this.limit.as_secs(),
         })))
     }
@@ -156,12 +176,9 @@ pub enum QueueError {
 impl ComfyClient {
     /// A client using the relay's HTTP client and upstream.
     pub fn new(http: reqwest::Client, upstream: Arc<Upstream>, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
         Self {
             http,
-            relay: Client::builder(TokioExecutor::new()).build(connector),
+            relay: Pool::default(),
             upstream,
             timeout,
             bearer: None,
@@ -257,22 +274,26 @@ impl ComfyClient {
         headers: HeaderMap,
         body: Body,
     ) -> Result<Response<Body>, RelayError> {
-        let uri = self.upstream.uri_for(path_and_query)?;
+        let address = self.upstream.address();
+        let target = address.target(path_and_query)?;
         let mut request = Request::new(body);
         *request.method_mut() = method;
-        *request.uri_mut() = uri.clone();
+        *request.uri_mut() = target.path().clone();
         *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert(axum::http::header::HOST, target.host().clone());
         let answer = async {
             self.relay
-                .request(request)
+                .send(&address, request)
                 .await
-                .map_err(|error| RelayError::from_relay(&uri, &error))
+                .map_err(|error| RelayError::from_relay(&target, error))
         };
-        let response = self
+        let (response, lease) = self
             .upstream
-            .answer_within(self.timeout, &uri, answer)
+            .answer_within(self.timeout, &target, answer)
             .await?;
-        Ok(response.map(|body| Body::new(SilenceGuard::new(body, uri, self.timeout))))
+        Ok(response.map(|body| Body::new(SilenceGuard::new(body, target, self.timeout, lease))))
     }
 
     /// Streams a multipart form (`content_type` names its boundary) to `/upload/image`. No
@@ -423,5 +444,35 @@ impl ComfyClient {
             clear: false,
         };
         self.post_json("/queue", &body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn relayed_answers_read_to_the_end_give_their_connection_back() {
+        let (address, accepted) = pool::tests::server(false).await;
+        let url = format!("http://{}/", address.authority()).parse().unwrap();
+        let client = ComfyClient::fixed(url, None, Duration::from_secs(5)).unwrap();
+        for _ in 0..3 {
+            let answer = client
+                .forward(
+                    Method::GET,
+                    "/system_stats",
+                    HeaderMap::new(),
+                    Body::empty(),
+                )
+                .await
+                .unwrap();
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
