@@ -44,14 +44,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Router, middleware};
 use tokio::net::TcpListener;
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt as _};
-use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 pub use state::AppState;
@@ -92,22 +90,18 @@ pub type App = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// The whole HTTP surface of the relay. Which routes need a device is the router's shape: the
 /// relay's API and every ComfyUI route are in the protected router, behind
-/// [`auth::require_device`]; only the public router's routes answer strangers.
+/// [`auth::RequireDevice`]; only the public router's routes answer strangers.
 pub fn app(state: AppState) -> App {
     let protected = relay_routes()
         .merge(comfy_routes::router(&state.allowed_routes))
-        .route_layer(middleware::from_fn(auth::require_device));
-    let gate = Arc::new(gate::Gate {
+        .route_layer(auth::RequireDevice);
+    let checks = gate::Checks {
         auth: state.auth.clone(),
         host_names: state.host_names.clone(),
         body_cap: largest_body(&state),
-    });
+    };
     let routes = public_routes().merge(protected).with_state(state);
-    let checks = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http().make_span_with(log::request_span))
-        .layer(middleware::from_fn_with_state(gate, gate::check))
-        .service(routes);
-    BoxCloneSyncService::new(checks.map_response(IntoResponse::into_response))
+    BoxCloneSyncService::new(gate::Gate::new(checks, routes))
 }
 
 /// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked

@@ -4,7 +4,10 @@
 //! the one-time code that hands a device over; headers hold cookies and bearer tokens. The
 //! request span records the method and the path only, with a link's code replaced.
 
+use std::time::Duration;
+
 use axum::extract::Request;
+use axum::response::Response;
 use tracing::Span;
 
 /// The path as it may be logged: `/link/{code}` without its code.
@@ -23,4 +26,15 @@ pub fn request_span(request: &Request) -> Span {
         method = %request.method(),
         path = loggable_path(request.uri().path()),
     )
+}
+
+/// Logs an answer inside its request's span: its status and how long it took to start, at
+/// debug level; server errors (ComfyUI down, stalled, refusing) at warn.
+pub fn answered(response: &Response, took: Duration) {
+    let (status, micros) = (response.status().as_u16(), took.as_micros());
+    if response.status().is_server_error() {
+        tracing::warn!(status, micros, "answered with a server error");
+    } else {
+        tracing::debug!(status, micros, "answered");
+    }
 }

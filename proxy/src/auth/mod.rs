@@ -16,15 +16,18 @@ pub mod paired;
 pub mod throttle;
 pub mod token;
 
+use std::convert::Infallible;
+use std::future::Ready;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use futures_util::future::Either;
 use serde::Deserialize;
 use shared::api::{ErrorDetail, Session};
 
@@ -142,7 +145,7 @@ impl Auth {
 
 /// Finds the request's device (a paired cookie, the token, or without pairing a new anonymous
 /// device) and records it in the request; answers a wrong token. It refuses nothing else: which
-/// routes need a device is the router's shape ([`require_device`]). A device secret issued here
+/// routes need a device is the router's shape ([`RequireDevice`]). A device secret issued here
 /// is returned, for [`hand_out`] to set on the answer.
 pub fn identify(auth: &Auth, request: &mut Request) -> Result<Option<DeviceSecret>, Box<Response>> {
     let mut issued = None;
@@ -202,14 +205,45 @@ pub fn hand_out(issued: Option<DeviceSecret>, response: &mut Response) {
 }
 
 /// Route layer of the protected router: 401, with how to pair, for a request without a device.
-pub async fn require_device(request: Request, next: Next) -> Response {
-    if request.extensions().get::<DeviceId>().is_some() {
-        return next.run(request).await;
+#[derive(Clone, Copy)]
+pub(crate) struct RequireDevice;
+
+impl<S> tower::Layer<S> for RequireDevice {
+    type Service = DeviceRequired<S>;
+
+    fn layer(&self, route: S) -> DeviceRequired<S> {
+        DeviceRequired(route)
     }
-    if request.extensions().get::<Unpaired>().is_some() {
-        return unauthorized(UNPAIRED);
+}
+
+/// A route behind [`RequireDevice`].
+#[derive(Clone)]
+pub(crate) struct DeviceRequired<S>(S);
+
+impl<S> tower::Service<Request> for DeviceRequired<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, Ready<Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
     }
-    unauthorized(NOT_PAIRED)
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let extensions = request.extensions();
+        if extensions.get::<DeviceId>().is_some() {
+            return Either::Left(self.0.call(request));
+        }
+        let why = if extensions.get::<Unpaired>().is_some() {
+            UNPAIRED
+        } else {
+            NOT_PAIRED
+        };
+        Either::Right(std::future::ready(Ok(unauthorized(why))))
+    }
 }
 
 /// A name for a device, from its browser's `User-Agent`: "Chrome on Android".
