@@ -124,7 +124,8 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_PREVIEW_METHOD", value_enum, default_value_t = PreviewMethod::Auto)]
     pub preview_method: PreviewMethod,
 
-    /// How many finished jobs the relay remembers; older ones are forgotten first.
+    /// How many finished jobs the relay keeps in memory and lists; every job stays in the job
+    /// database (`jobs.sqlite3` in the data directory) whatever this says.
     #[arg(long, env = "COMFY_RELAY_MAX_FINISHED_JOBS", default_value_t = 200)]
     pub max_finished_jobs: usize,
 

@@ -80,7 +80,7 @@ impl AppState {
         let object_info = Arc::new(ObjectInfo::new(comfy.clone()));
         let shutdown = CancellationToken::new();
         Ok(Self(Arc::new(Shared {
-            jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)),
+            jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)?),
             device_links: Arc::new(DeviceLinks::default()),
             auth: Arc::new(Auth::new(config)?),
             host_names: Arc::new(HostNames::new(&config.allowed_hosts)),

@@ -59,6 +59,11 @@ impl RunProgress {
         }
     }
 
+    /// Records that the run made `images` already: a job the relay reloads after a restart.
+    pub fn restore_images(&mut self, images: Vec<ImageRef>) {
+        self.images = images;
+    }
+
     /// The prompt followed.
     pub fn prompt_id(&self) -> &str {
         &self.prompt_id

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod registry;
 pub mod relayed;
 pub mod routes;
+pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use files::Files;
 use hub::Hub;
 use registry::{JobRecord, Registry};
 use relayed::Relayed;
+use store::{Store, StoreError};
 
 /// Everything the relay keeps about jobs.
 pub struct Jobs {
@@ -165,15 +167,20 @@ fn input_problem(error: &InputError) -> InputProblem {
 
 impl Jobs {
     /// An empty job service, configured by `config`.
-    pub fn new(comfy: ComfyClient, object_info: Arc<ObjectInfo>, config: &Config) -> Self {
+    pub fn new(
+        comfy: ComfyClient,
+        object_info: Arc<ObjectInfo>,
+        config: &Config,
+    ) -> Result<Self, StoreError> {
         let hub = Arc::new(Hub::default());
-        Self {
-            registry: Registry::new(hub.clone(), config.max_finished_jobs),
+        let store = Store::open(&config.data_dir)?;
+        Ok(Self {
+            client_id: store.client_id()?,
+            registry: Registry::new(hub.clone(), config.max_finished_jobs, store)?,
             hub,
             relayed: Relayed::default(),
             files: Files::default(),
             comfy,
-            client_id: uuid::Uuid::new_v4().simple().to_string(),
             object_info,
             preview_method: config.preview_method,
             max_pending: config.max_pending_jobs,
@@ -182,7 +189,7 @@ impl Jobs {
             last_event_ms: AtomicU64::new(0),
             queue_changed: Notify::new(),
             resubscribe: Notify::new(),
-        }
+        })
     }
 
     /// Whether ComfyUI's events reach the relay: its socket is open and ComfyUI answers.

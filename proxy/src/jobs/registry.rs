@@ -20,6 +20,7 @@ use shared::comfy::{
 use shared::progress::{Outcome, RunProgress};
 
 use super::hub::Hub;
+use super::store::{Store, StoreError, StoredJob};
 use crate::device::DeviceId;
 
 /// Events about prompts the registry does not know yet are kept this long (by count): ComfyUI
@@ -86,6 +87,44 @@ impl JobRecord {
             prompt,
             workflow_name,
         }
+    }
+
+    /// A job as the store kept it, before a restart.
+    pub fn restore(stored: StoredJob) -> Self {
+        let mut record = Self::new(
+            stored.id,
+            stored.number,
+            stored.device,
+            stored.prompt,
+            stored.workflow_name,
+        );
+        record.run.restore_images(stored.outputs);
+        record.created_at = stored.created_at;
+        record.finished_at = stored.finished_at;
+        record.state = stored.state;
+        record.error = stored.error;
+        record
+    }
+
+    /// What the store keeps of it.
+    fn stored(&self) -> StoredJob {
+        StoredJob {
+            id: self.id.clone(),
+            number: self.number,
+            device: self.device.clone(),
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            state: self.state,
+            workflow_name: self.workflow_name.clone(),
+            prompt: self.prompt.clone(),
+            outputs: self.run.images().to_vec(),
+            error: self.error.clone(),
+        }
+    }
+
+    /// What, changed, must be written to the store: where it is and what it made.
+    fn durable(&self) -> Durable {
+        (self.state, self.run.images().len(), self.error.is_some())
     }
 
     /// The saved workflow it runs, if it is one.
@@ -219,7 +258,8 @@ impl JobRecord {
             workflow_name: self.workflow_name.clone(),
             state: self.state,
             queue_position: self.queue_position,
-            progress: self.run.fraction(),
+            // A job reloaded after a restart has its outputs but not its run's events.
+            progress: if succeeded { 1.0 } else { self.run.fraction() },
             current_node: self.run.current_node().map(str::to_owned),
             nodes,
             has_preview: self.preview.is_some(),
@@ -245,17 +285,26 @@ fn failure(error: &shared::comfy::ExecutionError) -> JobError {
     }
 }
 
-/// A job and what devices were last told about it.
+/// The parts of a job that the store must have when they change.
+type Durable = (JobState, usize, bool);
+
+/// A job, what devices were last told about it and what the store has.
 struct Entry {
     record: JobRecord,
     /// `Event::Job` for the current state, serialised once for every subscriber.
     event: Bytes,
+    saved: Durable,
 }
 
 impl Entry {
     fn new(record: JobRecord) -> Self {
         let event = event_json(record.snapshot());
-        Self { record, event }
+        let saved = record.durable();
+        Self {
+            record,
+            event,
+            saved,
+        }
     }
 }
 
@@ -280,15 +329,36 @@ pub struct Registry {
     inner: Mutex<Inner>,
     hub: Arc<Hub>,
     max_finished: usize,
+    store: Store,
 }
 
 impl Registry {
-    /// An empty registry publishing to `hub`, keeping at most `max_finished` finished jobs.
-    pub fn new(hub: Arc<Hub>, max_finished: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
+    /// A registry publishing to `hub`, keeping at most `max_finished` finished jobs in memory
+    /// and every job in `store`; it starts with the jobs the store has (every unfinished one
+    /// and the newest `max_finished` finished ones).
+    pub fn new(hub: Arc<Hub>, max_finished: usize, store: Store) -> Result<Self, StoreError> {
+        let mut inner = Inner::default();
+        for stored in store.load(max_finished)? {
+            let record = JobRecord::restore(stored);
+            let id = record.id.clone();
+            inner.order.push_back(id.clone());
+            if record.state.is_finished() {
+                inner.finished.push_back(id.clone());
+            }
+            inner.jobs.insert(id, Entry::new(record));
+        }
+        Ok(Self {
+            inner: Mutex::new(inner),
             hub,
             max_finished,
+            store,
+        })
+    }
+
+    /// Writes `record` to the store. A failed write is logged: the job goes on in memory.
+    fn save(&self, record: &JobRecord) {
+        if let Err(error) = self.store.save(&record.stored()) {
+            tracing::error!(job = %record.id, %error, "a job's change was not recorded");
         }
     }
 
@@ -313,6 +383,11 @@ impl Registry {
         let entry = inner.jobs.get_mut(id)?;
         let was_finished = entry.record.state.is_finished();
         change(&mut entry.record);
+        let durable = entry.record.durable();
+        if durable != entry.saved {
+            entry.saved = durable;
+            self.save(&entry.record);
+        }
         let snapshot = entry.record.snapshot();
         let event = event_json(snapshot.clone());
         let device = entry.record.device.clone();
@@ -350,6 +425,7 @@ impl Registry {
         let mut inner = self.lock();
         let id = record.id.clone();
         let device = record.device.clone();
+        self.save(&record);
         inner.order.push_back(id.clone());
         inner.jobs.insert(id.clone(), Entry::new(record));
         self.hub.job_changed(&device, &id);
@@ -570,7 +646,7 @@ mod tests {
 
     #[test]
     fn events_that_arrive_before_the_job_is_known_are_applied_when_it_is() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
         registry.apply(&ServerMessage::ExecutionStart(ExecutionStart {
             prompt_id: "p".into(),
             timestamp: None,
@@ -588,7 +664,7 @@ mod tests {
 
     #[test]
     fn finished_jobs_beyond_the_limit_are_forgotten_oldest_first() {
-        let registry = Registry::new(Arc::new(Hub::default()), 2);
+        let registry = Registry::new(Arc::new(Hub::default()), 2, Store::in_memory()).unwrap();
         let device = crate::device::DeviceSecret::generate().device();
         for id in ["a", "b", "c"] {
             registry.insert(record(id, &device));
@@ -607,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_the_traceback_and_names_the_node() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
         registry.insert(record(
             "p",
             &crate::device::DeviceSecret::generate().device(),
@@ -626,7 +702,7 @@ mod tests {
 
     #[test]
     fn only_the_latest_preview_is_kept_and_it_goes_when_the_job_ends() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
         let device = crate::device::DeviceSecret::generate().device();
         registry.insert(record("p", &device));
         registry.preview("p", Bytes::from_static(b"one"));
@@ -639,7 +715,7 @@ mod tests {
 
     #[test]
     fn a_device_lists_only_its_own_jobs_newest_first() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10);
+        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
         let (phone, laptop) = (
             crate::device::DeviceSecret::generate().device(),
             crate::device::DeviceSecret::generate().device(),

@@ -1,0 +1,415 @@
+//! The record of every job, in SQLite in the data directory: what survives a relay restart.
+//!
+//! The registry stays the fast path for live progress and previews; the store keeps what a
+//! job is once it matters (accepted, running, ended, its outputs and error), written before
+//! the relay answers. The database is opened in WAL mode and held exclusively, so a second
+//! relay on the same data directory fails at start instead of writing beside the first.
+//! Migrations live in `proxy/migrations/`, numbered, applied in order at start
+//! (`PRAGMA user_version` says how many are).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, params};
+use shared::api::{JobError, JobState};
+use shared::comfy::{ImageRef, PromptRequest};
+
+use crate::device::DeviceId;
+
+/// The schema, one step per file, in order.
+const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_jobs.sql")];
+
+/// The database's file name in the data directory.
+const FILE_NAME: &str = "jobs.sqlite3";
+
+/// What the store keeps about one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredJob {
+    /// ComfyUI's prompt id.
+    pub id: String,
+    /// ComfyUI's queue number.
+    pub number: i64,
+    /// The device that queued it.
+    pub device: DeviceId,
+    /// When it was queued (ms since the epoch).
+    pub created_at: u64,
+    /// When it ended.
+    pub finished_at: Option<u64>,
+    /// Where it was last known to be.
+    pub state: JobState,
+    /// The saved workflow it ran.
+    pub workflow_name: Option<String>,
+    /// The request it was queued with.
+    pub prompt: PromptRequest,
+    /// What it made.
+    pub outputs: Vec<ImageRef>,
+    /// Why it failed or was lost.
+    pub error: Option<JobError>,
+}
+
+/// Why the store could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened, is not a database, or another relay holds it.
+    #[error(
+        "cannot use the job database {path}: {cause} (is another comfy-relay using this data directory, or is the file damaged? Move it away to start with no job history)"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's reason.
+        cause: rusqlite::Error,
+    },
+    /// The file could not be made.
+    #[error("cannot create the job database {path}: {cause}")]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
+    /// A read or write failed once open.
+    #[error("the job database failed: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored value did not read back.
+    #[error("job {id} in the database cannot be read: {cause}")]
+    Damaged {
+        /// The job.
+        id: String,
+        /// What was wrong.
+        cause: String,
+    },
+}
+
+/// The job database.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (or creates, readable by its owner only) the database in `data_dir` and brings
+    /// its schema up to date.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        create_private(&path).map_err(|cause| StoreError::Create {
+            path: path.clone(),
+            cause,
+        })?;
+        let opened = Connection::open(&path).and_then(|mut connection| {
+            connection.busy_timeout(std::time::Duration::ZERO)?;
+            connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "FULL")?;
+            migrate(&mut connection)?;
+            Ok(connection)
+        });
+        let connection = opened.map_err(|cause| StoreError::Open { path, cause })?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// A store that keeps nothing past the process, for tests.
+    #[cfg(test)]
+    pub fn in_memory() -> Self {
+        let mut connection = Connection::open_in_memory().expect("SQLite opens in memory");
+        migrate(&mut connection).expect("the migrations apply");
+        Self {
+            connection: Mutex::new(connection),
+        }
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection
+            .lock()
+            .expect("the store's lock is never poisoned")
+    }
+
+    /// The id the relay gives ComfyUI for its own session, made once: ComfyUI sends a prompt's
+    /// progress only to the client that queued it, so after a restart the relay must be that
+    /// client again to follow the jobs it queued before.
+    pub fn client_id(&self) -> Result<String, StoreError> {
+        let connection = self.connection();
+        connection.execute(
+            "INSERT INTO relay (key, value) VALUES ('comfyui_client_id', ?1)
+             ON CONFLICT (key) DO NOTHING",
+            [uuid::Uuid::new_v4().simple().to_string()],
+        )?;
+        Ok(connection.query_row(
+            "SELECT value FROM relay WHERE key = 'comfyui_client_id'",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Records `job` as it is now, replacing what was recorded before.
+    pub fn save(&self, job: &StoredJob) -> Result<(), StoreError> {
+        self.connection().execute(
+            "INSERT INTO jobs (id, number, device, created_at, finished_at, state, workflow_name,
+                               prompt, outputs, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (id) DO UPDATE SET
+                 finished_at = excluded.finished_at, state = excluded.state,
+                 outputs = excluded.outputs, error = excluded.error",
+            params![
+                job.id,
+                job.number,
+                job.device.as_str(),
+                job.created_at,
+                job.finished_at,
+                state_name(job.state),
+                job.workflow_name,
+                to_json(&job.prompt),
+                to_json(&job.outputs),
+                job.error.as_ref().map(to_json),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every unfinished job and the newest `finished` finished ones, oldest first.
+    pub fn load(&self, finished: usize) -> Result<Vec<StoredJob>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {COLUMNS}
+             FROM (SELECT *, rowid AS queued, row_number() OVER (
+                       PARTITION BY finished_at IS NULL ORDER BY created_at DESC, rowid DESC
+                   ) AS newness
+                   FROM jobs)
+             WHERE finished_at IS NULL OR newness <= ?1
+             ORDER BY created_at, queued"
+        ))?;
+        let limit = i64::try_from(finished).unwrap_or(i64::MAX);
+        let rows = statement.query_map([limit], Row::from_sql)?;
+        rows.map(|row| row?.read()).collect()
+    }
+}
+
+/// The columns [`Row::from_sql`] reads, in its order.
+const COLUMNS: &str =
+    "id, number, device, created_at, finished_at, state, workflow_name, prompt, outputs, error";
+
+/// A job's row as SQLite returns it, before its JSON and names are read.
+struct Row {
+    id: String,
+    number: i64,
+    device: String,
+    created_at: u64,
+    finished_at: Option<u64>,
+    state: String,
+    workflow_name: Option<String>,
+    prompt: String,
+    outputs: String,
+    error: Option<String>,
+}
+
+impl Row {
+    fn from_sql(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            number: row.get(1)?,
+            device: row.get(2)?,
+            created_at: row.get(3)?,
+            finished_at: row.get(4)?,
+            state: row.get(5)?,
+            workflow_name: row.get(6)?,
+            prompt: row.get(7)?,
+            outputs: row.get(8)?,
+            error: row.get(9)?,
+        })
+    }
+
+    fn read(self) -> Result<StoredJob, StoreError> {
+        let id = &self.id;
+        Ok(StoredJob {
+            device: DeviceId::parse(&self.device).ok_or_else(|| StoreError::Damaged {
+                id: id.clone(),
+                cause: format!("device {:?} is no device id", self.device),
+            })?,
+            state: from_json(id, "state", &format!("{:?}", self.state))?,
+            prompt: from_json(id, "prompt", &self.prompt)?,
+            outputs: from_json(id, "outputs", &self.outputs)?,
+            error: match &self.error {
+                Some(text) => Some(from_json(id, "error", text)?),
+                None => None,
+            },
+            number: self.number,
+            created_at: self.created_at,
+            finished_at: self.finished_at,
+            workflow_name: self.workflow_name,
+            id: self.id,
+        })
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    id: &str,
+    field: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Damaged {
+        id: id.to_owned(),
+        cause: format!("its {field}: {error}"),
+    })
+}
+
+/// Makes the file at `path` (and its directory) if missing, readable by its owner only; SQLite
+/// gives its journal files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("job values serialise")
+}
+
+/// The state's name as the API spells it (`succeeded`).
+fn state_name(state: JobState) -> String {
+    match serde_json::to_value(state) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => unreachable!("a job state serialises as its name"),
+    }
+}
+
+/// Applies the migrations the database has not had yet, each in its own transaction.
+fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let applied: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", number + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::workflow::Workflow;
+
+    use super::*;
+
+    fn job(id: &str, created_at: u64, state: JobState) -> StoredJob {
+        let prompt = Workflow::parse(
+            r#"{"9":{"class_type":"SaveImage","inputs":{"images":["8",0],"filename_prefix":"x"}}}"#,
+        )
+        .unwrap();
+        StoredJob {
+            id: id.to_owned(),
+            number: 3,
+            device: DeviceId::scripts(),
+            created_at,
+            finished_at: state.is_finished().then_some(created_at + 5),
+            state,
+            workflow_name: Some("portrait".to_owned()),
+            prompt: PromptRequest {
+                prompt,
+                client_id: Some("relay".to_owned()),
+                extra_data: serde_json::Map::new(),
+            },
+            outputs: Vec::new(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn what_is_saved_reads_back_the_same_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut finished = job("b", 20, JobState::Failed);
+        finished.error = Some(JobError {
+            message: "KeyError in KSampler: 'x'".to_owned(),
+            node_id: Some("3".to_owned()),
+            node_type: Some("KSampler".to_owned()),
+            traceback: vec!["line 1".to_owned()],
+        });
+        finished.outputs = vec![ImageRef {
+            filename: "x_00001_.png".to_owned(),
+            subfolder: String::new(),
+            kind: "output".to_owned(),
+        }];
+        let running = job("a", 10, JobState::Running);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.save(&running).unwrap();
+            store.save(&job("b", 20, JobState::Queued)).unwrap();
+            store.save(&finished).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.load(10).unwrap(), vec![running, finished]);
+    }
+
+    #[test]
+    fn loading_keeps_every_unfinished_job_and_only_the_newest_finished_ones() {
+        let store = Store::in_memory();
+        for (id, at, state) in [
+            ("old", 1, JobState::Succeeded),
+            ("waiting", 2, JobState::Queued),
+            ("mid", 3, JobState::Interrupted),
+            ("new", 4, JobState::Lost),
+        ] {
+            store.save(&job(id, at, state)).unwrap();
+        }
+        let ids: Vec<String> = store.load(2).unwrap().into_iter().map(|j| j.id).collect();
+        assert_eq!(ids, ["waiting", "mid", "new"]);
+    }
+
+    #[test]
+    fn the_client_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap().client_id().unwrap();
+        assert_eq!(first.len(), 32);
+        let again = Store::open(dir.path()).unwrap();
+        assert_eq!(again.client_id().unwrap(), first);
+        assert_eq!(again.client_id().unwrap(), first);
+    }
+
+    #[test]
+    fn the_database_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(&dir.path().join("new")).unwrap();
+        let mode = std::fs::metadata(dir.path().join("new").join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_with_its_path_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(
+            &path,
+            b"these are not the jobs you are looking for, not at all",
+        )
+        .unwrap();
+        let refused = Store::open(dir.path()).err().unwrap();
+        let message = refused.to_string();
+        assert!(matches!(refused, StoreError::Open { .. }), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a database"), "{message}");
+        assert!(std::fs::read(&path).unwrap().starts_with(b"these are not"));
+    }
+
+    #[test]
+    fn a_database_another_relay_holds_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let refused = Store::open(dir.path()).err().unwrap();
+        assert!(refused.to_string().contains("locked"), "{refused}");
+        assert!(
+            refused.to_string().contains("another comfy-relay"),
+            "{refused}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,121 @@
+//! The relay as a process killed (SIGKILL) mid-run and started again on the same data
+//! directory: every job is still there, the ones ComfyUI finished meanwhile have their outputs,
+//! and the ones it still runs are followed to their end.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use shared::api::{Job, JobState};
+use testkit::comfyui::{FakeComfyUi, Options};
+use testkit::device::Device;
+use testkit::fixtures;
+use tokio::process::{Child, Command};
+
+const CLI: &str = env!("CARGO_BIN_EXE_relay-cli");
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// `comfy-relay` on `port` with `data_dir`, once it answers.
+async fn relay(comfyui: &FakeComfyUi, port: u16, data_dir: &Path) -> Child {
+    let child = Command::new(CLI)
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--comfyui-url={}", comfyui.url()))
+        .arg(format!("--static-dir={}", data_dir.display()))
+        .arg(format!("--data-dir={}", data_dir.display()))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while reqwest::get(format!("http://127.0.0.1:{port}/api/session"))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the relay did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn find<'a>(jobs: &'a [Job], id: &str) -> &'a Job {
+    jobs.iter()
+        .find(|job| job.id == id)
+        .unwrap_or_else(|| panic!("job {id} is not listed: {jobs:#?}"))
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_meanwhile() {
+    let comfyui = FakeComfyUi::start_with(Options {
+        pace: 3.0,
+        ..Options::default()
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut first = relay(&comfyui, port, data.path()).await;
+    let phone = Device::new(&url).await;
+    let mut events = phone.events().await;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(phone.submit_ok(fixtures::INVERT_SLOW).await.id);
+        }
+        ids
+    };
+    let done = events
+        .wait_for(&ids[0], LIMIT, |j| j.state.is_finished())
+        .await;
+    assert_eq!(done.state, JobState::Succeeded);
+    events
+        .wait_for(&ids[1], LIMIT, |j| j.state == JobState::Running)
+        .await;
+
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    // ComfyUI goes on without the relay: the second job ends while nobody listens.
+    let deadline = Instant::now() + LIMIT;
+    while !comfyui.history_ids().contains(&ids[1]) {
+        assert!(Instant::now() < deadline, "the double never finished it");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _second = relay(&comfyui, port, data.path()).await;
+    let phone = Device::with_cookie(&url, phone.cookie());
+    let mut events = phone.events().await;
+    let before = events.wait_for(&ids[0], LIMIT, |_| true).await;
+    assert_eq!(before.state, JobState::Succeeded);
+    assert_eq!(before.outputs, done.outputs, "what it made is remembered");
+    assert_eq!(before.progress, 1.0);
+    let meanwhile = events
+        .wait_for(&ids[1], LIMIT, |j| j.state.is_finished())
+        .await;
+    assert_eq!(meanwhile.state, JobState::Succeeded);
+    assert_eq!(
+        meanwhile.outputs.len(),
+        1,
+        "its outputs come from the history"
+    );
+    let last = events
+        .wait_for(&ids[2], LIMIT, |j| j.state.is_finished())
+        .await;
+    assert_eq!(last.state, JobState::Succeeded, "followed again to its end");
+    assert_eq!(last.outputs.len(), 1);
+
+    let listed = phone.jobs().await;
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    for id in &ids {
+        assert_eq!(find(&listed, id).state, JobState::Succeeded);
+    }
+}
