@@ -27,6 +27,9 @@ pub async fn main() -> ExitCode {
         Some(Command::Devices { data_dir, action }) => {
             commands::devices::run(&data_dir, action, &mut std::io::stdout())
         }
+        Some(Command::Jobs { data_dir, limit }) => {
+            commands::jobs::run(&data_dir, limit, &mut std::io::stdout())
+        }
         None => serve(cli.serve).await,
     };
     match result {

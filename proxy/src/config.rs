@@ -47,6 +47,16 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DevicesAction>,
     },
+    /// Lists the most recent jobs from the job database, newest first; works while the relay
+    /// serves.
+    Jobs {
+        /// Where the relay keeps its job database.
+        #[arg(long, env = "COMFY_RELAY_DATA_DIR", default_value_os_t = default_data_dir())]
+        data_dir: PathBuf,
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
 }
 
 /// `comfy-relay run ...`.

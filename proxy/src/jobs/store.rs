@@ -2,10 +2,11 @@
 //!
 //! The registry stays the fast path for live progress and previews; the store keeps what a
 //! job is once it matters (accepted, running, ended, its outputs and error), written before
-//! the relay answers. The database is opened in WAL mode and held exclusively, so a second
-//! relay on the same data directory fails at start instead of writing beside the first.
-//! Migrations live in `proxy/migrations/`, numbered, applied in order at start
-//! (`PRAGMA user_version` says how many are).
+//! the relay answers. The database is in WAL mode, so `comfy-relay jobs` reads it while the
+//! relay writes; the relay holds `relay.lock` beside it, so a second relay on the same data
+//! directory fails at start instead of writing beside the first. Migrations live in
+//! `proxy/migrations/`, numbered, applied in order at start (`PRAGMA user_version` says how
+//! many are).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,6 +22,9 @@ const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_jobs.sql")];
 
 /// The database's file name in the data directory.
 const FILE_NAME: &str = "jobs.sqlite3";
+
+/// The file a serving relay holds locked in the data directory.
+const LOCK_NAME: &str = "relay.lock";
 
 /// What the store keeps about one job.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,9 +54,14 @@ pub struct StoredJob {
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The file could not be opened, is not a database, or another relay holds it.
+    /// Another relay serves from the same data directory.
     #[error(
-        "cannot use the job database {path}: {cause} (is another comfy-relay using this data directory, or is the file damaged? Move it away to start with no job history)"
+        "another comfy-relay is using the data directory {0} (it holds {LOCK_NAME}); stop it, or give this one its own --data-dir"
+    )]
+    Held(PathBuf),
+    /// The file could not be opened or is not a database.
+    #[error(
+        "cannot use the job database {path}: {cause} (is the file damaged? Move it away to start with no job history)"
     )]
     Open {
         /// The database file.
@@ -84,20 +93,38 @@ pub enum StoreError {
 /// The job database.
 pub struct Store {
     connection: Mutex<Connection>,
+    /// Held locked while the relay serves; `None` for a reader.
+    _lock: Option<std::fs::File>,
 }
 
+/// How long a write or read waits for another connection's (`comfy-relay jobs` reading).
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
-    /// Opens (or creates, readable by its owner only) the database in `data_dir` and brings
-    /// its schema up to date.
+    /// Opens (or creates, readable by its owner only) the database in `data_dir` for the relay
+    /// serving from it, and brings its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
-        create_private(&path).map_err(|cause| StoreError::Create {
-            path: path.clone(),
-            cause,
-        })?;
+        let create = |path: &Path| {
+            create_private(path).map_err(|cause| StoreError::Create {
+                path: path.to_owned(),
+                cause,
+            })
+        };
+        let lock_path = data_dir.join(LOCK_NAME);
+        let lock = create(&lock_path)?;
+        if let Err(error) = lock.try_lock() {
+            return Err(match error {
+                std::fs::TryLockError::WouldBlock => StoreError::Held(data_dir.to_owned()),
+                std::fs::TryLockError::Error(cause) => StoreError::Create {
+                    path: lock_path,
+                    cause,
+                },
+            });
+        }
+        create(&path)?;
         let opened = Connection::open(&path).and_then(|mut connection| {
-            connection.busy_timeout(std::time::Duration::ZERO)?;
-            connection.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            connection.busy_timeout(BUSY_WAIT)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
             migrate(&mut connection)?;
@@ -106,7 +133,39 @@ impl Store {
         let connection = opened.map_err(|cause| StoreError::Open { path, cause })?;
         Ok(Self {
             connection: Mutex::new(connection),
+            _lock: Some(lock),
         })
+    }
+
+    /// Opens the database in `data_dir` to read it beside a serving relay (`comfy-relay
+    /// jobs`); `None` when there is none yet.
+    pub fn reader(data_dir: &Path) -> Result<Option<Self>, StoreError> {
+        let path = data_dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let opened = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|connection| {
+                connection.busy_timeout(BUSY_WAIT)?;
+                connection.query_row("SELECT count(*) FROM jobs", [], |_| Ok(()))?;
+                Ok(connection)
+            });
+        let connection = opened.map_err(|cause| StoreError::Open { path, cause })?;
+        Ok(Some(Self {
+            connection: Mutex::new(connection),
+            _lock: None,
+        }))
+    }
+
+    /// The newest `limit` jobs, newest first.
+    pub fn recent(&self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?1"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = statement.query_map([limit], Row::from_sql)?;
+        rows.map(|row| row?.read()).collect()
     }
 
     /// A store that keeps nothing past the process, for tests.
@@ -116,6 +175,7 @@ impl Store {
         migrate(&mut connection).expect("the migrations apply");
         Self {
             connection: Mutex::new(connection),
+            _lock: None,
         }
     }
 
@@ -255,7 +315,7 @@ fn from_json<T: serde::de::DeserializeOwned>(
 
 /// Makes the file at `path` (and its directory) if missing, readable by its owner only; SQLite
 /// gives its journal files the same mode.
-fn create_private(path: &Path) -> std::io::Result<()> {
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -263,7 +323,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     options.append(true).create(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).map(drop)
+    options.open(path)
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
@@ -271,7 +331,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
 }
 
 /// The state's name as the API spells it (`succeeded`).
-fn state_name(state: JobState) -> String {
+pub(crate) fn state_name(state: JobState) -> String {
     match serde_json::to_value(state) {
         Ok(serde_json::Value::String(name)) => name,
         _ => unreachable!("a job state serialises as its name"),
@@ -291,12 +351,14 @@ fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use shared::workflow::Workflow;
 
     use super::*;
 
-    fn job(id: &str, created_at: u64, state: JobState) -> StoredJob {
+    /// A job of the scripts' device running the saved workflow `portrait`, finished 5 ms after
+    /// it was queued when `state` is an end.
+    pub(crate) fn job(id: &str, created_at: u64, state: JobState) -> StoredJob {
         let prompt = Workflow::parse(
             r#"{"9":{"class_type":"SaveImage","inputs":{"images":["8",0],"filename_prefix":"x"}}}"#,
         )
@@ -400,16 +462,39 @@ mod tests {
     }
 
     #[test]
-    fn a_database_another_relay_holds_is_refused_at_once() {
+    fn a_data_directory_another_relay_serves_from_is_refused_at_once_and_freed_when_it_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Store::open(dir.path()).unwrap();
-        let started = std::time::Instant::now();
+        let first = Store::open(dir.path()).unwrap();
         let refused = Store::open(dir.path()).err().unwrap();
-        assert!(refused.to_string().contains("locked"), "{refused}");
+        assert!(matches!(refused, StoreError::Held(_)), "{refused}");
         assert!(
             refused.to_string().contains("another comfy-relay"),
             "{refused}"
         );
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        drop(first);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_reader_sees_what_the_serving_relay_wrote_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            Store::reader(dir.path()).unwrap().is_none(),
+            "no database yet"
+        );
+        let relay = Store::open(dir.path()).unwrap();
+        for (id, at) in [("a", 1), ("b", 2), ("c", 3)] {
+            relay.save(&job(id, at, JobState::Succeeded)).unwrap();
+        }
+        let reader = Store::reader(dir.path()).unwrap().unwrap();
+        let ids: Vec<String> = reader
+            .recent(2)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(ids, ["c", "b"]);
+        relay.save(&job("d", 4, JobState::Queued)).unwrap();
+        assert_eq!(reader.recent(1).unwrap()[0].id, "d");
     }
 }
