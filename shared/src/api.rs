@@ -221,6 +221,37 @@ pub struct Job {
     pub finished_at: Option<u64>,
 }
 
+/// `GET /api/jobs/history` query: one page of a device's jobs, newest first, from every job the
+/// relay has kept.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// Jobs queued before this one (the `next` of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// How many at the most (the relay caps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only jobs in this state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<JobState>,
+    /// Only jobs of this saved workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Only jobs whose workflow (its values, prompts included) contains this text, in any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// One page of `GET /api/jobs/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// The `before` of the next page; none on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
 /// A text message on `GET /api/events`. Previews come as binary frames, exactly as ComfyUI
 /// sends them with metadata (the metadata's `prompt_id` is the job id).
 #[derive(Debug, Clone, PartialEq, Serialize)]

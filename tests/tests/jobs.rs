@@ -453,3 +453,77 @@ async fn a_device_link_opens_the_same_jobs_in_a_second_browser_once() {
     let again = no_redirects.post(&url).send().await.unwrap();
     assert_eq!(again.status(), 410);
 }
+
+#[tokio::test]
+async fn the_history_pages_through_a_devices_kept_jobs_and_finds_them_by_state_and_text() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let other = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let titled = fixtures::INVERT_SLOW.replace("\"Load Image\"", "\"Sunset 100% over_the bay\"");
+    let mut ids = Vec::new();
+    for workflow in [fixtures::INVERT_SLOW, &titled, fixtures::INVERT_SLOW] {
+        ids.push(phone.submit_ok(workflow).await.id);
+    }
+    let theirs = other.submit_ok(fixtures::INVERT_SLOW).await.id;
+    for id in &ids {
+        events.wait_for(id, LIMIT, finished).await;
+    }
+    let page = |device: &Device, query: &'static str| {
+        let device = device.clone();
+        async move {
+            let page: shared::api::HistoryPage =
+                device.get_json(&format!("/api/jobs/history{query}")).await;
+            let ids: Vec<String> = page.jobs.iter().map(|j| j.id.clone()).collect();
+            (ids, page.next, page.jobs)
+        }
+    };
+
+    let (first, next, jobs) = page(&phone, "?limit=2").await;
+    assert_eq!(first, [ids[2].clone(), ids[1].clone()], "newest first");
+    assert_eq!(next.as_deref(), Some(ids[1].as_str()));
+    assert!(
+        jobs.iter()
+            .all(|j| j.state == JobState::Succeeded && j.outputs.len() == 1)
+    );
+    let second = phone
+        .get_json::<shared::api::HistoryPage>(&format!(
+            "/api/jobs/history?limit=2&before={}",
+            ids[1]
+        ))
+        .await;
+    assert_eq!(second.jobs.len(), 1);
+    assert_eq!(second.jobs[0].id, ids[0]);
+    assert_eq!(second.next, None, "the last page says so");
+
+    let (found, _, _) = page(&phone, "?text=sunset%20100%25%20OVER_the").await;
+    assert_eq!(
+        found,
+        [ids[1].clone()],
+        "text in any case, % and _ as themselves"
+    );
+    let (none, _, _) = page(&phone, "?text=100_%25").await;
+    assert!(none.is_empty(), "{none:?}");
+    let (failed, _, _) = page(&phone, "?state=failed").await;
+    assert!(failed.is_empty());
+    let (succeeded, _, _) = page(&phone, "?state=succeeded&limit=100").await;
+    assert_eq!(succeeded.len(), 3);
+
+    let (mine, _, _) = page(&other, "").await;
+    assert_eq!(
+        mine,
+        std::slice::from_ref(&theirs),
+        "a device sees only its own jobs"
+    );
+    let elsewhere = other
+        .get_json::<shared::api::HistoryPage>(&format!("/api/jobs/history?before={}", ids[2]))
+        .await;
+    assert!(
+        elsewhere.jobs.is_empty(),
+        "another device's cursor leads nowhere"
+    );
+    let refused = phone
+        .send(reqwest::Method::GET, "/api/jobs/history?state=asleep")
+        .await;
+    assert_eq!(refused.status(), 400);
+}

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use shared::api::{InputEdit, InputProblem, Job, JobError, JobState};
+use shared::api::{HistoryPage, HistoryQuery, InputEdit, InputProblem, Job, JobError, JobState};
 use shared::comfy::{ImageRef, PromptRejected, PromptRequest};
 use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
@@ -34,7 +34,7 @@ use files::Files;
 use hub::Hub;
 use registry::{JobRecord, Registry};
 use relayed::Relayed;
-use store::{Store, StoreError};
+use store::{Filter, Store, StoreError};
 
 /// Everything the relay keeps about jobs.
 pub struct Jobs {
@@ -67,6 +67,9 @@ pub struct Jobs {
     resubscribe: Notify,
 }
 
+/// The most jobs a page of `GET /api/jobs/history` holds.
+const HISTORY_PAGE: usize = 100;
+
 /// Why a job could not be queued, cancelled or found.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
@@ -85,6 +88,9 @@ pub enum JobsError {
     /// ComfyUI's validation refused the workflow.
     #[error("ComfyUI refused the workflow: {}", .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
     Rejected(Vec<InputProblem>, Box<PromptRejected>),
+    /// The job database could not be read.
+    #[error("The job history cannot be read: {0}")]
+    Store(#[from] StoreError),
     /// The relay only runs saved workflows.
     #[error(
         "This relay only runs saved workflows: send \"workflow_name\" and values, not a graph."
@@ -190,6 +196,37 @@ impl Jobs {
             queue_changed: Notify::new(),
             resubscribe: Notify::new(),
         })
+    }
+
+    /// One page of `device`'s kept jobs as `query` asks, newest first; a job still in memory
+    /// as it is now (its progress), the others as the database has them.
+    pub fn history(
+        &self,
+        device: &DeviceId,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, JobsError> {
+        let limit = query.limit.unwrap_or(HISTORY_PAGE).clamp(1, HISTORY_PAGE);
+        let filter = Filter {
+            before: query.before.as_deref(),
+            state: query.state,
+            workflow: query.workflow.as_deref(),
+            text: query.text.as_deref().filter(|text| !text.is_empty()),
+        };
+        // One more than asked says whether a next page exists.
+        let mut stored = self.registry.store().page(device, &filter, limit + 1)?;
+        let more = stored.len() > limit;
+        stored.truncate(limit);
+        let next = more
+            .then(|| stored.last().map(|job| job.id.clone()))
+            .flatten();
+        let jobs = stored
+            .into_iter()
+            .map(|job| match self.registry.get(&job.id) {
+                Some((_, live)) => live,
+                None => JobRecord::restore(job).snapshot(),
+            })
+            .collect();
+        Ok(HistoryPage { jobs, next })
     }
 
     /// Whether ComfyUI's events reach the relay: its socket is open and ComfyUI answers.

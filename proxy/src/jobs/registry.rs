@@ -355,6 +355,11 @@ impl Registry {
         })
     }
 
+    /// The job database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Writes `record` to the store. A failed write is logged: the job goes on in memory.
     fn save(&self, record: &JobRecord) {
         if let Err(error) = self.store.save(&record.stored()) {

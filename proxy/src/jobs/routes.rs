@@ -2,6 +2,7 @@
 //!
 //! - `POST /api/jobs` `{workflow, values}` → 201 with the job
 //! - `GET /api/jobs` → this device's jobs, newest first
+//! - `GET /api/jobs/history?before&limit&state&workflow&text` → a page of every job it kept
 //! - `GET /api/jobs/{id}[?wait=SECONDS]` (a long poll until it ends), `GET /api/jobs/{id}/preview`
 //! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`, `POST /api/interrupt` (the
 //!   device's running job)
@@ -27,7 +28,7 @@ use axum::routing;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use shared::api::{ErrorDetail, Event, Job, JobRequest};
+use shared::api::{ErrorDetail, Event, HistoryPage, HistoryQuery, Job, JobRequest};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
 
@@ -36,6 +37,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", routing::get(list).post(submit))
         .route("/api/jobs/{id}", routing::get(get))
+        .route("/api/jobs/history", routing::get(history))
         .route("/api/jobs/{id}/preview", routing::get(preview))
         .route("/api/jobs/{id}/cancel", routing::post(cancel))
         .route("/api/jobs/{id}/requeue", routing::post(requeue))
@@ -74,6 +76,7 @@ impl IntoResponse for JobsError {
             Self::Finished(_) | Self::NothingRunning => (StatusCode::CONFLICT, None),
             Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             Self::Locked => (StatusCode::FORBIDDEN, None),
+            Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
             Self::Upstream(_) | Self::Library(_) => unreachable!("answered above"),
         };
         ApiError::new(status, self.to_string())
@@ -120,6 +123,15 @@ pub async fn list(
     Extension(device): Extension<DeviceId>,
 ) -> Json<Vec<Job>> {
     Json(state.jobs.registry.list(&device))
+}
+
+/// `GET /api/jobs/history?before&limit&state&workflow&text`: a page of every job the device queued.
+pub async fn history(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<HistoryPage>, JobsError> {
+    state.jobs.history(&device, &query).map(Json)
 }
 
 /// `GET /api/jobs/{id}` query.

@@ -51,6 +51,19 @@ pub struct StoredJob {
     pub error: Option<JobError>,
 }
 
+/// Which of a device's jobs a page holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter<'a> {
+    /// Queued before this job.
+    pub before: Option<&'a str>,
+    /// In this state.
+    pub state: Option<JobState>,
+    /// Of this saved workflow.
+    pub workflow: Option<&'a str>,
+    /// Whose request contains this text (ASCII letters in any case).
+    pub text: Option<&'a str>,
+}
+
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -155,6 +168,45 @@ impl Store {
             connection: Mutex::new(connection),
             _lock: None,
         }))
+    }
+
+    /// Up to `limit` of `device`'s jobs matching `filter`, newest first, queued before the job
+    /// `before` when given.
+    pub fn page(
+        &self,
+        device: &DeviceId,
+        filter: &Filter<'_>,
+        limit: usize,
+    ) -> Result<Vec<StoredJob>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs
+             WHERE device = ?1
+               AND (?2 IS NULL OR (created_at, rowid) <
+                    (SELECT created_at, rowid FROM jobs WHERE id = ?2 AND device = ?1))
+               AND (?3 IS NULL OR state = ?3)
+               AND (?4 IS NULL OR workflow_name = ?4)
+               AND (?5 IS NULL OR prompt LIKE '%' || ?5 || '%' ESCAPE '\\')
+             ORDER BY created_at DESC, rowid DESC
+             LIMIT ?6"
+        ))?;
+        let text = filter.text.map(|text| {
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        });
+        let rows = statement.query_map(
+            params![
+                device.as_str(),
+                filter.before,
+                filter.state.map(state_name),
+                filter.workflow,
+                text,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+            Row::from_sql,
+        )?;
+        rows.map(|row| row?.read()).collect()
     }
 
     /// The newest `limit` jobs, newest first.
