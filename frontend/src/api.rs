@@ -6,8 +6,8 @@ use std::fmt;
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use shared::api::{
-    DeviceLink, ErrorBody, InputEdit, InputProblem, Job, JobRequest, Rename, SavedWorkflow,
-    WorkflowList,
+    DeviceLink, ErrorBody, InputEdit, InputProblem, Job, JobRequest, MoveJob, Rename,
+    SavedWorkflow, WorkflowList,
 };
 use shared::comfy::{FeatureFlags, ImageRef};
 use shared::schema::NodeSchema;
@@ -169,6 +169,11 @@ pub async fn submit_job(workflow_name: &str, values: Vec<InputEdit>) -> Result<J
 /// Cancels a job: interrupts it if it runs, takes it off the queue if it waits.
 pub async fn cancel_job(id: &str) -> Result<Job, ApiError> {
     call(post(&format!("/api/jobs/{id}/cancel")).build()).await
+}
+
+/// Moves a job the relay still holds to `position` among this device's waiting jobs (0: next).
+pub async fn move_job(id: &str, position: u32) -> Result<Job, ApiError> {
+    call(post(&format!("/api/jobs/{id}/move")).json(&MoveJob { position })).await
 }
 
 /// Queues a finished (or lost) job again.

@@ -188,10 +188,16 @@ pub struct Config {
     #[arg(long = "auto-run", env = "COMFY_RELAY_AUTO_RUN", value_delimiter = ',')]
     pub auto_run: Vec<String>,
 
-    /// How many jobs (and raw `/prompt` requests) one device may have waiting in ComfyUI's queue
-    /// at once.
+    /// How many jobs (and raw `/prompt` requests) one device may have waiting at once, held by
+    /// the relay or in ComfyUI's queue.
     #[arg(long, env = "COMFY_RELAY_MAX_PENDING_JOBS", default_value_t = 10)]
     pub max_pending_jobs: usize,
+
+    /// How many prompts the relay gives ComfyUI at once (one running, one ready by default);
+    /// the other jobs wait in the relay, where devices take turns.
+    #[arg(long, env = "COMFY_RELAY_IN_FLIGHT", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub in_flight: u16,
 
     /// How many connections the relay holds at once; more get 503 until some close.
     #[arg(long, env = "COMFY_RELAY_MAX_CONNECTIONS", default_value_t = 1024)]

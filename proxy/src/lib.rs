@@ -135,6 +135,7 @@ pub async fn run(
         state.jobs.clone(),
         token.clone(),
     ));
+    tasks.spawn(jobs::Jobs::dispatch(state.jobs.clone(), token.clone()));
     tasks.spawn(device_sockets::close_revoked(
         state.sockets.clone(),
         state.auth.clone(),

@@ -188,9 +188,9 @@ pub struct JobError {
 /// A job as the relay reports it: `GET /api/jobs/{id}` and every event about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
-    /// The job's id: ComfyUI's prompt id.
+    /// The job's id, made by the relay; ComfyUI runs it under the same prompt id.
     pub id: String,
-    /// ComfyUI's queue number.
+    /// The relay's number for it, counting up from 1.
     pub number: i64,
     /// The saved workflow it ran, if it was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -200,6 +200,10 @@ pub struct Job {
     /// While it is queued: how many prompts are ahead of it, the running one included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u32>,
+    /// Whether it waits in the relay's own queue, not yet handed to ComfyUI: only such a job
+    /// can be moved (`POST /api/jobs/{id}/move`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
     /// Overall progress, 0 to 1.
     pub progress: f64,
     /// The node running now.
@@ -250,6 +254,14 @@ pub struct HistoryPage {
     /// The `before` of the next page; none on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+}
+
+/// `POST /api/jobs/{id}/move`: where a job the relay still holds goes among its device's
+/// waiting jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveJob {
+    /// Its place among the device's held jobs: 0 is next; past the end is last.
+    pub position: u32,
 }
 
 /// A text message on `GET /api/events`. Previews come as binary frames, exactly as ComfyUI

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState, NodeRun};
 use shared::comfy::BinaryFrame;
@@ -185,10 +186,13 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_delays_no_one() {
     .await;
     let mut reader = phone.events().await;
 
-    let mut ids = Vec::new();
-    for _ in 0..JOBS {
-        ids.push(phone.submit_ok(fixtures::INVERT_SLOW).await.id);
-    }
+    // Queued sixteen at a time, so most wait in the relay and every hand-off moves them all:
+    // far more events than the stuck socket's buffers can absorb.
+    let ids: Vec<String> = futures_util::stream::iter(0..JOBS)
+        .map(|_| async { phone.submit_ok(fixtures::INVERT_SLOW).await.id })
+        .buffer_unordered(16)
+        .collect()
+        .await;
     let started = std::time::Instant::now();
     for id in &ids {
         let job = reader.wait_for(id, LIMIT, finished).await;

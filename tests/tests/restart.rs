@@ -1,6 +1,7 @@
 //! The relay as a process killed (SIGKILL) mid-run and started again on the same data
 //! directory: every job is still there, the ones ComfyUI finished meanwhile have their outputs,
-//! and the ones it still runs are followed to their end.
+//! the ones it still runs are followed to their end, and the ones the relay held are handed to
+//! ComfyUI once, when it has room.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -69,7 +70,7 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
     let mut events = phone.events().await;
     let ids: Vec<String> = {
         let mut ids = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             ids.push(phone.submit_ok(fixtures::INVERT_SLOW).await.id);
         }
         ids
@@ -81,6 +82,11 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
     events
         .wait_for(&ids[1], LIMIT, |j| j.state == JobState::Running)
         .await;
+    let held = events.wait_for(&ids[3], LIMIT, |_| true).await;
+    assert!(
+        held.held,
+        "two jobs are in ComfyUI, the fourth waits in the relay"
+    );
 
     first.start_kill().unwrap();
     first.wait().await.unwrap();
@@ -113,9 +119,20 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
     assert_eq!(last.state, JobState::Succeeded, "followed again to its end");
     assert_eq!(last.outputs.len(), 1);
 
+    let held = events
+        .wait_for(&ids[3], LIMIT, |j| j.state.is_finished())
+        .await;
+    assert_eq!(held.state, JobState::Succeeded, "held across the restart");
+
     let listed = phone.jobs().await;
-    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert_eq!(listed.len(), 4, "{listed:#?}");
     for id in &ids {
         assert_eq!(find(&listed, id).state, JobState::Succeeded);
     }
+    let given: Vec<String> = comfyui
+        .queued_prompts()
+        .iter()
+        .map(|body| body["prompt_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(given, ids, "each job was given to ComfyUI once, in turn");
 }

@@ -706,7 +706,11 @@ async fn another_devices_job_cannot_be_cancelled_and_a_device_can_only_wait_for_
     assert_eq!(third.status(), 429);
     let body: ErrorBody = third.json().await.unwrap();
     assert!(body.error.contains("2 jobs waiting"), "{}", body.error);
-    assert_eq!(stack.comfyui.queued_prompts().len(), 3);
+    assert_eq!(
+        stack.comfyui.queued_prompts().len(),
+        2,
+        "ComfyUI has --in-flight (2) of them; the relay holds the third, and counts it"
+    );
 
     let cancel = laptop.act(&running.id, "cancel").await;
     assert_eq!(cancel.status(), 403);

@@ -21,11 +21,18 @@ pub fn status_line(job: &Job) -> String {
             .map_or_else(|| format!("node {id}"), |node| node.title.clone())
     };
     match job.state {
-        JobState::Queued => match job.queue_position {
-            Some(0) | None => "Waiting".to_owned(),
-            Some(1) => "Waiting · 1 job ahead".to_owned(),
-            Some(ahead) => format!("Waiting · {ahead} jobs ahead"),
-        },
+        JobState::Queued => {
+            let waiting = if job.held {
+                "Waiting in the relay"
+            } else {
+                "Waiting"
+            };
+            match job.queue_position {
+                Some(0) | None => waiting.to_owned(),
+                Some(1) => format!("{waiting} · 1 job ahead"),
+                Some(ahead) => format!("{waiting} · {ahead} jobs ahead"),
+            }
+        }
         JobState::Running => match &job.current_node {
             Some(node) => format!("Running {} · {}%", title(node), percent(job)),
             None => format!("Running · {}%", percent(job)),
@@ -102,6 +109,14 @@ pub fn JobCard(
         })
     });
     let failure = RwSignal::new(None::<String>);
+    let first_id = id.clone();
+    let run_first = move |_| {
+        let id = first_id.clone();
+        spawn_local(async move {
+            let result = api::move_job(&id, 0).await;
+            failure.set(result.err().map(|e| e.to_string()));
+        });
+    };
     let act = move |requeue: bool| {
         let id = id.clone();
         spawn_local(async move {
@@ -192,7 +207,14 @@ pub fn JobCard(
                         <summary>"Nodes"</summary>
                         <ul>{nodes}</ul>
                     </details>
-                    <div class="job-actions">{action}</div>
+                    <div class="job-actions">
+                        {job.held.then(|| view! {
+                            <button class="button secondary" data-testid="job-first" on:click=run_first.clone()>
+                                "Run first"
+                            </button>
+                        })}
+                        {action}
+                    </div>
                     {move || failure.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
                 </article>
             }
@@ -212,6 +234,7 @@ mod tests {
             workflow_name: Some("Portrait".into()),
             state,
             queue_position: None,
+            held: false,
             progress: 0.426,
             current_node: Some("2".into()),
             nodes: vec![NodeStatus {
@@ -227,6 +250,22 @@ mod tests {
             created_at: 0,
             finished_at: None,
         }
+    }
+
+    #[test]
+    fn a_job_the_relay_holds_says_so_with_its_place() {
+        let held = Job {
+            state: JobState::Queued,
+            held: true,
+            queue_position: Some(3),
+            ..job(JobState::Queued)
+        };
+        assert_eq!(status_line(&held), "Waiting in the relay · 3 jobs ahead");
+        let given = Job {
+            held: false,
+            ..held
+        };
+        assert_eq!(status_line(&given), "Waiting · 3 jobs ahead");
     }
 
     #[test]

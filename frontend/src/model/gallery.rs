@@ -52,6 +52,7 @@ mod tests {
             workflow_name: None,
             state: JobState::Succeeded,
             queue_position: None,
+            held: false,
             progress: 1.0,
             current_node: None,
             nodes: Vec::new(),

@@ -1,8 +1,8 @@
 //! The relay's one persistent socket to ComfyUI, and what happens when it comes back.
 //!
 //! The socket asks for previews with metadata, feeds every event to the registry, and
-//! reconnects with backoff when ComfyUI goes away. Each time it (re)connects, unfinished jobs are
-//! reconciled: events sent while the relay was not listening are gone for good (ComfyUI buffers
+//! reconnects with backoff when ComfyUI goes away. Each time it (re)connects, the unfinished jobs
+//! ComfyUI was given are reconciled: events sent while the relay was not listening are gone for good (ComfyUI buffers
 //! nothing), so a job's end is taken from `/history`, and a job ComfyUI no longer knows at all
 //! (it restarted) is marked lost.
 
@@ -30,7 +30,7 @@ pub const SILENCE_BEFORE_RECONNECT: Duration = Duration::from_secs(60);
 /// How long the socket must have heard no run's event for a job that ended unheard to mean
 /// that the socket lost its stream, rather than that the end is just on its way.
 const UNHEARD_END: Duration = Duration::from_secs(2);
-/// A job queued this recently may not be in a queue listing fetched meanwhile.
+/// A job handed to ComfyUI this recently may not be in a queue listing fetched meanwhile.
 const MISSING_GRACE_MS: u64 = 1000;
 
 /// A uniform number in `[0, 1)` for jitter, without a random-number crate.
@@ -136,9 +136,9 @@ fn preview(jobs: &Jobs, frame: Bytes) {
     }
 }
 
-/// Brings every unfinished job in line with what ComfyUI knows now.
+/// Brings every unfinished job ComfyUI was given in line with what ComfyUI knows now.
 pub async fn reconcile(jobs: Arc<Jobs>) {
-    let unfinished = jobs.registry.unfinished();
+    let unfinished = jobs.registry.in_comfyui();
     if unfinished.is_empty() {
         return;
     }
@@ -194,6 +194,13 @@ async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
 /// the raw prompts that no longer wait.
 fn apply_queue(jobs: &Jobs, queue: &Queue) {
     jobs.relayed.retain_pending(queue);
+    let foreign = queue
+        .queue_running
+        .iter()
+        .chain(&queue.queue_pending)
+        .filter(|item| jobs.registry.owner(item.prompt_id()).is_none())
+        .count();
+    jobs.registry.set_foreign(foreign);
     let numbers: Vec<i64> = queue
         .queue_running
         .iter()
@@ -230,7 +237,7 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
             }
             _ = check.tick() => {}
         }
-        if jobs.registry.unfinished().is_empty() && jobs.relayed.none_waiting() {
+        if jobs.registry.in_comfyui().is_empty() && jobs.relayed.none_waiting() {
             continue;
         }
         // Only jobs queued before this look can be missing from it.
@@ -243,6 +250,8 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
             }
         };
         apply_queue(&jobs, &queue);
+        // Raw prompts may have left the queue: room for a held job.
+        jobs.dispatch_wanted.notify_one();
         let listed = |id: &String| {
             queue
                 .queue_running
@@ -252,7 +261,7 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
         };
         let missing: Vec<String> = jobs
             .registry
-            .unfinished_before(looked_at.saturating_sub(MISSING_GRACE_MS))
+            .in_comfyui_before(looked_at.saturating_sub(MISSING_GRACE_MS))
             .into_iter()
             .filter(|id| !listed(id))
             .collect();

@@ -7,7 +7,11 @@
 //! lose Wi-Fi resume from the relay's memory ([`registry`]) through their event socket
 //! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`follower`] reconnects and
 //! reconciles every unfinished job with `/history` and `/queue`.
+//!
+//! ComfyUI is given only `--in-flight` jobs at a time (one running, one ready); the rest wait
+//! in the relay's [`fair`] queue, where devices take turns and each orders its own.
 
+pub mod fair;
 pub mod files;
 pub mod follower;
 pub mod hub;
@@ -21,9 +25,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::api::{HistoryPage, HistoryQuery, InputEdit, InputProblem, Job, JobError, JobState};
-use shared::comfy::{ImageRef, PromptRejected, PromptRequest};
+use shared::comfy::{ImageRef, PromptAccepted, PromptRejected, PromptRequest};
 use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::comfy::{ComfyClient, QueueError};
 use crate::config::{Config, PreviewMethod};
@@ -55,6 +60,12 @@ pub struct Jobs {
     object_info: Arc<ObjectInfo>,
     preview_method: PreviewMethod,
     max_pending: usize,
+    /// How many prompts ComfyUI is given at once.
+    max_in_flight: usize,
+    /// Held while a job is being given to ComfyUI: one hand-off at a time.
+    handing: tokio::sync::Mutex<()>,
+    /// Wakes the task that hands held jobs to ComfyUI.
+    dispatch_wanted: Notify,
     /// Whether the relay's socket to ComfyUI is open.
     connected: AtomicBool,
     /// Whether ComfyUI answers its health check.
@@ -69,6 +80,10 @@ pub struct Jobs {
 
 /// The most jobs a page of `GET /api/jobs/history` holds.
 const HISTORY_PAGE: usize = 100;
+
+/// How often held jobs are offered to ComfyUI again when nothing said there is room (ComfyUI
+/// was down, or a raw prompt left its queue unseen).
+const DISPATCH_RETRY: Duration = Duration::from_secs(5);
 
 /// Why a job could not be queued, cancelled or found.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +131,9 @@ pub enum JobsError {
     /// The job has ended.
     #[error("Job {0} has already ended.")]
     Finished(String),
+    /// The job is in ComfyUI's queue, where it cannot be moved.
+    #[error("Job {0} is already in ComfyUI's queue; only jobs the relay still holds can be moved.")]
+    NotHeld(String),
     /// None of the device's jobs is running.
     #[error("None of your jobs is running now.")]
     NothingRunning,
@@ -190,6 +208,9 @@ impl Jobs {
             object_info,
             preview_method: config.preview_method,
             max_pending: config.max_pending_jobs,
+            max_in_flight: usize::from(config.in_flight),
+            handing: tokio::sync::Mutex::new(()),
+            dispatch_wanted: Notify::new(),
             connected: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             last_event_ms: AtomicU64::new(0),
@@ -246,6 +267,9 @@ impl Jobs {
 
     fn set_connected(&self, connected: bool) {
         self.announce(|| self.connected.store(connected, Ordering::SeqCst));
+        if connected {
+            self.dispatch_wanted.notify_one();
+        }
     }
 
     /// Notes that the relay's socket brought an event of one of its runs.
@@ -321,11 +345,12 @@ impl Jobs {
             prompt: workflow,
             client_id: Some(self.client_id.clone()),
             extra_data,
+            prompt_id: None,
         })
     }
 
-    /// Refuses another prompt from `device` when as many of its jobs and raw prompts wait as it
-    /// may have waiting.
+    /// Refuses another prompt from `device` when as many of its jobs (held by the relay or in
+    /// ComfyUI's queue) and raw prompts wait as it may have waiting.
     pub async fn admit(&self, device: &DeviceId) -> Result<(), JobsError> {
         let jobs = self.registry.list(device);
         let queued = jobs.iter().filter(|job| job.state == JobState::Queued);
@@ -344,6 +369,8 @@ impl Jobs {
     }
 
     /// Queues a prepared prompt for `device`; `workflow_name` names the saved workflow it is.
+    /// When ComfyUI has room and no job is held, it is given to ComfyUI now (and ComfyUI's
+    /// refusal is the answer); otherwise the relay holds it until its turn.
     pub async fn submit(
         &self,
         device: DeviceId,
@@ -351,9 +378,40 @@ impl Jobs {
         workflow_name: Option<String>,
     ) -> Result<Job, JobsError> {
         self.admit(&device).await?;
-        let accepted = self
-            .comfy
-            .queue_prompt(&prompt)
+        let _handing = self.handing.lock().await;
+        let id = uuid::Uuid::new_v4().to_string();
+        let number = self.registry.next_number();
+        let mut record = JobRecord::new(id, number, device, prompt, workflow_name);
+        if !self.registry.holds_any() && self.in_flight() < self.max_in_flight {
+            let accepted = self.give(record.id(), record.prompt()).await?;
+            if accepted.prompt_id != record.id() {
+                record = record.renamed(accepted.prompt_id);
+            }
+            record.hand();
+            tracing::info!(
+                job = record.id(),
+                device = record.device().short(),
+                "queued"
+            );
+        } else {
+            tracing::info!(job = record.id(), device = record.device().short(), "held");
+        }
+        let job = self.registry.insert(record);
+        self.queue_changed.notify_one();
+        Ok(job)
+    }
+
+    /// How many prompts ComfyUI has from the relay: its jobs and the raw prompts waiting.
+    fn in_flight(&self) -> usize {
+        self.registry.in_flight() + self.relayed.waiting_total()
+    }
+
+    /// Sends job `id`'s prompt to ComfyUI under that id.
+    async fn give(&self, id: &str, prompt: &PromptRequest) -> Result<PromptAccepted, JobsError> {
+        let mut request = prompt.clone();
+        request.prompt_id = Some(id.to_owned());
+        self.comfy
+            .queue_prompt(&request)
             .await
             .map_err(|error| match error {
                 QueueError::Rejected(rejected) => {
@@ -361,17 +419,84 @@ impl Jobs {
                 }
                 QueueError::Unexpected { status, text } => JobsError::ComfyUi { status, text },
                 QueueError::Upstream(error) => JobsError::Upstream(error),
-            })?;
-        tracing::info!(job = %accepted.prompt_id, device = device.short(), "queued");
-        let job = self.registry.insert(JobRecord::new(
-            accepted.prompt_id,
-            accepted.number,
-            device,
-            prompt,
-            workflow_name,
-        ));
-        self.queue_changed.notify_one();
-        Ok(job)
+            })
+    }
+
+    /// Gives ComfyUI held jobs, each at its turn, while it has room. A job ComfyUI refuses
+    /// fails with ComfyUI's reason; when ComfyUI cannot be reached the job is held again.
+    pub async fn hand_out(&self) {
+        let _handing = self.handing.lock().await;
+        while self.in_flight() < self.max_in_flight {
+            let Some(record) = self.registry.take_next() else {
+                return;
+            };
+            let id = record.id();
+            match self.give(id, record.prompt()).await {
+                Ok(accepted) => {
+                    if accepted.prompt_id != id {
+                        tracing::warn!(
+                            job = id,
+                            comfyui = %accepted.prompt_id,
+                            "this ComfyUI ignores a given prompt id; the job takes its id"
+                        );
+                        self.registry.rename(id, &accepted.prompt_id);
+                    }
+                    tracing::info!(job = %accepted.prompt_id, device = record.device().short(), "handed to ComfyUI");
+                    self.queue_changed.notify_one();
+                }
+                Err(JobsError::Upstream(error)) => {
+                    tracing::warn!(job = id, %error, "ComfyUI cannot take a held job now");
+                    self.registry.give_back(id);
+                    return;
+                }
+                Err(error) => {
+                    let node = match &error {
+                        JobsError::Rejected(problems, _) => problems.first(),
+                        _ => None,
+                    };
+                    let failure = JobError {
+                        node_id: node.map(|problem| problem.node_id.clone()),
+                        node_type: node.and_then(|problem| {
+                            record
+                                .prompt()
+                                .prompt
+                                .node(&problem.node_id)
+                                .map(|node| node.class_type.clone())
+                        }),
+                        message: error.to_string(),
+                        traceback: Vec::new(),
+                    };
+                    tracing::warn!(job = id, %error, "ComfyUI refused a held job");
+                    self.registry
+                        .update(id, |record| record.finish(JobState::Failed, Some(failure)));
+                }
+            }
+        }
+    }
+
+    /// Hands held jobs to ComfyUI whenever it may have room, until `cancel`.
+    pub async fn dispatch(jobs: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            jobs.hand_out().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = jobs.registry.freed().notified() => {}
+                () = jobs.dispatch_wanted.notified() => {}
+                () = tokio::time::sleep(DISPATCH_RETRY) => {}
+            }
+        }
+    }
+
+    /// Moves a held job of `device` to `position` among its held jobs (0 is next).
+    pub fn move_job(&self, device: &DeviceId, id: &str, position: u32) -> Result<Job, JobsError> {
+        let record = self.owned_record(device, id)?;
+        if record.state().is_finished() {
+            return Err(JobsError::Finished(id.to_owned()));
+        }
+        let position = usize::try_from(position).unwrap_or(usize::MAX);
+        self.registry
+            .move_held(id, position)
+            .ok_or_else(|| JobsError::NotHeld(id.to_owned()))
     }
 
     /// A job of `device`.
@@ -433,6 +558,12 @@ impl Jobs {
         match record.state() {
             JobState::Running => self.comfy.interrupt(id).await?,
             JobState::Queued => {
+                // Not while it is being given to ComfyUI.
+                let _handing = self.handing.lock().await;
+                if self.registry.cancel_held(id) {
+                    tracing::info!(job = id, device = device.short(), "cancelled while held");
+                    return self.get(device, id);
+                }
                 self.comfy.delete_pending(&[id]).await?;
                 // It may have started between our look and the delete.
                 let queue = self.comfy.queue().await?;
@@ -447,17 +578,7 @@ impl Jobs {
                     .iter()
                     .any(|item| item.prompt_id() == id)
                 {
-                    self.registry.update(id, |record| {
-                        record.finish(
-                            JobState::Interrupted,
-                            Some(JobError {
-                                message: "Cancelled before it started.".to_owned(),
-                                node_id: None,
-                                node_type: None,
-                                traceback: Vec::new(),
-                            }),
-                        );
-                    });
+                    self.registry.update(id, JobRecord::cancel_unstarted);
                 }
             }
             _ => return Err(JobsError::Finished(id.to_owned())),

@@ -5,11 +5,15 @@
 //! end events for that prompt id, never from an empty queue. Memory is bounded: finished jobs
 //! beyond a configured count are forgotten, oldest first, and each job keeps one preview.
 //!
+//! The jobs the relay still holds (not yet handed to ComfyUI) wait in its [`FairQueue`]; their
+//! queue positions are the relay's: what ComfyUI has in hand, then their turn.
+//!
 //! Every change is published to the [`Hub`] while the registry's lock is held, so subscribers
 //! see changes in the order they happened.
 
 use crate::clock::now_ms;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -18,7 +22,9 @@ use shared::comfy::{
     HistoryEntry, ImageRef, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
 };
 use shared::progress::{Outcome, RunProgress};
+use tokio::sync::Notify;
 
+use super::fair::{FairQueue, moved};
 use super::hub::Hub;
 use super::store::{Store, StoreError, StoredJob};
 use crate::device::DeviceId;
@@ -51,10 +57,17 @@ pub struct JobRecord {
     error: Option<JobError>,
     prompt: PromptRequest,
     workflow_name: Option<String>,
+    /// Given to ComfyUI; until then the relay holds it.
+    handed: bool,
+    /// When it was given to ComfyUI (ms since the epoch; 0 when before this process).
+    handed_at: u64,
+    /// Its order among its device's held jobs.
+    rank: u64,
 }
 
 impl JobRecord {
-    /// A job ComfyUI just accepted; `workflow_name` names the saved workflow it runs.
+    /// A job the relay holds until ComfyUI has room for it; `workflow_name` names the saved
+    /// workflow it runs.
     pub fn new(
         id: String,
         number: i64,
@@ -72,12 +85,13 @@ impl JobRecord {
                 class_type: node.class_type.clone(),
             })
             .collect();
+        let created_at = now_ms();
         Self {
             run: RunProgress::new(id.clone(), prompt.prompt.len()),
             id,
             number,
             device,
-            created_at: now_ms(),
+            created_at,
             finished_at: None,
             state: JobState::Queued,
             queue_position: None,
@@ -86,7 +100,29 @@ impl JobRecord {
             error: None,
             prompt,
             workflow_name,
+            handed: false,
+            handed_at: 0,
+            rank: created_at,
         }
+    }
+
+    /// The id ComfyUI runs it under, which is its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The same job under `id`, the one an old ComfyUI that ignores a given prompt id runs it
+    /// under.
+    pub fn renamed(mut self, id: String) -> Self {
+        self.run = RunProgress::new(id.clone(), self.prompt.prompt.len());
+        self.id = id;
+        self
+    }
+
+    /// Marks it given to ComfyUI.
+    pub fn hand(&mut self) {
+        self.handed = true;
+        self.handed_at = now_ms();
     }
 
     /// A job as the store kept it, before a restart.
@@ -103,6 +139,8 @@ impl JobRecord {
         record.finished_at = stored.finished_at;
         record.state = stored.state;
         record.error = stored.error;
+        record.handed = stored.handed;
+        record.rank = stored.rank;
         record
     }
 
@@ -119,12 +157,26 @@ impl JobRecord {
             prompt: self.prompt.clone(),
             outputs: self.run.images().to_vec(),
             error: self.error.clone(),
+            handed: self.handed,
+            rank: self.rank,
         }
     }
 
-    /// What, changed, must be written to the store: where it is and what it made.
+    /// What, changed, must be written to the store: where it is, what it made, whether
+    /// ComfyUI has it and its turn.
     fn durable(&self) -> Durable {
-        (self.state, self.run.images().len(), self.error.is_some())
+        (
+            self.state,
+            self.run.images().len(),
+            self.error.is_some(),
+            self.handed,
+            self.rank,
+        )
+    }
+
+    /// Whether the relay holds it: queued, not handed to ComfyUI.
+    fn held(&self) -> bool {
+        !self.handed && self.state == JobState::Queued
     }
 
     /// The saved workflow it runs, if it is one.
@@ -172,6 +224,19 @@ impl JobRecord {
         self.queue_position = None;
         self.preview = None;
         self.finished_at = Some(now_ms());
+    }
+
+    /// Ends it as cancelled while it waited, before any of it ran.
+    pub fn cancel_unstarted(&mut self) {
+        self.finish(
+            JobState::Interrupted,
+            Some(JobError {
+                message: "Cancelled before it started.".to_owned(),
+                node_id: None,
+                node_type: None,
+                traceback: Vec::new(),
+            }),
+        );
     }
 
     /// Ends it from ComfyUI's history entry (after a reconnect missed its end events), by
@@ -258,6 +323,7 @@ impl JobRecord {
             workflow_name: self.workflow_name.clone(),
             state: self.state,
             queue_position: self.queue_position,
+            held: self.held(),
             // A job reloaded after a restart has its outputs but not its run's events.
             progress: if succeeded { 1.0 } else { self.run.fraction() },
             current_node: self.run.current_node().map(str::to_owned),
@@ -286,7 +352,7 @@ fn failure(error: &shared::comfy::ExecutionError) -> JobError {
 }
 
 /// The parts of a job that the store must have when they change.
-type Durable = (JobState, usize, bool);
+type Durable = (JobState, usize, bool, bool, u64);
 
 /// A job, what devices were last told about it and what the store has.
 struct Entry {
@@ -322,6 +388,10 @@ struct Inner {
     /// The prompt ComfyUI runs now, for previews that do not name theirs.
     running: Option<String>,
     early: VecDeque<ServerMessage>,
+    /// The jobs the relay holds.
+    waiting: FairQueue,
+    /// Prompts in ComfyUI's queue that are not the relay's jobs, as last looked at.
+    foreign: usize,
 }
 
 /// All jobs, behind one lock.
@@ -330,6 +400,10 @@ pub struct Registry {
     hub: Arc<Hub>,
     max_finished: usize,
     store: Store,
+    /// The next job's number.
+    next_number: AtomicI64,
+    /// Woken when a job ComfyUI had ends: there is room for a held one.
+    freed: Notify,
 }
 
 impl Registry {
@@ -345,14 +419,31 @@ impl Registry {
             if record.state.is_finished() {
                 inner.finished.push_back(id.clone());
             }
+            if record.held() {
+                inner.waiting.push(&record.device, record.rank, &id);
+            }
             inner.jobs.insert(id, Entry::new(record));
         }
-        Ok(Self {
+        let registry = Self {
             inner: Mutex::new(inner),
             hub,
             max_finished,
+            next_number: AtomicI64::new(store.next_number()?),
             store,
-        })
+            freed: Notify::new(),
+        };
+        registry.reposition_locked(&mut registry.lock());
+        Ok(registry)
+    }
+
+    /// A number for a new job, one more than the last.
+    pub fn next_number(&self) -> i64 {
+        self.next_number.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Woken when a job ComfyUI had ends.
+    pub fn freed(&self) -> &Notify {
+        &self.freed
     }
 
     /// The job database.
@@ -409,8 +500,143 @@ impl Registry {
             }
             inner.finished.push_back(id.to_owned());
             self.evict(inner);
+            if !inner.waiting.remove(&device, id) {
+                // ComfyUI had it: there is room for a held job.
+                self.freed.notify_one();
+            }
+            self.reposition_locked(inner);
         }
         Some(snapshot)
+    }
+
+    /// Sets every held job's queue position: what ComfyUI has in hand, then its turn.
+    fn reposition_locked(&self, inner: &mut Inner) {
+        if inner.waiting.is_empty() {
+            return;
+        }
+        let ahead = inner.foreign + in_comfyui(inner).count();
+        for (turn, id) in inner.waiting.order().into_iter().enumerate() {
+            let position = u32::try_from(ahead + turn).unwrap_or(u32::MAX);
+            self.update_locked(inner, &id, |record| {
+                record.set_queue_position(Some(position));
+            });
+        }
+    }
+
+    /// Records how many prompts in ComfyUI's queue are not the relay's jobs.
+    pub fn set_foreign(&self, foreign: usize) {
+        let mut inner = self.lock();
+        if inner.foreign != foreign {
+            inner.foreign = foreign;
+            self.reposition_locked(&mut inner);
+        }
+    }
+
+    /// How many of the relay's jobs ComfyUI has and has not ended.
+    pub fn in_flight(&self) -> usize {
+        in_comfyui(&self.lock()).count()
+    }
+
+    /// Whether the relay holds any job.
+    pub fn holds_any(&self) -> bool {
+        !self.lock().waiting.is_empty()
+    }
+
+    /// Takes the held job whose turn it is and marks it handed (recorded before it is sent, so
+    /// a relay stopped meanwhile never sends it twice: ComfyUI either has it or it is lost).
+    pub fn take_next(&self) -> Option<JobRecord> {
+        let mut inner = self.lock();
+        let (_, id) = inner.waiting.take()?;
+        self.update_locked(&mut inner, &id, JobRecord::hand);
+        self.reposition_locked(&mut inner);
+        inner.jobs.get(&id).map(|entry| entry.record.clone())
+    }
+
+    /// Holds again a taken job ComfyUI could not be given, at its old turn.
+    pub fn give_back(&self, id: &str) {
+        let mut inner = self.lock();
+        let Some(record) = inner.jobs.get(id).map(|entry| &entry.record) else {
+            return;
+        };
+        if record.state != JobState::Queued {
+            return;
+        }
+        let (device, rank) = (record.device.clone(), record.rank);
+        inner.waiting.push(&device, rank, id);
+        self.update_locked(&mut inner, id, |record| record.handed = false);
+        self.reposition_locked(&mut inner);
+    }
+
+    /// Ends a held job as cancelled; false when it is not held (ComfyUI has it).
+    pub fn cancel_held(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        if !inner.jobs.get(id).is_some_and(|entry| entry.record.held()) {
+            return false;
+        }
+        self.update_locked(&mut inner, id, JobRecord::cancel_unstarted);
+        true
+    }
+
+    /// Moves held job `id` to `position` among its device's held jobs; `None` when it is not
+    /// held.
+    pub fn move_held(&self, id: &str, position: usize) -> Option<Job> {
+        let mut inner = self.lock();
+        let device = inner
+            .jobs
+            .get(id)
+            .filter(|entry| entry.record.held())?
+            .record
+            .device
+            .clone();
+        let ranked = moved(&inner.waiting.of(&device), id, position)?;
+        for (rank, job) in ranked {
+            inner.waiting.remove(&device, &job);
+            inner.waiting.push(&device, rank, &job);
+            self.update_locked(&mut inner, &job, |record| record.rank = rank);
+        }
+        self.reposition_locked(&mut inner);
+        inner.jobs.get(id).map(|entry| entry.record.snapshot())
+    }
+
+    /// Gives job `from` the id `to` that ComfyUI runs it under (an old ComfyUI that ignores a
+    /// given prompt id), applying what ComfyUI already said under that id.
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut inner = self.lock();
+        let Some(mut entry) = inner.jobs.remove(from) else {
+            return;
+        };
+        if let Err(error) = self.store.rename(from, to) {
+            tracing::error!(job = from, %error, "a job's new id was not recorded");
+        }
+        entry.record = entry.record.renamed(to.to_owned());
+        let device = entry.record.device.clone();
+        let inner_ref = &mut *inner;
+        for id in inner_ref
+            .order
+            .iter_mut()
+            .chain(inner_ref.finished.iter_mut())
+        {
+            if id == from {
+                to.clone_into(id);
+            }
+        }
+        inner.jobs.insert(to.to_owned(), entry);
+        self.hub.job_removed(&device, from);
+        self.apply_early_locked(&mut inner, to);
+    }
+
+    /// Applies the messages ComfyUI sent about job `id` before the registry knew it.
+    fn apply_early_locked(&self, inner: &mut Inner, id: &str) -> Option<Job> {
+        let (early, others): (VecDeque<ServerMessage>, VecDeque<ServerMessage>) =
+            std::mem::take(&mut inner.early)
+                .into_iter()
+                .partition(|m| m.prompt_id() == Some(id));
+        inner.early = others;
+        self.update_locked(inner, id, |record| {
+            for message in &early {
+                record.apply(message);
+            }
+        })
     }
 
     fn evict(&self, inner: &mut Inner) {
@@ -425,26 +651,24 @@ impl Registry {
         }
     }
 
-    /// Adds a job ComfyUI accepted, applying whatever ComfyUI already said about it.
+    /// Adds a job, held or accepted by ComfyUI, applying whatever ComfyUI already said about
+    /// it.
     pub fn insert(&self, record: JobRecord) -> Job {
         let mut inner = self.lock();
         let id = record.id.clone();
         let device = record.device.clone();
         self.save(&record);
         inner.order.push_back(id.clone());
+        if record.held() {
+            inner.waiting.push(&device, record.rank, &id);
+        } else if record.handed {
+            inner.waiting.serve(&device);
+        }
         inner.jobs.insert(id.clone(), Entry::new(record));
         self.hub.job_changed(&device, &id);
-        let (early, others): (VecDeque<ServerMessage>, VecDeque<ServerMessage>) =
-            std::mem::take(&mut inner.early)
-                .into_iter()
-                .partition(|m| m.prompt_id() == Some(id.as_str()));
-        inner.early = others;
-        self.update_locked(&mut inner, &id, |record| {
-            for message in &early {
-                record.apply(message);
-            }
-        })
-        .expect("just inserted")
+        self.reposition_locked(&mut inner);
+        self.apply_early_locked(&mut inner, &id)
+            .expect("just inserted")
     }
 
     /// Routes one of ComfyUI's messages to its job.
@@ -570,24 +794,18 @@ impl Registry {
         Some((entry.record.device.clone(), entry.record.preview.clone()?))
     }
 
-    /// Ids of jobs that have not ended and were queued before `before_ms` (since the epoch).
-    pub fn unfinished_before(&self, before_ms: u64) -> Vec<String> {
+    /// Ids of jobs ComfyUI was given before `before_ms` (since the epoch) and has not ended.
+    pub fn in_comfyui_before(&self, before_ms: u64) -> Vec<String> {
         let inner = self.lock();
-        inner
-            .order
-            .iter()
-            .filter(|id| {
-                inner.jobs.get(*id).is_some_and(|entry| {
-                    !entry.record.state.is_finished() && entry.record.created_at < before_ms
-                })
-            })
-            .cloned()
+        in_comfyui(&inner)
+            .filter(|record| record.handed_at < before_ms)
+            .map(|record| record.id.clone())
             .collect()
     }
 
-    /// Ids of jobs that have not ended.
-    pub fn unfinished(&self) -> Vec<String> {
-        self.unfinished_before(u64::MAX)
+    /// Ids of jobs ComfyUI was given and has not ended.
+    pub fn in_comfyui(&self) -> Vec<String> {
+        self.in_comfyui_before(u64::MAX)
     }
 
     /// A device's jobs by id, with when each was queued (milliseconds since the epoch).
@@ -620,6 +838,15 @@ impl Registry {
     }
 }
 
+/// The jobs ComfyUI was given and has not ended.
+fn in_comfyui(inner: &Inner) -> impl Iterator<Item = &JobRecord> {
+    inner
+        .jobs
+        .values()
+        .map(|entry| &entry.record)
+        .filter(|record| record.handed && !record.state.is_finished())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,6 +867,7 @@ mod tests {
                 prompt: workflow,
                 client_id: Some("relay".into()),
                 extra_data: serde_json::Map::new(),
+                prompt_id: None,
             },
             None,
         )

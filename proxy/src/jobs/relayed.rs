@@ -93,6 +93,11 @@ impl Relayed {
             .count()
     }
 
+    /// How many raw prompts wait, as far as the last look at the queue knows.
+    pub fn waiting_total(&self) -> usize {
+        self.lock().pending.len()
+    }
+
     /// Whether none is known to wait.
     pub fn none_waiting(&self) -> bool {
         self.lock().pending.is_empty()

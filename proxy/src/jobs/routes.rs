@@ -28,7 +28,7 @@ use axum::routing;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use shared::api::{ErrorDetail, Event, HistoryPage, HistoryQuery, Job, JobRequest};
+use shared::api::{ErrorDetail, Event, HistoryPage, HistoryQuery, Job, JobRequest, MoveJob};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
 
@@ -41,6 +41,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/jobs/{id}/preview", routing::get(preview))
         .route("/api/jobs/{id}/cancel", routing::post(cancel))
         .route("/api/jobs/{id}/requeue", routing::post(requeue))
+        .route("/api/jobs/{id}/move", routing::post(move_job))
         .route("/api/interrupt", routing::post(interrupt))
         .route("/api/events", routing::get(events))
 }
@@ -73,7 +74,9 @@ impl IntoResponse for JobsError {
             Self::ComfyUi { .. } => (StatusCode::BAD_GATEWAY, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
             Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
-            Self::Finished(_) | Self::NothingRunning => (StatusCode::CONFLICT, None),
+            Self::Finished(_) | Self::NothingRunning | Self::NotHeld(_) => {
+                (StatusCode::CONFLICT, None)
+            }
             Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
             Self::Locked => (StatusCode::FORBIDDEN, None),
             Self::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -214,6 +217,21 @@ pub async fn requeue(
 ) -> Result<(StatusCode, Json<Job>), JobsError> {
     let job = state.jobs.requeue(&device, &id).await?;
     Ok((StatusCode::CREATED, Json(job)))
+}
+
+/// `POST /api/jobs/{id}/move`: `{position}` among the device's held jobs.
+pub async fn move_job(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Job>, JobsError> {
+    let request: MoveJob =
+        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    state
+        .jobs
+        .move_job(&device, &id, request.position)
+        .map(Json)
 }
 
 /// `GET /api/events`.

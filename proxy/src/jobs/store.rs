@@ -18,7 +18,10 @@ use shared::comfy::{ImageRef, PromptRequest};
 use crate::device::DeviceId;
 
 /// The schema, one step per file, in order.
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_jobs.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/0001_jobs.sql"),
+    include_str!("../../migrations/0002_relay_queue.sql"),
+];
 
 /// The database's file name in the data directory.
 const FILE_NAME: &str = "jobs.sqlite3";
@@ -29,9 +32,9 @@ const LOCK_NAME: &str = "relay.lock";
 /// What the store keeps about one job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredJob {
-    /// ComfyUI's prompt id.
+    /// Its id, the relay's and ComfyUI's prompt id.
     pub id: String,
-    /// ComfyUI's queue number.
+    /// The relay's number for it.
     pub number: i64,
     /// The device that queued it.
     pub device: DeviceId,
@@ -49,6 +52,10 @@ pub struct StoredJob {
     pub outputs: Vec<ImageRef>,
     /// Why it failed or was lost.
     pub error: Option<JobError>,
+    /// Whether it was handed to ComfyUI (else the relay holds it).
+    pub handed: bool,
+    /// Its order among its device's held jobs, lowest first.
+    pub rank: u64,
 }
 
 /// Which of a device's jobs a page holds.
@@ -258,11 +265,12 @@ impl Store {
     pub fn save(&self, job: &StoredJob) -> Result<(), StoreError> {
         self.connection().execute(
             "INSERT INTO jobs (id, number, device, created_at, finished_at, state, workflow_name,
-                               prompt, outputs, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                               prompt, outputs, error, handed, rank)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (id) DO UPDATE SET
                  finished_at = excluded.finished_at, state = excluded.state,
-                 outputs = excluded.outputs, error = excluded.error",
+                 outputs = excluded.outputs, error = excluded.error,
+                 handed = excluded.handed, rank = excluded.rank",
             params![
                 job.id,
                 job.number,
@@ -274,8 +282,26 @@ impl Store {
                 to_json(&job.prompt),
                 to_json(&job.outputs),
                 job.error.as_ref().map(to_json),
+                job.handed,
+                job.rank,
             ],
         )?;
+        Ok(())
+    }
+
+    /// The number the next job gets: one more than any job has.
+    pub fn next_number(&self) -> Result<i64, StoreError> {
+        Ok(self.connection().query_row(
+            "SELECT coalesce(max(number), 0) + 1 FROM jobs",
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Gives job `from` the id `to` (an old ComfyUI ran it under an id of its own).
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.connection()
+            .execute("UPDATE jobs SET id = ?2 WHERE id = ?1", [from, to])?;
         Ok(())
     }
 
@@ -298,8 +324,8 @@ impl Store {
 }
 
 /// The columns [`Row::from_sql`] reads, in its order.
-const COLUMNS: &str =
-    "id, number, device, created_at, finished_at, state, workflow_name, prompt, outputs, error";
+const COLUMNS: &str = "id, number, device, created_at, finished_at, state, workflow_name, \
+                       prompt, outputs, error, handed, rank";
 
 /// A job's row as SQLite returns it, before its JSON and names are read.
 struct Row {
@@ -313,6 +339,8 @@ struct Row {
     prompt: String,
     outputs: String,
     error: Option<String>,
+    handed: bool,
+    rank: u64,
 }
 
 impl Row {
@@ -328,6 +356,8 @@ impl Row {
             prompt: row.get(7)?,
             outputs: row.get(8)?,
             error: row.get(9)?,
+            handed: row.get(10)?,
+            rank: row.get(11)?,
         })
     }
 
@@ -349,6 +379,8 @@ impl Row {
             created_at: self.created_at,
             finished_at: self.finished_at,
             workflow_name: self.workflow_name,
+            handed: self.handed,
+            rank: self.rank,
             id: self.id,
         })
     }
@@ -407,6 +439,7 @@ pub(crate) mod tests {
     use shared::workflow::Workflow;
 
     use super::*;
+    use crate::device::DeviceSecret;
 
     /// A job of the scripts' device running the saved workflow `portrait`, finished 5 ms after
     /// it was queued when `state` is an end.
@@ -427,9 +460,12 @@ pub(crate) mod tests {
                 prompt,
                 client_id: Some("relay".to_owned()),
                 extra_data: serde_json::Map::new(),
+                prompt_id: None,
             },
             outputs: Vec::new(),
             error: None,
+            handed: true,
+            rank: created_at,
         }
     }
 
@@ -460,6 +496,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn jobs_kept_before_the_relay_held_any_read_back_as_handed_to_comfyui() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            connection.execute_batch(MIGRATIONS[0]).unwrap();
+            connection.pragma_update(None, "user_version", 1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO jobs (id, number, device, created_at, state, prompt, outputs)
+                     VALUES ('old', 41, ?1, 7, 'queued', ?2, '[]')",
+                    params![
+                        DeviceId::scripts().as_str(),
+                        to_json(&job("x", 1, JobState::Queued).prompt)
+                    ],
+                )
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let old = store.load(10).unwrap().remove(0);
+        assert!(old.handed, "{old:?}");
+        assert_eq!(store.next_number().unwrap(), 42);
+        let mut held = job("held", 9, JobState::Queued);
+        held.handed = false;
+        held.rank = 3;
+        store.save(&held).unwrap();
+        assert_eq!(store.load(10).unwrap()[1], held);
+    }
+
+    #[test]
     fn loading_keeps_every_unfinished_job_and_only_the_newest_finished_ones() {
         let store = Store::in_memory();
         for (id, at, state) in [
@@ -472,6 +537,63 @@ pub(crate) mod tests {
         }
         let ids: Vec<String> = store.load(2).unwrap().into_iter().map(|j| j.id).collect();
         assert_eq!(ids, ["waiting", "mid", "new"]);
+    }
+
+    #[test]
+    fn five_thousand_finished_jobs_page_by_cursor_without_gaps_and_are_found_by_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let phone = DeviceSecret::generate().device();
+        let mut mine = Vec::new();
+        for at in 0..5_000_u64 {
+            // Pairs of the device's jobs share a time: the cursor must still step past each.
+            let mut kept = job(&format!("job-{at:04}"), at / 4, JobState::Succeeded);
+            if at % 2 == 0 {
+                kept.device = phone.clone();
+                mine.push(kept.id.clone());
+            }
+            if at % 50 == 0 {
+                kept.prompt
+                    .extra_data
+                    .insert("note".into(), "a red_fox".into());
+            }
+            store.save(&kept).unwrap();
+        }
+        mine.reverse();
+        let mut paged = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let filter = Filter {
+                before: before.as_deref(),
+                ..Filter::default()
+            };
+            let page = store.page(&phone, &filter, 100).unwrap();
+            let Some(last) = page.last() else { break };
+            before = Some(last.id.clone());
+            paged.extend(page.into_iter().map(|j| j.id));
+        }
+        assert_eq!(paged, mine, "every job of the device once, newest first");
+
+        let text = Filter {
+            text: Some("red_fox"),
+            ..Filter::default()
+        };
+        let found: Vec<String> = store
+            .page(&phone, &text, 1_000)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        let expected: Vec<&String> = mine
+            .iter()
+            .filter(|id| id[4..].parse::<u64>().unwrap() % 50 == 0)
+            .collect();
+        assert_eq!(found.iter().collect::<Vec<_>>(), expected);
+        let wildcard = Filter {
+            text: Some("red%fox"),
+            ..Filter::default()
+        };
+        assert!(store.page(&phone, &wildcard, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct PromptRequest {
     /// Passed through to the run (`preview_method`, `extra_pnginfo`, ...).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra_data: serde_json::Map<String, serde_json::Value>,
+    /// The id the run is to have. ComfyUI takes a given one (`server.py`:
+    /// `json_data.get("prompt_id", uuid4())`) and makes one without it; an old ComfyUI that
+    /// ignores it answers with its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_id: Option<String>,
 }
 
 /// The body of `POST /interrupt`: without a prompt id it stops whatever runs; with one, only

@@ -42,6 +42,9 @@ pub struct Options {
     pub max_upload_size: u64,
     /// Refuse `Sec-Fetch-Site: cross-site` with 403, as ComfyUI versions of 2026 do.
     pub reject_cross_site: bool,
+    /// Make a prompt id even when `POST /prompt` gives one, as ComfyUI did before it took a
+    /// given id.
+    pub ignore_prompt_id: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             pace: 1.0,
             max_upload_size: 104_857_600,
             reject_cross_site: true,
+            ignore_prompt_id: false,
         }
     }
 }
@@ -223,6 +227,15 @@ impl FakeComfyUi {
     /// Starts a double with default options on an ephemeral port.
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await
+    }
+
+    /// Starts a double that replays every run with no delays (what benchmarks measure against).
+    pub async fn start_instant() -> Self {
+        Self::start_with(Options {
+            pace: 0.0,
+            ..Options::default()
+        })
+        .await
     }
 
     /// Starts a double with `options` on an ephemeral port.

@@ -173,7 +173,12 @@ async fn queue_prompt(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
     if let Some(client_id) = &client_id {
         extra_data.insert("client_id".into(), json!(client_id));
     }
-    let prompt_id = uuid::Uuid::new_v4().to_string();
+    // `server.py`: `prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))`.
+    let prompt_id = match request.get("prompt_id") {
+        Some(Value::String(id)) if !shared.options.ignore_prompt_id => id.clone(),
+        Some(other) if !shared.options.ignore_prompt_id => other.to_string(),
+        _ => uuid::Uuid::new_v4().to_string(),
+    };
     let number = {
         let mut state = shared.lock();
         let number = state.next_number;

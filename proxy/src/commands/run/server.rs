@@ -170,6 +170,7 @@ impl Server {
             prompt: workflow.clone(),
             client_id: Some(client_id.to_owned()),
             extra_data: serde_json::Map::new(),
+            prompt_id: None,
         };
         let response = self
             .send(self.request(reqwest::Method::POST, "/prompt").json(&body))

@@ -1,0 +1,232 @@
+//! The relay's own queue: the jobs it holds until ComfyUI has room, and whose turn is next.
+//!
+//! ComfyUI runs prompts first in, first out, so one device that queues ten jobs makes every
+//! other device wait behind all ten. The relay hands ComfyUI only a few at a time and keeps
+//! the rest here; the next one handed is the first job of the device served least recently (a
+//! device never served goes first, the one waiting longest among them), so devices with
+//! waiting jobs take turns. Within a device its jobs go in the order of their rank, which
+//! the device may change.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::device::DeviceId;
+
+/// The held jobs, by device, and when each device was last served.
+#[derive(Debug, Default, Clone)]
+pub struct FairQueue {
+    /// Each device's held jobs as `(rank, id)`, lowest rank first.
+    held: HashMap<DeviceId, BTreeSet<(u64, String)>>,
+    /// The turn at which each device was last handed a job (0: never).
+    served: HashMap<DeviceId, u64>,
+    /// Turns taken so far.
+    turns: u64,
+}
+
+impl FairQueue {
+    /// Holds job `id` of `device` at `rank` among that device's held jobs.
+    pub fn push(&mut self, device: &DeviceId, rank: u64, id: &str) {
+        self.held
+            .entry(device.clone())
+            .or_default()
+            .insert((rank, id.to_owned()));
+    }
+
+    /// Stops holding job `id` of `device`; whether it was held.
+    pub fn remove(&mut self, device: &DeviceId, id: &str) -> bool {
+        let Some(jobs) = self.held.get_mut(device) else {
+            return false;
+        };
+        let before = jobs.len();
+        jobs.retain(|(_, held)| held != id);
+        let removed = jobs.len() != before;
+        if jobs.is_empty() {
+            self.held.remove(device);
+        }
+        removed
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The device whose turn it is: served least recently, then holding the lowest rank.
+    fn next_device(&self) -> Option<&DeviceId> {
+        self.held
+            .iter()
+            .filter_map(|(device, jobs)| {
+                let (rank, id) = jobs.first()?;
+                let served = self.served.get(device).copied().unwrap_or(0);
+                Some(((served, *rank, id), device))
+            })
+            .min_by(|(a, _), (b, _)| a.cmp(b))
+            .map(|(_, device)| device)
+    }
+
+    /// Takes the next job to hand to ComfyUI, and counts the turn.
+    pub fn take(&mut self) -> Option<(DeviceId, String)> {
+        let device = self.next_device()?.clone();
+        let jobs = self.held.get_mut(&device)?;
+        let (_, id) = jobs.pop_first()?;
+        if jobs.is_empty() {
+            self.held.remove(&device);
+        }
+        self.serve(&device);
+        Some((device, id))
+    }
+
+    /// Counts a turn for `device`: it was just handed a job (taken, or given to ComfyUI at once
+    /// because nothing was held).
+    pub fn serve(&mut self, device: &DeviceId) {
+        self.turns += 1;
+        self.served.insert(device.clone(), self.turns);
+    }
+
+    /// Every held job's id in the order they will be handed if nothing changes.
+    pub fn order(&self) -> Vec<String> {
+        let mut future = self.clone();
+        std::iter::from_fn(|| future.take().map(|(_, id)| id)).collect()
+    }
+
+    /// `device`'s held jobs as `(rank, id)`, in their order.
+    pub fn of(&self, device: &DeviceId) -> Vec<(u64, String)> {
+        self.held
+            .get(device)
+            .map(|jobs| jobs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// New ranks for `device`'s held jobs `jobs` (in their order) after job `id` moves to
+/// `position` among them: the same ranks, handed out in the new order, so jobs held later still
+/// come after. `None` when `id` is not among them.
+pub fn moved(jobs: &[(u64, String)], id: &str, position: usize) -> Option<Vec<(u64, String)>> {
+    let from = jobs.iter().position(|(_, held)| held == id)?;
+    let mut ids: Vec<&str> = jobs.iter().map(|(_, held)| held.as_str()).collect();
+    let moving = ids.remove(from);
+    ids.insert(position.min(ids.len()), moving);
+    Some(
+        jobs.iter()
+            .map(|(rank, _)| *rank)
+            .zip(ids)
+            .map(|(rank, id)| (rank, id.to_owned()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceSecret;
+    use proptest::prelude::*;
+
+    fn devices(n: usize) -> Vec<DeviceId> {
+        (0..n).map(|_| DeviceSecret::generate().device()).collect()
+    }
+
+    #[test]
+    fn a_device_with_one_job_goes_before_the_rest_of_one_with_ten() {
+        let [busy, other] = <[DeviceId; 2]>::try_from(devices(2)).unwrap();
+        let mut queue = FairQueue::default();
+        for n in 0..10 {
+            queue.push(&busy, n, &format!("busy{n}"));
+        }
+        // Two of the busy device's jobs were handed before the other device queued.
+        queue.take();
+        queue.take();
+        queue.push(&other, 100, "other");
+        assert_eq!(queue.order()[..3], ["other", "busy2", "busy3"]);
+    }
+
+    #[test]
+    fn devices_take_turns_and_a_device_keeps_its_own_order() {
+        let [a, b] = <[DeviceId; 2]>::try_from(devices(2)).unwrap();
+        let mut queue = FairQueue::default();
+        for n in 0..4 {
+            queue.push(&a, n, &format!("a{n}"));
+        }
+        queue.push(&b, 10, "b0");
+        queue.push(&b, 11, "b1");
+        assert_eq!(queue.order(), ["a0", "b0", "a1", "b1", "a2", "a3"]);
+        assert_eq!(queue.order().len(), 6, "order() takes nothing");
+    }
+
+    #[test]
+    fn a_moved_job_keeps_the_device_ranks_and_goes_where_it_was_put() {
+        let jobs = vec![
+            (5, "x".to_owned()),
+            (7, "y".to_owned()),
+            (9, "z".to_owned()),
+        ];
+        let ranked = moved(&jobs, "z", 0).unwrap();
+        assert_eq!(
+            ranked,
+            [
+                (5, "z".to_owned()),
+                (7, "x".to_owned()),
+                (9, "y".to_owned())
+            ]
+        );
+        assert_eq!(moved(&jobs, "x", 99).unwrap()[2], (9, "x".to_owned()));
+        assert_eq!(moved(&jobs, "nope", 0), None);
+    }
+
+    #[test]
+    fn a_removed_job_is_no_longer_held_or_handed() {
+        let [a] = <[DeviceId; 1]>::try_from(devices(1)).unwrap();
+        let mut queue = FairQueue::default();
+        queue.push(&a, 1, "one");
+        queue.push(&a, 2, "two");
+        assert!(queue.remove(&a, "one"));
+        assert!(!queue.remove(&a, "one"));
+        assert_eq!(queue.order(), ["two"]);
+        assert_eq!(queue.take(), Some((a, "two".to_owned())));
+        assert!(queue.is_empty());
+    }
+
+    proptest! {
+        /// Whatever devices queue, in whatever order: every held job is handed exactly once,
+        /// each device's jobs in rank order, and between two turns of one device every other
+        /// device still holding jobs has a turn.
+        #[test]
+        fn every_device_with_waiting_jobs_has_a_turn_before_anyone_has_two(
+            pushes in proptest::collection::vec((0..4usize, 0..1000u64), 1..60),
+        ) {
+            let devices = devices(4);
+            let mut queue = FairQueue::default();
+            for (n, (device, rank)) in pushes.iter().enumerate() {
+                queue.push(&devices[*device], *rank, &format!("{device}-{n}"));
+            }
+            let total = queue.order().len();
+            let mut handed: Vec<(DeviceId, String)> = Vec::new();
+            let mut last_turn: HashMap<DeviceId, usize> = HashMap::new();
+            while let Some((device, id)) = queue.take() {
+                let waiting_others: Vec<&DeviceId> =
+                    queue.held.keys().filter(|d| **d != device).collect();
+                if let Some(previous) = last_turn.get(&device) {
+                    for other in waiting_others {
+                        // A device still waiting now was waiting at the previous turn too
+                        // (nothing is pushed meanwhile): it must have had a turn since.
+                        prop_assert!(last_turn.get(other).is_some_and(|t| t > previous));
+                    }
+                }
+                last_turn.insert(device.clone(), handed.len());
+                handed.push((device, id));
+            }
+            prop_assert_eq!(handed.len(), total);
+            for device in &devices {
+                let ranks: Vec<(u64, usize)> = handed
+                    .iter()
+                    .filter(|(d, _)| d == device)
+                    .map(|(_, id)| {
+                        let n: usize = id.split('-').nth(1).unwrap().parse().unwrap();
+                        (pushes[n].1, n)
+                    })
+                    .collect();
+                let mut sorted = ranks.clone();
+                sorted.sort_by_key(|(rank, n)| (*rank, format!("{}-{n}", pushes[*n].0)));
+                prop_assert_eq!(ranks, sorted);
+            }
+        }
+    }
+}
