@@ -41,6 +41,17 @@ pub async fn open(viewport: Viewport, stack: &Stack) -> Browser {
     browser
 }
 
+/// Imports the recorded slow invert workflow (a picture, four steps of progress, its inverse
+/// saved) as `invert`.
+pub async fn import_invert(browser: &Browser) {
+    import(
+        browser,
+        Import::File(&crate::fixtures::path("comfyui/workflows/invert_slow.json")),
+        "invert",
+    )
+    .await;
+}
+
 /// Goes to the library page.
 pub async fn library(browser: &Browser) {
     browser.tap("tab-workflows").await;

@@ -173,12 +173,7 @@ async fn a_picture_is_uploaded_and_the_job_shows_progress_a_preview_and_its_resu
 ) {
     let stack = app::spawn_stack(4.0).await;
     let browser = app::open(viewport, &stack).await;
-    app::import(
-        &browser,
-        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
-        "invert",
-    )
-    .await;
+    app::import_invert(&browser).await;
     let picture = fixtures::path("phone.png");
     browser
         .by_test_id("input-1-image-file")
@@ -320,12 +315,7 @@ async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_devi
 async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_a_workflow() {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
-    app::import(
-        &browser,
-        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
-        "invert",
-    )
-    .await;
+    app::import_invert(&browser).await;
     app::import(&browser, Import::Paste(fixtures::EMPTY_IMAGE), "empty").await;
     browser.tap("queue").await;
     app::wait_for_job(&browser, "succeeded").await;

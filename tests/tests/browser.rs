@@ -1,5 +1,6 @@
 //! The real built page in headless Chromium against the relay and the ComfyUI double: a run from
-//! paste to image, jobs surviving reloads and wake-ups, cancelling, pairing, device links.
+//! paste to image, jobs surviving reloads, wake-ups and a relay restart, the relay's own queue,
+//! cancelling, pairing, device links.
 //! Screenshots of each step go to `target/browser-artifacts/`.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
@@ -9,7 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 use testkit::app::{self, Import};
 use testkit::browser::{Browser, Viewport, dist_dir};
+use testkit::comfyui::{FakeComfyUi, Options};
 use testkit::fixtures;
+use testkit::relay_process::{Launch, RelayProcess, free_port};
 use testkit::stack::{StackOptions, spawn_stack_with};
 
 async fn paste_workflow_edit_prompt_queue_and_see_the_result(viewport: Viewport) {
@@ -100,12 +103,7 @@ async fn on_a_desktop_a_ui_format_file_shows_how_to_export_the_api_format() {
 async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
     let stack = app::spawn_stack(6.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
-    app::import(
-        &browser,
-        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
-        "invert",
-    )
-    .await;
+    app::import_invert(&browser).await;
     browser.tap("queue").await;
     browser
         .wait_for_text("job-status", |t| {
@@ -127,16 +125,80 @@ async fn cancelling_a_running_job_from_its_card_interrupts_it_in_comfyui() {
     browser.close().await;
 }
 
+/// Waits until the status lines of the first job cards (the newest) are `expected`.
+async fn wait_for_statuses(browser: &Browser, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses = browser
+            .eval(&format!(
+                "return [...document.querySelectorAll('[data-testid=\"job-status\"]')]\
+                     .slice(0, {}).map(e => e.textContent.trim());",
+                expected.len()
+            ))
+            .await;
+        if statuses == serde_json::json!(expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cards say {statuses}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_job_waiting_in_the_relay_says_so_and_runs_first_when_asked() {
+    let stack = app::spawn_stack(20.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import_invert(&browser).await;
+    // The workflow page shows the newest job: each tap shows another.
+    let mut shown = Value::Null;
+    for queued in 1..=4 {
+        browser.tap("queue").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = browser
+                .eval("return document.querySelector('[data-testid=\"job\"]')?.dataset.jobId ?? null;")
+                .await;
+            if now != shown && !now.is_null() {
+                shown = now;
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {queued} never showed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    browser.tap("tab-jobs").await;
+    let [newest, older] = [
+        "Waiting in the relay · 3 jobs ahead",
+        "Waiting in the relay · 2 jobs ahead",
+    ];
+    wait_for_statuses(&browser, &[newest, older, "Waiting · 1 job ahead"]).await;
+    browser
+        .screenshot_at("job", "held-1-waiting-in-the-relay")
+        .await;
+
+    // The newest card is the first on the page.
+    browser.tap("job-first").await;
+    wait_for_statuses(&browser, &[older, newest, "Waiting · 1 job ahead"]).await;
+    browser.screenshot_at("job", "held-2-run-first").await;
+    assert_eq!(
+        stack.comfyui.queued_prompts().len(),
+        2,
+        "ComfyUI has two; the relay holds the rest"
+    );
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image() {
     let stack = app::spawn_stack(4.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
-    app::import(
-        &browser,
-        Import::File(&fixtures::path("comfyui/workflows/invert_slow.json")),
-        "invert",
-    )
-    .await;
+    app::import_invert(&browser).await;
     browser.tap("queue").await;
     browser
         .wait_for_text("job-percent", |t| {
@@ -156,6 +218,61 @@ async fn a_page_reloaded_mid_run_shows_the_job_resume_and_finish_with_its_image(
         1,
         "nothing was queued twice"
     );
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_page_open_while_the_relay_is_killed_and_started_again_shows_what_finished_meanwhile() {
+    let comfyui = FakeComfyUi::start_with(Options {
+        pace: 3.0,
+        ..Options::default()
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let (dist, comfyui_url, port) = (dist_dir(), comfyui.url(), free_port());
+    let launch = || Launch {
+        binary: env!("CARGO_BIN_EXE_relay-cli").into(),
+        port,
+        data_dir: data.path(),
+        static_dir: &dist,
+        comfyui_url: &comfyui_url,
+        extra: &[],
+        log: "warn",
+    };
+    let first = RelayProcess::launch(launch()).await;
+    let browser = Browser::launch(Viewport::Phone).await;
+    browser.goto(&first.base).await;
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    app::import_invert(&browser).await;
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-status", |t| t.starts_with("Running"))
+        .await;
+
+    first.stop().await;
+    browser
+        .wait_for_text("connection", |t| t == "Reconnecting…")
+        .await;
+    browser.screenshot_at("job", "restart-1-relay-killed").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while comfyui.history_ids().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ComfyUI never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let _second = RelayProcess::launch(launch()).await;
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    assert!(
+        app::wait_loaded(&browser, "job-output").await > 0,
+        "the output ComfyUI made while the relay was down loads"
+    );
+    browser
+        .screenshot_at("job", "restart-2-back-with-the-result")
+        .await;
     browser.close().await;
 }
 

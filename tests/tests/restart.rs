@@ -6,47 +6,29 @@
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shared::api::{Job, JobState};
 use testkit::comfyui::{FakeComfyUi, Options};
 use testkit::device::Device;
 use testkit::fixtures;
-use tokio::process::{Child, Command};
+use testkit::relay_process::{Launch, RelayProcess, free_port};
 
 const CLI: &str = env!("CARGO_BIN_EXE_relay-cli");
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// `comfy-relay` on `port` with `data_dir`, once it answers.
-async fn relay(comfyui: &FakeComfyUi, port: u16, data_dir: &Path) -> Child {
-    let child = Command::new(CLI)
-        .arg(format!("--listen=127.0.0.1:{port}"))
-        .arg(format!("--comfyui-url={}", comfyui.url()))
-        .arg(format!("--static-dir={}", data_dir.display()))
-        .arg(format!("--data-dir={}", data_dir.display()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while reqwest::get(format!("http://127.0.0.1:{port}/api/session"))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the relay did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    child
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The relay on `port` with `data_dir`, once it answers.
+async fn relay(comfyui: &FakeComfyUi, port: u16, data_dir: &Path) -> RelayProcess {
+    RelayProcess::launch(Launch {
+        binary: CLI.into(),
+        port,
+        data_dir,
+        static_dir: data_dir,
+        comfyui_url: &comfyui.url(),
+        extra: &[],
+        log: "warn",
+    })
+    .await
 }
 
 fn find<'a>(jobs: &'a [Job], id: &str) -> &'a Job {
@@ -65,7 +47,7 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut first = relay(&comfyui, port, data.path()).await;
+    let first = relay(&comfyui, port, data.path()).await;
     let phone = Device::new(&url).await;
     let mut events = phone.events().await;
     let ids: Vec<String> = {
@@ -88,8 +70,14 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
         "two jobs are in ComfyUI, the fourth waits in the relay"
     );
 
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
+    // Killed only once ComfyUI has the third: killed while it is being handed, the relay would
+    // rightly call it lost, not knowing whether ComfyUI got it.
+    let deadline = Instant::now() + LIMIT;
+    while comfyui.queued_prompts().len() < 3 {
+        assert!(Instant::now() < deadline, "the third job was never handed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.stop().await;
     // ComfyUI goes on without the relay: the second job ends while nobody listens.
     let deadline = Instant::now() + LIMIT;
     while !comfyui.history_ids().contains(&ids[1]) {

@@ -31,14 +31,12 @@ impl FairQueue {
             .insert((rank, id.to_owned()));
     }
 
-    /// Stops holding job `id` of `device`; whether it was held.
-    pub fn remove(&mut self, device: &DeviceId, id: &str) -> bool {
+    /// Stops holding job `id` of `device`, held at `rank`; whether it was held.
+    pub fn remove(&mut self, device: &DeviceId, rank: u64, id: &str) -> bool {
         let Some(jobs) = self.held.get_mut(device) else {
             return false;
         };
-        let before = jobs.len();
-        jobs.retain(|(_, held)| held != id);
-        let removed = jobs.len() != before;
+        let removed = jobs.remove(&(rank, id.to_owned()));
         if jobs.is_empty() {
             self.held.remove(device);
         }
@@ -82,10 +80,27 @@ impl FairQueue {
         self.served.insert(device.clone(), self.turns);
     }
 
-    /// Every held job's id in the order they will be handed if nothing changes.
-    pub fn order(&self) -> Vec<String> {
-        let mut future = self.clone();
-        std::iter::from_fn(|| future.take().map(|(_, id)| id)).collect()
+    /// Every held job's id in the order they will be handed if nothing changes: rounds in which
+    /// each device still holding jobs hands its next one, the devices in the order of their
+    /// first turn (as [`FairQueue::take`] picks them; each served goes to the back).
+    pub fn order(&self) -> Vec<&str> {
+        let mut devices: Vec<_> = self
+            .held
+            .iter()
+            .filter_map(|(device, jobs)| {
+                let (rank, id) = jobs.first()?;
+                let served = self.served.get(device).copied().unwrap_or(0);
+                Some(((served, *rank, id), jobs.iter()))
+            })
+            .collect();
+        devices.sort_by_key(|(first, _)| *first);
+        let mut order = Vec::with_capacity(self.held.values().map(BTreeSet::len).sum());
+        while !devices.is_empty() {
+            devices.retain_mut(|(_, jobs)| {
+                jobs.next().map(|(_, id)| order.push(id.as_str())).is_some()
+            });
+        }
+        order
     }
 
     /// `device`'s held jobs as `(rank, id)`, in their order.
@@ -177,8 +192,8 @@ mod tests {
         let mut queue = FairQueue::default();
         queue.push(&a, 1, "one");
         queue.push(&a, 2, "two");
-        assert!(queue.remove(&a, "one"));
-        assert!(!queue.remove(&a, "one"));
+        assert!(queue.remove(&a, 1, "one"));
+        assert!(!queue.remove(&a, 1, "one"));
         assert_eq!(queue.order(), ["two"]);
         assert_eq!(queue.take(), Some((a, "two".to_owned())));
         assert!(queue.is_empty());
@@ -197,7 +212,8 @@ mod tests {
             for (n, (device, rank)) in pushes.iter().enumerate() {
                 queue.push(&devices[*device], *rank, &format!("{device}-{n}"));
             }
-            let total = queue.order().len();
+            let order: Vec<String> = queue.order().into_iter().map(str::to_owned).collect();
+            let total = order.len();
             let mut handed: Vec<(DeviceId, String)> = Vec::new();
             let mut last_turn: HashMap<DeviceId, usize> = HashMap::new();
             while let Some((device, id)) = queue.take() {
@@ -214,6 +230,8 @@ mod tests {
                 handed.push((device, id));
             }
             prop_assert_eq!(handed.len(), total);
+            let taken: Vec<&String> = handed.iter().map(|(_, id)| id).collect();
+            prop_assert_eq!(taken, order.iter().collect::<Vec<_>>(), "order() foretells take()");
             for device in &devices {
                 let ranks: Vec<(u64, usize)> = handed
                     .iter()

@@ -357,14 +357,15 @@ type Durable = (JobState, usize, bool, bool, u64);
 /// A job, what devices were last told about it and what the store has.
 struct Entry {
     record: JobRecord,
-    /// `Event::Job` for the current state, serialised once for every subscriber.
-    event: Bytes,
+    /// `Event::Job` for the current state, serialised once for every subscriber; `None` after
+    /// a change of queue position alone, until a subscriber asks for it.
+    event: Option<Bytes>,
     saved: Durable,
 }
 
 impl Entry {
     fn new(record: JobRecord) -> Self {
-        let event = event_json(record.snapshot());
+        let event = Some(event_json(record.snapshot()));
         let saved = record.durable();
         Self {
             record,
@@ -479,6 +480,7 @@ impl Registry {
         let entry = inner.jobs.get_mut(id)?;
         let was_finished = entry.record.state.is_finished();
         change(&mut entry.record);
+        let rank = entry.record.rank;
         let durable = entry.record.durable();
         if durable != entry.saved {
             entry.saved = durable;
@@ -487,8 +489,8 @@ impl Registry {
         let snapshot = entry.record.snapshot();
         let event = event_json(snapshot.clone());
         let device = entry.record.device.clone();
-        if event != entry.event {
-            entry.event = event;
+        if entry.event.as_ref() != Some(&event) {
+            entry.event = Some(event);
             self.hub.job_changed(&device, id);
         }
         if snapshot.state == JobState::Running {
@@ -500,7 +502,7 @@ impl Registry {
             }
             inner.finished.push_back(id.to_owned());
             self.evict(inner);
-            if !inner.waiting.remove(&device, id) {
+            if !inner.waiting.remove(&device, rank, id) {
                 // ComfyUI had it: there is room for a held job.
                 self.freed.notify_one();
             }
@@ -515,11 +517,22 @@ impl Registry {
             return;
         }
         let ahead = inner.foreign + in_comfyui(inner).count();
-        for (turn, id) in inner.waiting.order().into_iter().enumerate() {
+        let Inner { waiting, jobs, .. } = inner;
+        for (turn, id) in waiting.order().into_iter().enumerate() {
             let position = u32::try_from(ahead + turn).unwrap_or(u32::MAX);
-            self.update_locked(inner, &id, |record| {
-                record.set_queue_position(Some(position));
-            });
+            // A move changes nothing lasting: the record's place is set and its subscribers
+            // told, and its event is made again only when one of them reads it.
+            let Some(entry) = jobs.get_mut(id) else {
+                continue;
+            };
+            if entry.record.state != JobState::Queued
+                || entry.record.queue_position == Some(position)
+            {
+                continue;
+            }
+            entry.record.queue_position = Some(position);
+            entry.event = None;
+            self.hub.job_changed(&entry.record.device, id);
         }
     }
 
@@ -588,9 +601,12 @@ impl Registry {
             .record
             .device
             .clone();
-        let ranked = moved(&inner.waiting.of(&device), id, position)?;
+        let held = inner.waiting.of(&device);
+        let ranked = moved(&held, id, position)?;
+        for (rank, job) in &held {
+            inner.waiting.remove(&device, *rank, job);
+        }
         for (rank, job) in ranked {
-            inner.waiting.remove(&device, &job);
             inner.waiting.push(&device, rank, &job);
             self.update_locked(&mut inner, &job, |record| record.rank = rank);
         }
@@ -760,7 +776,15 @@ impl Registry {
 
     /// The serialised `Event::Job` for a job's current state.
     pub fn event_json(&self, id: &str) -> Option<Bytes> {
-        self.lock().jobs.get(id).map(|entry| entry.event.clone())
+        let mut inner = self.lock();
+        let entry = inner.jobs.get_mut(id)?;
+        let record = &entry.record;
+        Some(
+            entry
+                .event
+                .get_or_insert_with(|| event_json(record.snapshot()))
+                .clone(),
+        )
     }
 
     /// A device's jobs, newest first.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures_util::StreamExt;
 use shared::api::Event;
-use testkit::comfyui::{FakeComfyUi, Options};
+use testkit::comfyui::FakeComfyUi;
 use testkit::device::Device;
 use testkit::fixtures;
 use testkit::relay_process::RelayProcess;
@@ -72,11 +72,7 @@ fn device_ws_base(device: &Device) -> String {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let comfyui = FakeComfyUi::start_with(Options {
-        pace: 0.0,
-        ..Options::default()
-    })
-    .await;
+    let comfyui = FakeComfyUi::start_instant().await;
     // Every socket of this benchmark is a connection, and a hundred open at once from one
     // address, each unauthenticated until its handshake is read.
     let relay = RelayProcess::start(
