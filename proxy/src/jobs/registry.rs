@@ -520,7 +520,7 @@ impl Registry {
         let Inner { waiting, jobs, .. } = inner;
         for (turn, id) in waiting.order().into_iter().enumerate() {
             let position = u32::try_from(ahead + turn).unwrap_or(u32::MAX);
-            // A move changes nothing lasting: the record's place is set and its subscribers
+            // A new place changes nothing lasting: the record's place is set and its subscribers
             // told, and its event is made again only when one of them reads it.
             let Some(entry) = jobs.get_mut(id) else {
                 continue;
