@@ -87,6 +87,17 @@ fn node_mark(state: NodeRun) -> &'static str {
     }
 }
 
+/// What a job card's buttons ask the relay for.
+#[derive(Clone, Copy)]
+enum Action {
+    /// Interrupt it, or take it off the queue.
+    Cancel,
+    /// Queue it again, as it was.
+    Requeue,
+    /// Make it the device's next waiting job.
+    RunFirst,
+}
+
 /// The card of job `id`, kept current from the event socket.
 #[component]
 pub fn JobCard(
@@ -109,26 +120,17 @@ pub fn JobCard(
         })
     });
     let failure = RwSignal::new(None::<String>);
-    let first_id = id.clone();
-    let run_first = move |_| {
-        let id = first_id.clone();
-        spawn_local(async move {
-            let result = api::move_job(&id, 0).await;
-            failure.set(result.err().map(|e| e.to_string()));
-        });
-    };
-    let act = move |requeue: bool| {
+    let act = move |action: Action| {
         let id = id.clone();
         spawn_local(async move {
-            let result = if requeue {
-                api::requeue_job(&id).await
-            } else {
-                api::cancel_job(&id).await
+            let result = match action {
+                Action::Cancel => api::cancel_job(&id).await,
+                Action::Requeue => api::requeue_job(&id).await,
+                Action::RunFirst => api::move_job(&id, 0).await,
             };
             failure.set(result.err().map(|e| e.to_string()));
         });
     };
-    let act_again = act.clone();
     move || {
         job.get().map(|job| {
             let finished = job.state.is_finished();
@@ -164,9 +166,9 @@ pub fn JobCard(
                 })
                 .collect_view();
             let action = if finished {
-                let act = act_again.clone();
+                let act = act.clone();
                 view! {
-                    <button class="button secondary" data-testid="job-requeue" on:click=move |_| act(true)>
+                    <button class="button secondary" data-testid="job-requeue" on:click=move |_| act(Action::Requeue)>
                         "Queue again"
                     </button>
                 }
@@ -174,7 +176,7 @@ pub fn JobCard(
             } else {
                 let act = act.clone();
                 view! {
-                    <button class="button secondary" data-testid="job-cancel" on:click=move |_| act(false)>
+                    <button class="button secondary" data-testid="job-cancel" on:click=move |_| act(Action::Cancel)>
                         "Cancel"
                     </button>
                 }
@@ -208,10 +210,13 @@ pub fn JobCard(
                         <ul>{nodes}</ul>
                     </details>
                     <div class="job-actions">
-                        {job.held.then(|| view! {
-                            <button class="button secondary" data-testid="job-first" on:click=run_first.clone()>
-                                "Run first"
-                            </button>
+                        {job.held.then(|| {
+                            let act = act.clone();
+                            view! {
+                                <button class="button secondary" data-testid="job-first" on:click=move |_| act(Action::RunFirst)>
+                                    "Run first"
+                                </button>
+                            }
                         })}
                         {action}
                     </div>

@@ -11,11 +11,17 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::device::DeviceId;
 
+/// One device's held jobs as `(rank, id)`, lowest rank first.
+type Held = BTreeSet<(u64, String)>;
+
+/// When a device was last served, then its first job's rank and id: the lowest goes next.
+type TurnKey<'a> = (u64, u64, &'a str);
+
 /// The held jobs, by device, and when each device was last served.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct FairQueue {
-    /// Each device's held jobs as `(rank, id)`, lowest rank first.
-    held: HashMap<DeviceId, BTreeSet<(u64, String)>>,
+    /// Each device's held jobs.
+    held: HashMap<DeviceId, Held>,
     /// The turn at which each device was last handed a job (0: never).
     served: HashMap<DeviceId, u64>,
     /// Turns taken so far.
@@ -48,17 +54,21 @@ impl FairQueue {
         self.held.is_empty()
     }
 
+    /// Each device holding jobs with the key of its turn (when it was last served, then the
+    /// rank and id of its first job: lowest goes first) and its jobs.
+    fn devices_in_turn(&self) -> impl Iterator<Item = (TurnKey<'_>, &DeviceId, &Held)> {
+        self.held.iter().filter_map(|(device, jobs)| {
+            let (rank, id) = jobs.first()?;
+            let served = self.served.get(device).copied().unwrap_or(0);
+            Some(((served, *rank, id.as_str()), device, jobs))
+        })
+    }
+
     /// The device whose turn it is: served least recently, then holding the lowest rank.
     fn next_device(&self) -> Option<&DeviceId> {
-        self.held
-            .iter()
-            .filter_map(|(device, jobs)| {
-                let (rank, id) = jobs.first()?;
-                let served = self.served.get(device).copied().unwrap_or(0);
-                Some(((served, *rank, id), device))
-            })
-            .min_by(|(a, _), (b, _)| a.cmp(b))
-            .map(|(_, device)| device)
+        self.devices_in_turn()
+            .min_by_key(|(key, _, _)| *key)
+            .map(|(_, device, _)| device)
     }
 
     /// Takes the next job to hand to ComfyUI, and counts the turn.
@@ -85,13 +95,8 @@ impl FairQueue {
     /// first turn (as [`FairQueue::take`] picks them; each served goes to the back).
     pub fn order(&self) -> Vec<&str> {
         let mut devices: Vec<_> = self
-            .held
-            .iter()
-            .filter_map(|(device, jobs)| {
-                let (rank, id) = jobs.first()?;
-                let served = self.served.get(device).copied().unwrap_or(0);
-                Some(((served, *rank, id), jobs.iter()))
-            })
+            .devices_in_turn()
+            .map(|(key, _, jobs)| (key, jobs.iter()))
             .collect();
         devices.sort_by_key(|(first, _)| *first);
         let mut order = Vec::with_capacity(self.held.values().map(BTreeSet::len).sum());

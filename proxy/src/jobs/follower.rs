@@ -2,9 +2,9 @@
 //!
 //! The socket asks for previews with metadata, feeds every event to the registry, and
 //! reconnects with backoff when ComfyUI goes away. Each time it (re)connects, the unfinished jobs
-//! ComfyUI was given are reconciled: events sent while the relay was not listening are gone for good (ComfyUI buffers
-//! nothing), so a job's end is taken from `/history`, and a job ComfyUI no longer knows at all
-//! (it restarted) is marked lost.
+//! ComfyUI was given are reconciled: events sent while the relay was not listening are gone for
+//! good (ComfyUI buffers nothing), so a job's end is taken from `/history`, and a job ComfyUI no
+//! longer knows at all (it restarted) is marked lost.
 
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
@@ -237,7 +237,7 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
             }
             _ = check.tick() => {}
         }
-        if jobs.registry.in_comfyui().is_empty() && jobs.relayed.none_waiting() {
+        if jobs.registry.in_flight() == 0 && jobs.relayed.none_waiting() {
             continue;
         }
         // Only jobs queued before this look can be missing from it.
