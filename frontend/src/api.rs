@@ -6,8 +6,8 @@ use std::fmt;
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use shared::api::{
-    DeviceLink, ErrorBody, InputEdit, InputProblem, Job, JobRequest, MoveJob, Rename,
-    SavedWorkflow, WorkflowList,
+    DeviceLink, ErrorBody, HistoryPage, HistoryQuery, InputEdit, InputProblem, Job, JobRequest,
+    MoveJob, Rename, SavedWorkflow, StarJob, WorkflowList,
 };
 use shared::comfy::{FeatureFlags, ImageRef};
 use shared::schema::NodeSchema;
@@ -179,6 +179,23 @@ pub async fn move_job(id: &str, position: u32) -> Result<Job, ApiError> {
 /// Queues a finished (or lost) job again.
 pub async fn requeue_job(id: &str) -> Result<Job, ApiError> {
     call(post(&format!("/api/jobs/{id}/requeue")).build()).await
+}
+
+/// A page of every job of this device the relay keeps.
+pub async fn history(query: &HistoryQuery) -> Result<HistoryPage, ApiError> {
+    call(Request::get(&format!("/api/jobs/history?{}", query.query_string())).build()).await
+}
+
+/// Stars or unstars a job.
+pub async fn star_job(id: &str, starred: bool) -> Result<Job, ApiError> {
+    call(post(&format!("/api/jobs/{id}/star")).json(&StarJob { starred })).await
+}
+
+/// Deletes a finished job.
+pub async fn delete_job(id: &str) -> Result<(), ApiError> {
+    send(Request::delete(&format!("/api/jobs/{id}")).build())
+        .await
+        .map(drop)
 }
 
 /// A one-time link (absolute URL) that opens this device's jobs in another browser.

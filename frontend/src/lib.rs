@@ -5,6 +5,7 @@
 //! [`components`]; logic that needs no browser in [`model`], unit-tested natively.
 
 pub mod api;
+pub mod archive;
 pub mod components;
 pub mod events;
 pub mod model;

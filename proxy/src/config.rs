@@ -139,6 +139,11 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_MAX_FINISHED_JOBS", default_value_t = 200)]
     pub max_finished_jobs: usize,
 
+    /// Forget finished jobs this many days after they ended, unless starred (checked at start
+    /// and hourly). Without it every job is kept. ComfyUI keeps the files they made.
+    #[arg(long, env = "COMFY_RELAY_KEEP_DAYS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_days: Option<u32>,
+
     /// Where the relay keeps its access token and paired devices.
     #[arg(long, env = "COMFY_RELAY_DATA_DIR", default_value_os_t = default_data_dir())]
     pub data_dir: PathBuf,

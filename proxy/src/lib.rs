@@ -136,6 +136,7 @@ pub async fn run(
         token.clone(),
     ));
     tasks.spawn(jobs::Jobs::dispatch(state.jobs.clone(), token.clone()));
+    tasks.spawn(jobs::Jobs::keep_pruning(state.jobs.clone(), token.clone()));
     tasks.spawn(device_sockets::close_revoked(
         state.sockets.clone(),
         state.auth.clone(),

@@ -138,6 +138,18 @@ impl JobState {
     pub fn is_finished(self) -> bool {
         !matches!(self, Self::Queued | Self::Running)
     }
+
+    /// Its name as the API spells it (`succeeded`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+            Self::Lost => "lost",
+        }
+    }
 }
 
 /// Where one node of a job is.
@@ -223,6 +235,9 @@ pub struct Job {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
+    /// Starred by its device (`POST /api/jobs/{id}/star`): kept past a retention.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starred: bool,
 }
 
 /// `GET /api/jobs/history` query: one page of a device's jobs, newest first, from every job the
@@ -244,6 +259,43 @@ pub struct HistoryQuery {
     /// Only jobs whose workflow (its values, prompts included) contains this text, in any case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Only starred jobs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starred: bool,
+    /// Only jobs that made at least one file (the gallery's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_outputs: bool,
+}
+
+impl HistoryQuery {
+    /// The query string of `GET /api/jobs/history` asking for this page (no leading `?`).
+    pub fn query_string(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        let mut add = |key, value: Option<String>| {
+            if let Some(value) = value {
+                pairs.push((key, crate::comfy::ws::percent_encode(&value)));
+            }
+        };
+        add("before", self.before.clone());
+        add("limit", self.limit.map(|limit| limit.to_string()));
+        add("state", self.state.map(|state| state.name().to_owned()));
+        add("workflow", self.workflow.clone());
+        add("text", self.text.clone());
+        add("starred", self.starred.then(|| "true".to_owned()));
+        add("with_outputs", self.with_outputs.then(|| "true".to_owned()));
+        pairs
+            .into_iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
+/// `POST /api/jobs/{id}/star`: star or unstar a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StarJob {
+    /// Starred or not.
+    pub starred: bool,
 }
 
 /// One page of `GET /api/jobs/history`.
@@ -369,6 +421,38 @@ pub struct InputProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_states_name_is_how_it_is_serialised() {
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Interrupted,
+            JobState::Lost,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name());
+        }
+    }
+
+    #[test]
+    fn a_history_query_names_only_what_it_asks_and_encodes_its_text() {
+        assert_eq!(HistoryQuery::default().query_string(), "");
+        let query = HistoryQuery {
+            before: Some("job 1".into()),
+            limit: Some(30),
+            state: Some(JobState::Succeeded),
+            workflow: None,
+            text: Some("red & fox".into()),
+            starred: true,
+            with_outputs: true,
+        };
+        assert_eq!(
+            query.query_string(),
+            "before=job%201&limit=30&state=succeeded&text=red%20%26%20fox&starred=true&with_outputs=true"
+        );
+    }
 
     #[test]
     fn events_are_tagged_with_a_snake_case_type() {

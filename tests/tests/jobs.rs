@@ -531,3 +531,110 @@ async fn the_history_pages_through_a_devices_kept_jobs_and_finds_them_by_state_a
         .await;
     assert_eq!(refused.status(), 400);
 }
+
+#[tokio::test]
+async fn a_device_stars_and_deletes_its_finished_jobs_even_those_gone_from_memory() {
+    let stack = spawn_stack_with(StackOptions {
+        relay_args: vec!["--max-finished-jobs=1".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let other = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let old = phone.submit_ok(fixtures::INVERT_SLOW).await.id;
+    let old = events.wait_for(&old, LIMIT, finished).await;
+    let newer = phone.submit_ok(fixtures::INVERT_SLOW).await.id;
+    events.wait_for(&newer, LIMIT, finished).await;
+    let listed: Vec<String> = phone.jobs().await.into_iter().map(|j| j.id).collect();
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&newer),
+        "one finished job in memory"
+    );
+
+    // A job only the database keeps is still the device's: read, viewed, starred, requeued.
+    let kept: Job = phone.get_json(&format!("/api/jobs/{}", old.id)).await;
+    assert_eq!(outcome(&kept), outcome(&old));
+    let view = format!("/view?{}", old.outputs[0].view_query());
+    assert_eq!(phone.send(reqwest::Method::GET, &view).await.status(), 200);
+    assert_eq!(other.send(reqwest::Method::GET, &view).await.status(), 403);
+    let star = |device: &Device, id: &str, starred: bool| {
+        let (device, path) = (device.clone(), format!("/api/jobs/{id}/star"));
+        async move { device.post_json(&path, json!({ "starred": starred })).await }
+    };
+    assert_eq!(star(&other, &old.id, true).await.status(), 403);
+    let starred: Job = star(&phone, &old.id, true).await.json().await.unwrap();
+    assert!(starred.starred);
+    let starred_page: shared::api::HistoryPage =
+        phone.get_json("/api/jobs/history?starred=true").await;
+    let starred_ids: Vec<&str> = starred_page.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(starred_ids, [old.id.as_str()]);
+    // Starring a job in memory tells its device's sockets.
+    star(&phone, &newer, true).await;
+    let told = events.wait_for(&newer, LIMIT, |j| j.starred).await;
+    assert!(told.starred);
+
+    let running = phone.submit_ok(fixtures::INVERT_SLOW).await.id;
+    let refused = phone
+        .send(reqwest::Method::DELETE, &format!("/api/jobs/{running}"))
+        .await;
+    assert_eq!(
+        refused.status(),
+        409,
+        "a job that has not ended is cancelled, not deleted"
+    );
+    let body: ErrorBody = refused.json().await.unwrap();
+    assert!(body.error.contains("cancel it first"), "{}", body.error);
+    events.wait_for(&running, LIMIT, finished).await;
+    let requeued = phone.act(&newer, "requeue").await;
+    assert_eq!(
+        requeued.status(),
+        201,
+        "a job gone from memory is queued again"
+    );
+    let requeued: Job = requeued.json().await.unwrap();
+    events.wait_for(&requeued.id, LIMIT, finished).await;
+
+    let path = format!("/api/jobs/{}", old.id);
+    assert_eq!(
+        other.send(reqwest::Method::DELETE, &path).await.status(),
+        403
+    );
+    assert_eq!(
+        phone.send(reqwest::Method::DELETE, &path).await.status(),
+        204
+    );
+    assert_eq!(phone.send(reqwest::Method::GET, &path).await.status(), 404);
+    assert_eq!(
+        phone.send(reqwest::Method::DELETE, &path).await.status(),
+        404
+    );
+    assert_eq!(
+        phone.send(reqwest::Method::GET, &view).await.status(),
+        403,
+        "a deleted job's files are no longer the device's"
+    );
+    let gallery: shared::api::HistoryPage =
+        phone.get_json("/api/jobs/history?with_outputs=true").await;
+    let gallery_ids: Vec<&str> = gallery.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(
+        gallery_ids,
+        [requeued.id.as_str(), running.as_str(), newer.as_str()]
+    );
+
+    // Deleting a job still in memory removes it from the device's sockets too.
+    let path = format!("/api/jobs/{}", requeued.id);
+    assert_eq!(
+        phone.send(reqwest::Method::DELETE, &path).await.status(),
+        204
+    );
+    loop {
+        match events.next(LIMIT).await {
+            Some(shared::api::Event::Removed { id }) if id == requeued.id => break,
+            Some(_) => {}
+            None => panic!("the deleted job was never removed from the socket"),
+        }
+    }
+    assert!(phone.jobs().await.iter().all(|j| j.id != requeued.id));
+}

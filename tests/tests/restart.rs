@@ -17,15 +17,15 @@ use testkit::relay_process::{Launch, RelayProcess, free_port};
 const CLI: &str = env!("CARGO_BIN_EXE_relay-cli");
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// The relay on `port` with `data_dir`, once it answers.
-async fn relay(comfyui: &FakeComfyUi, port: u16, data_dir: &Path) -> RelayProcess {
+/// The relay on `port` with `data_dir` and `extra` flags, once it answers.
+async fn relay(comfyui: &FakeComfyUi, port: u16, data_dir: &Path, extra: &[&str]) -> RelayProcess {
     RelayProcess::launch(Launch {
         binary: CLI.into(),
         port,
         data_dir,
         static_dir: data_dir,
         comfyui_url: &comfyui.url(),
-        extra: &[],
+        extra,
         log: "warn",
     })
     .await
@@ -47,7 +47,7 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let first = relay(&comfyui, port, data.path()).await;
+    let first = relay(&comfyui, port, data.path(), &[]).await;
     let phone = Device::new(&url).await;
     let mut events = phone.events().await;
     let ids: Vec<String> = {
@@ -85,7 +85,7 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let _second = relay(&comfyui, port, data.path()).await;
+    let _second = relay(&comfyui, port, data.path(), &[]).await;
     let phone = Device::with_cookie(&url, phone.cookie());
     let mut events = phone.events().await;
     let before = events.wait_for(&ids[0], LIMIT, |_| true).await;
@@ -123,4 +123,68 @@ async fn a_relay_killed_mid_run_comes_back_with_every_job_and_what_finished_mean
         .map(|body| body["prompt_id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(given, ids, "each job was given to ComfyUI once, in turn");
+}
+
+#[tokio::test]
+async fn with_a_retention_finished_jobs_are_forgotten_once_old_unless_starred() {
+    let comfyui = FakeComfyUi::start_instant().await;
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let first = relay(&comfyui, port, data.path(), &[]).await;
+    let phone = Device::new(&url).await;
+    let mut events = phone.events().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = phone.submit_ok(fixtures::INVERT_SLOW).await.id;
+        events.wait_for(&id, LIMIT, |j| j.state.is_finished()).await;
+        ids.push(id);
+    }
+    let starred = phone
+        .post_json(
+            &format!("/api/jobs/{}/star", ids[0]),
+            serde_json::json!({ "starred": true }),
+        )
+        .await;
+    assert_eq!(starred.status(), 200);
+    first.stop().await;
+
+    // Ten days pass for the first two jobs.
+    let ten_days: i64 = 10 * 24 * 60 * 60 * 1000;
+    let database = rusqlite::Connection::open(data.path().join("jobs.sqlite3")).unwrap();
+    let aged = database
+        .execute(
+            "UPDATE jobs SET created_at = created_at - ?1, finished_at = finished_at - ?1
+             WHERE id IN (?2, ?3)",
+            rusqlite::params![ten_days, ids[0], ids[1]],
+        )
+        .unwrap();
+    assert_eq!(aged, 2);
+    drop(database);
+
+    let _second = relay(&comfyui, port, data.path(), &["--keep-days=7"]).await;
+    let phone = Device::with_cookie(&url, phone.cookie());
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let page: shared::api::HistoryPage = phone.get_json("/api/jobs/history").await;
+        let kept: Vec<&str> = page.jobs.iter().map(|j| j.id.as_str()).collect();
+        if kept == [ids[2].as_str(), ids[0].as_str()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retention never applied: {kept:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed: Vec<String> = phone.jobs().await.into_iter().map(|j| j.id).collect();
+    assert_eq!(
+        listed,
+        [ids[2].clone(), ids[0].clone()],
+        "forgotten in memory too"
+    );
+    let gone = phone
+        .send(reqwest::Method::GET, &format!("/api/jobs/{}", ids[1]))
+        .await;
+    assert_eq!(gone.status(), 404);
 }

@@ -5,6 +5,7 @@ use leptos::task::spawn_local;
 use shared::api::{Job, JobState, NodeRun};
 
 use crate::api;
+use crate::archive::Archive;
 use crate::events::Events;
 
 /// Overall progress in whole percent.
@@ -47,18 +48,6 @@ pub fn status_line(job: &Job) -> String {
     }
 }
 
-/// The job's state as one word, as shown on its badge.
-pub fn state_label(state: JobState) -> &'static str {
-    match state {
-        JobState::Queued => "queued",
-        JobState::Running => "running",
-        JobState::Succeeded => "succeeded",
-        JobState::Failed => "failed",
-        JobState::Interrupted => "interrupted",
-        JobState::Lost => "lost",
-    }
-}
-
 fn state_class(state: JobState) -> &'static str {
     match state {
         JobState::Queued => "pill",
@@ -96,21 +85,30 @@ enum Action {
     Requeue,
     /// Make it the device's next waiting job.
     RunFirst,
+    /// Star it, or take its star away.
+    Star(bool),
+    /// Forget it (only once it has ended).
+    Delete,
 }
 
-/// The card of job `id`, kept current from the event socket.
+/// The card of job `id`, kept current from the event socket (or, for a job the socket no
+/// longer knows, as the list's [`Archive`] loaded it).
 #[component]
 pub fn JobCard(
     /// The job's id.
     id: String,
 ) -> impl IntoView {
     let events = expect_context::<Events>();
+    let archive = use_context::<Archive>();
     let lookup = id.clone();
     let job = Memo::new(move |_| {
         events
             .jobs
             .with(|jobs| jobs.iter().find(|j| j.id == lookup).cloned())
+            .or_else(|| archive.and_then(|archive| archive.find(&lookup)))
     });
+    // Delete asks for a second tap.
+    let confirm_delete = RwSignal::new(false);
     let preview_id = id.clone();
     let preview = Memo::new(move |_| {
         events.previews.with(|p| {
@@ -124,11 +122,21 @@ pub fn JobCard(
         let id = id.clone();
         spawn_local(async move {
             let result = match action {
-                Action::Cancel => api::cancel_job(&id).await,
-                Action::Requeue => api::requeue_job(&id).await,
-                Action::RunFirst => api::move_job(&id, 0).await,
+                Action::Cancel => api::cancel_job(&id).await.map(drop),
+                Action::Requeue => api::requeue_job(&id).await.map(drop),
+                Action::RunFirst => api::move_job(&id, 0).await.map(drop),
+                Action::Star(starred) => api::star_job(&id, starred).await.map(|job| {
+                    if let Some(archive) = archive {
+                        archive.replace(job);
+                    }
+                }),
+                Action::Delete => api::delete_job(&id).await.map(|()| {
+                    if let Some(archive) = archive {
+                        archive.remove(&id);
+                    }
+                }),
             };
-            failure.set(result.err().map(|e| e.to_string()));
+            let _ = failure.try_set(result.err().map(|e| e.to_string()));
         });
     };
     move || {
@@ -136,7 +144,7 @@ pub fn JobCard(
             let finished = job.state.is_finished();
             let percent = percent(&job);
             let status = status_line(&job);
-            let state = state_label(job.state);
+            let state = job.state.name();
             let error = job.error.map(|error| {
                 view! { <p class="error" data-testid="job-error">{error.message}</p> }
             });
@@ -182,6 +190,32 @@ pub fn JobCard(
                 }
                 .into_any()
             };
+            let starred = job.starred;
+            let star = {
+                let act = act.clone();
+                view! {
+                    <button class="button secondary star" data-testid="job-star"
+                        aria-pressed=if starred { "true" } else { "false" }
+                        on:click=move |_| act(Action::Star(!starred))>
+                        {if starred { "★ Starred" } else { "☆ Star" }}
+                    </button>
+                }
+            };
+            let delete = finished.then(|| {
+                let act = act.clone();
+                view! {
+                    <button class="button secondary" data-testid="job-delete"
+                        on:click=move |_| {
+                            if confirm_delete.get_untracked() {
+                                act(Action::Delete);
+                            } else {
+                                confirm_delete.set(true);
+                            }
+                        }>
+                        {move || if confirm_delete.get() { "Tap again to delete" } else { "Delete" }}
+                    </button>
+                }
+            });
             view! {
                 <article class="job card" data-testid="job" data-job-id=job.id>
                     <header class="job-head">
@@ -219,6 +253,8 @@ pub fn JobCard(
                             }
                         })}
                         {action}
+                        {star}
+                        {delete}
                     </div>
                     {move || failure.get().map(|message| view! { <p class="error" role="alert">{message}</p> })}
                 </article>
@@ -254,6 +290,7 @@ mod tests {
             error: None,
             created_at: 0,
             finished_at: None,
+            starred: false,
         }
     }
 

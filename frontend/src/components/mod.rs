@@ -6,6 +6,7 @@ pub mod field;
 pub mod image_input;
 pub mod job_card;
 pub mod jobs_list;
+pub mod more_pages;
 pub mod pairing_required;
 pub mod tab_bar;
 pub mod viewer;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::date_time;
 use crate::auth::paired::PairedDevices;
-use crate::jobs::store::{Store, StoredJob, state_name};
+use crate::jobs::store::{Store, StoredJob};
 
 /// Writes the newest `limit` jobs kept in `data_dir` to `out`, newest first, one a line: when
 /// it was queued (UTC), its state, how long it took, which device queued it (its name when
@@ -49,7 +49,7 @@ fn line(job: &StoredJob, who: &str) -> String {
     let mut line = format!(
         "{}  {:<11}  {:>8}  {}  {}  {}",
         date_time(job.created_at),
-        state_name(job.state),
+        job.state.name(),
         took,
         who,
         what,

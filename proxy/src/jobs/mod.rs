@@ -76,7 +76,12 @@ pub struct Jobs {
     queue_changed: Notify,
     /// Tells the socket follower to reconnect: its socket seems to have stopped hearing.
     resubscribe: Notify,
+    /// How long finished jobs are kept, if not for ever.
+    keep_for: Option<Duration>,
 }
+
+/// How often the retention is applied.
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The most jobs a page of `GET /api/jobs/history` holds.
 const HISTORY_PAGE: usize = 100;
@@ -131,6 +136,9 @@ pub enum JobsError {
     /// The job has ended.
     #[error("Job {0} has already ended.")]
     Finished(String),
+    /// The job has not ended.
+    #[error("Job {0} has not ended yet: cancel it first.")]
+    Unfinished(String),
     /// The job is in ComfyUI's queue, where it cannot be moved.
     #[error("Job {0} is already in ComfyUI's queue; only jobs the relay still holds can be moved.")]
     NotHeld(String),
@@ -216,6 +224,9 @@ impl Jobs {
             last_event_ms: AtomicU64::new(0),
             queue_changed: Notify::new(),
             resubscribe: Notify::new(),
+            keep_for: config
+                .keep_days
+                .map(|days| Duration::from_secs(u64::from(days) * 24 * 60 * 60)),
         })
     }
 
@@ -232,6 +243,8 @@ impl Jobs {
             state: query.state,
             workflow: query.workflow.as_deref(),
             text: query.text.as_deref().filter(|text| !text.is_empty()),
+            starred: query.starred,
+            with_outputs: query.with_outputs,
         };
         // One more than asked says whether a next page exists.
         let mut stored = self.registry.store().page(device, &filter, limit + 1)?;
@@ -306,9 +319,19 @@ impl Jobs {
         prompts.into_iter().map(|(id, _)| id).collect()
     }
 
-    /// Whether `device` may fetch `file`: it was given it, or one of its jobs made it.
+    /// Whether `device` may fetch `file`: it was given it, or one of its jobs made it (one in
+    /// memory, or one the database keeps).
     pub fn may_view(&self, device: &DeviceId, file: &ImageRef) -> bool {
-        self.files.granted(device, file) || self.registry.made(device, file)
+        self.files.granted(device, file)
+            || self.registry.made(device, file)
+            || self
+                .registry
+                .store()
+                .made(device, file)
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "cannot look up who made a file");
+                    false
+                })
     }
 
     /// Takes the relay's own client id out of a prompt's `extra_data`, as `/queue` and
@@ -499,11 +522,77 @@ impl Jobs {
             .ok_or_else(|| JobsError::NotHeld(id.to_owned()))
     }
 
-    /// A job of `device`.
+    /// A job of `device`, live from memory or as the database keeps it.
     pub fn get(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
         match self.registry.get(id) {
             Some((owner, job)) if owner == *device => Ok(job),
-            _ => Err(JobsError::NotFound(id.to_owned())),
+            Some(_) => Err(JobsError::NotFound(id.to_owned())),
+            None => match self.registry.store().find(id)? {
+                Some(stored) if stored.device == *device => {
+                    Ok(JobRecord::restore(stored).snapshot())
+                }
+                _ => Err(JobsError::NotFound(id.to_owned())),
+            },
+        }
+    }
+
+    /// Stars or unstars a job of `device`.
+    pub fn star(&self, device: &DeviceId, id: &str, starred: bool) -> Result<Job, JobsError> {
+        self.owned_record(device, id)?;
+        // In memory, the change is published and written; otherwise it is only written.
+        if self
+            .registry
+            .update(id, |record| record.star(starred))
+            .is_none()
+        {
+            self.registry.store().set_starred(id, starred)?;
+        }
+        self.get(device, id)
+    }
+
+    /// Deletes a finished job of `device`: the relay forgets it, and its files can no longer
+    /// be fetched through the relay (ComfyUI keeps them: it has no route to delete outputs).
+    pub fn delete(&self, device: &DeviceId, id: &str) -> Result<(), JobsError> {
+        let record = self.owned_record(device, id)?;
+        if !record.state().is_finished() {
+            return Err(JobsError::Unfinished(id.to_owned()));
+        }
+        self.registry.store().delete(id)?;
+        self.registry.forget(id);
+        tracing::info!(job = id, device = device.short(), "deleted");
+        Ok(())
+    }
+
+    /// Forgets the finished jobs that ended longer ago than the retention, unless starred;
+    /// returns how many.
+    pub fn prune(&self) -> Result<usize, JobsError> {
+        let Some(keep_for) = self.keep_for else {
+            return Ok(0);
+        };
+        let cutoff = crate::clock::now_ms()
+            .saturating_sub(u64::try_from(keep_for.as_millis()).unwrap_or(u64::MAX));
+        let pruned = self.registry.store().prune(cutoff)?;
+        for id in &pruned {
+            self.registry.forget(id);
+        }
+        Ok(pruned.len())
+    }
+
+    /// Applies the retention now and then every hour, until `cancel`.
+    pub async fn keep_pruning(jobs: Arc<Self>, cancel: CancellationToken) {
+        if jobs.keep_for.is_none() {
+            return;
+        }
+        let mut every = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => match jobs.prune() {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "forgot jobs past the retention"),
+                    Err(error) => tracing::error!(%error, "the retention could not be applied"),
+                },
+                () = cancel.cancelled() => return,
+            }
         }
     }
 
@@ -541,11 +630,17 @@ impl Jobs {
         self.cancel(device, &running.id).await
     }
 
+    /// Job `id` of `device`, from memory or the database.
     fn owned_record(&self, device: &DeviceId, id: &str) -> Result<JobRecord, JobsError> {
-        let record = self
-            .registry
-            .record(id)
-            .ok_or_else(|| JobsError::NotFound(id.to_owned()))?;
+        let record = match self.registry.record(id) {
+            Some(record) => record,
+            None => self
+                .registry
+                .store()
+                .find(id)?
+                .map(JobRecord::restore)
+                .ok_or_else(|| JobsError::NotFound(id.to_owned()))?,
+        };
         if record.device() != device {
             return Err(JobsError::NotYours(id.to_owned()));
         }

@@ -63,6 +63,8 @@ pub struct JobRecord {
     handed_at: u64,
     /// Its order among its device's held jobs.
     rank: u64,
+    /// Starred by its device.
+    starred: bool,
 }
 
 impl JobRecord {
@@ -103,6 +105,7 @@ impl JobRecord {
             handed: false,
             handed_at: 0,
             rank: created_at,
+            starred: false,
         }
     }
 
@@ -141,6 +144,7 @@ impl JobRecord {
         record.error = stored.error;
         record.handed = stored.handed;
         record.rank = stored.rank;
+        record.starred = stored.starred;
         record
     }
 
@@ -159,19 +163,25 @@ impl JobRecord {
             error: self.error.clone(),
             handed: self.handed,
             rank: self.rank,
+            starred: self.starred,
         }
     }
 
-    /// What, changed, must be written to the store: where it is, what it made, whether
-    /// ComfyUI has it and its turn.
+    /// What, changed, must be written to the store.
     fn durable(&self) -> Durable {
-        (
-            self.state,
-            self.run.images().len(),
-            self.error.is_some(),
-            self.handed,
-            self.rank,
-        )
+        Durable {
+            state: self.state,
+            outputs: self.run.images().len(),
+            failed: self.error.is_some(),
+            handed: self.handed,
+            rank: self.rank,
+            starred: self.starred,
+        }
+    }
+
+    /// Stars or unstars it.
+    pub fn star(&mut self, starred: bool) {
+        self.starred = starred;
     }
 
     /// Whether the relay holds it: queued, not handed to ComfyUI.
@@ -333,6 +343,7 @@ impl JobRecord {
             error: self.error.clone(),
             created_at: self.created_at,
             finished_at: self.finished_at,
+            starred: self.starred,
         }
     }
 }
@@ -351,8 +362,17 @@ fn failure(error: &shared::comfy::ExecutionError) -> JobError {
     }
 }
 
-/// The parts of a job that the store must have when they change.
-type Durable = (JobState, usize, bool, bool, u64);
+/// The parts of a job that the store must have when they change: where it is, what it made,
+/// whether ComfyUI has it, its turn and its star.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Durable {
+    state: JobState,
+    outputs: usize,
+    failed: bool,
+    handed: bool,
+    rank: u64,
+    starred: bool,
+}
 
 /// A job, what devices were last told about it and what the store has.
 struct Entry {
@@ -665,6 +685,24 @@ impl Registry {
                 self.hub.job_removed(&entry.record.device, &oldest);
             }
         }
+    }
+
+    /// Forgets finished job `id` (deleted, or past the retention): its devices are told it is
+    /// gone. False when it is not in memory or has not ended.
+    pub fn forget(&self, id: &str) -> bool {
+        let mut inner = self.lock();
+        if !inner
+            .jobs
+            .get(id)
+            .is_some_and(|entry| entry.record.state.is_finished())
+        {
+            return false;
+        }
+        let entry = inner.jobs.remove(id).expect("looked up above");
+        inner.order.retain(|kept| kept != id);
+        inner.finished.retain(|kept| kept != id);
+        self.hub.job_removed(&entry.record.device, id);
+        true
     }
 
     /// Adds a job, held or accepted by ComfyUI, applying whatever ComfyUI already said about

@@ -5,7 +5,8 @@
 //! - `GET /api/jobs/history?before&limit&state&workflow&text` → a page of every job it kept
 //! - `GET /api/jobs/{id}[?wait=SECONDS]` (a long poll until it ends), `GET /api/jobs/{id}/preview`
 //! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`, `POST /api/interrupt` (the
-//!   device's running job)
+//!   device's running job), `POST /api/jobs/{id}/move`, `POST /api/jobs/{id}/star`
+//! - `DELETE /api/jobs/{id}` (a finished job)
 //! - `GET /api/events` (WebSocket): a snapshot of the device's jobs, then every change;
 //!   previews as binary frames.
 
@@ -28,7 +29,9 @@ use axum::routing;
 use axum::{Extension, Json, Router};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use shared::api::{ErrorDetail, Event, HistoryPage, HistoryQuery, Job, JobRequest, MoveJob};
+use shared::api::{
+    ErrorDetail, Event, HistoryPage, HistoryQuery, Job, JobRequest, MoveJob, StarJob,
+};
 use shared::comfy::BinaryFrame;
 use shared::workflow::Workflow;
 
@@ -36,12 +39,13 @@ use shared::workflow::Workflow;
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", routing::get(list).post(submit))
-        .route("/api/jobs/{id}", routing::get(get))
+        .route("/api/jobs/{id}", routing::get(get).delete(delete))
         .route("/api/jobs/history", routing::get(history))
         .route("/api/jobs/{id}/preview", routing::get(preview))
         .route("/api/jobs/{id}/cancel", routing::post(cancel))
         .route("/api/jobs/{id}/requeue", routing::post(requeue))
         .route("/api/jobs/{id}/move", routing::post(move_job))
+        .route("/api/jobs/{id}/star", routing::post(star))
         .route("/api/interrupt", routing::post(interrupt))
         .route("/api/events", routing::get(events))
 }
@@ -74,7 +78,7 @@ impl IntoResponse for JobsError {
             Self::ComfyUi { .. } => (StatusCode::BAD_GATEWAY, None),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None),
             Self::NotYours(_) => (StatusCode::FORBIDDEN, None),
-            Self::Finished(_) | Self::NothingRunning | Self::NotHeld(_) => {
+            Self::Finished(_) | Self::Unfinished(_) | Self::NothingRunning | Self::NotHeld(_) => {
                 (StatusCode::CONFLICT, None)
             }
             Self::TooManyWaiting(_) => (StatusCode::TOO_MANY_REQUESTS, None),
@@ -232,6 +236,28 @@ pub async fn move_job(
         .jobs
         .move_job(&device, &id, request.position)
         .map(Json)
+}
+
+/// `POST /api/jobs/{id}/star`: `{starred}`.
+pub async fn star(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Job>, JobsError> {
+    let request: StarJob =
+        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    state.jobs.star(&device, &id, request.starred).map(Json)
+}
+
+/// `DELETE /api/jobs/{id}`: forgets a finished job; 204.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, JobsError> {
+    state.jobs.delete(&device, &id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /api/events`.

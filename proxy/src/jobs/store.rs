@@ -18,9 +18,10 @@ use shared::comfy::{ImageRef, PromptRequest};
 use crate::device::DeviceId;
 
 /// The schema, one step per file, in order.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../../migrations/0001_jobs.sql"),
     include_str!("../../migrations/0002_relay_queue.sql"),
+    include_str!("../../migrations/0003_stars_and_files.sql"),
 ];
 
 /// The database's file name in the data directory.
@@ -56,6 +57,8 @@ pub struct StoredJob {
     pub handed: bool,
     /// Its order among its device's held jobs, lowest first.
     pub rank: u64,
+    /// Whether its device starred it (a retention keeps it).
+    pub starred: bool,
 }
 
 /// Which of a device's jobs a page holds.
@@ -69,6 +72,10 @@ pub struct Filter<'a> {
     pub workflow: Option<&'a str>,
     /// Whose request contains this text (ASCII letters in any case).
     pub text: Option<&'a str>,
+    /// Starred ones only.
+    pub starred: bool,
+    /// Ones that made at least one file only.
+    pub with_outputs: bool,
 }
 
 /// Why the store could not be used.
@@ -147,6 +154,7 @@ impl Store {
             connection.busy_timeout(BUSY_WAIT)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "foreign_keys", "ON")?;
             migrate(&mut connection)?;
             Ok(connection)
         });
@@ -194,8 +202,10 @@ impl Store {
                AND (?3 IS NULL OR state = ?3)
                AND (?4 IS NULL OR workflow_name = ?4)
                AND (?5 IS NULL OR prompt LIKE '%' || ?5 || '%' ESCAPE '\\')
+               AND (NOT ?6 OR starred)
+               AND (NOT ?7 OR EXISTS (SELECT 1 FROM job_files WHERE job = jobs.id))
              ORDER BY created_at DESC, rowid DESC
-             LIMIT ?6"
+             LIMIT ?8"
         ))?;
         let text = filter.text.map(|text| {
             text.replace('\\', "\\\\")
@@ -206,9 +216,11 @@ impl Store {
             params![
                 device.as_str(),
                 filter.before,
-                filter.state.map(state_name),
+                filter.state.map(JobState::name),
                 filter.workflow,
                 text,
+                filter.starred,
+                filter.with_outputs,
                 i64::try_from(limit).unwrap_or(i64::MAX),
             ],
             Row::from_sql,
@@ -231,6 +243,9 @@ impl Store {
     #[cfg(test)]
     pub fn in_memory() -> Self {
         let mut connection = Connection::open_in_memory().expect("SQLite opens in memory");
+        connection
+            .pragma_update(None, "foreign_keys", "ON")
+            .expect("foreign keys turn on");
         migrate(&mut connection).expect("the migrations apply");
         Self {
             connection: Mutex::new(connection),
@@ -263,30 +278,102 @@ impl Store {
 
     /// Records `job` as it is now, replacing what was recorded before.
     pub fn save(&self, job: &StoredJob) -> Result<(), StoreError> {
-        self.connection().execute(
-            "INSERT INTO jobs (id, number, device, created_at, finished_at, state, workflow_name,
-                               prompt, outputs, error, handed, rank)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (id) DO UPDATE SET
-                 finished_at = excluded.finished_at, state = excluded.state,
-                 outputs = excluded.outputs, error = excluded.error,
-                 handed = excluded.handed, rank = excluded.rank",
-            params![
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        transaction
+            .prepare_cached(
+                "INSERT INTO jobs (id, number, device, created_at, finished_at, state,
+                                   workflow_name, prompt, outputs, error, handed, rank, starred)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 ON CONFLICT (id) DO UPDATE SET
+                     finished_at = excluded.finished_at, state = excluded.state,
+                     outputs = excluded.outputs, error = excluded.error,
+                     handed = excluded.handed, rank = excluded.rank, starred = excluded.starred",
+            )?
+            .execute(params![
                 job.id,
                 job.number,
                 job.device.as_str(),
                 job.created_at,
                 job.finished_at,
-                state_name(job.state),
+                job.state.name(),
                 job.workflow_name,
                 to_json(&job.prompt),
                 to_json(&job.outputs),
                 job.error.as_ref().map(to_json),
                 job.handed,
                 job.rank,
-            ],
+                job.starred,
+            ])?;
+        transaction
+            .prepare_cached("DELETE FROM job_files WHERE job = ?1")?
+            .execute([&job.id])?;
+        let mut file = transaction.prepare_cached(
+            "INSERT OR IGNORE INTO job_files (job, filename, subfolder, type)
+             VALUES (?1, ?2, ?3, ?4)",
         )?;
+        for output in &job.outputs {
+            file.execute(params![
+                job.id,
+                output.filename,
+                output.subfolder,
+                output.kind
+            ])?;
+        }
+        drop(file);
+        transaction.commit()?;
         Ok(())
+    }
+
+    /// The job `id`, if the store has it.
+    pub fn find(&self, id: &str) -> Result<Option<StoredJob>, StoreError> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
+        let mut rows = statement.query_map([id], Row::from_sql)?;
+        rows.next().map(|row| row?.read()).transpose()
+    }
+
+    /// Stars or unstars job `id`; false when the store has no such job.
+    pub fn set_starred(&self, id: &str, starred: bool) -> Result<bool, StoreError> {
+        let changed = self.connection().execute(
+            "UPDATE jobs SET starred = ?2 WHERE id = ?1",
+            params![id, starred],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Forgets job `id` and its files' record; false when the store has no such job.
+    pub fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .connection()
+            .execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+        Ok(deleted > 0)
+    }
+
+    /// Whether one of `device`'s jobs made `file`.
+    pub fn made(&self, device: &DeviceId, file: &ImageRef) -> Result<bool, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM job_files JOIN jobs ON jobs.id = job_files.job
+                            WHERE filename = ?1 AND subfolder = ?2 AND type = ?3
+                              AND device = ?4)",
+        )?;
+        Ok(statement.query_row(
+            params![file.filename, file.subfolder, file.kind, device.as_str()],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Forgets every finished job that ended before `ended_before` (ms since the epoch) and
+    /// is not starred; returns their ids.
+    pub fn prune(&self, ended_before: u64) -> Result<Vec<String>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "DELETE FROM jobs WHERE finished_at < ?1 AND NOT starred RETURNING id",
+        )?;
+        let ids = statement.query_map([ended_before], |row| row.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
     }
 
     /// The number the next job gets: one more than any job has.
@@ -300,6 +387,7 @@ impl Store {
 
     /// Gives job `from` the id `to` (an old ComfyUI ran it under an id of its own).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        // Its files' rows follow (ON UPDATE CASCADE).
         self.connection()
             .execute("UPDATE jobs SET id = ?2 WHERE id = ?1", [from, to])?;
         Ok(())
@@ -325,7 +413,7 @@ impl Store {
 
 /// The columns [`Row::from_sql`] reads, in its order.
 const COLUMNS: &str = "id, number, device, created_at, finished_at, state, workflow_name, \
-                       prompt, outputs, error, handed, rank";
+                       prompt, outputs, error, handed, rank, starred";
 
 /// A job's row as SQLite returns it, before its JSON and names are read.
 struct Row {
@@ -341,6 +429,7 @@ struct Row {
     error: Option<String>,
     handed: bool,
     rank: u64,
+    starred: bool,
 }
 
 impl Row {
@@ -358,6 +447,7 @@ impl Row {
             error: row.get(9)?,
             handed: row.get(10)?,
             rank: row.get(11)?,
+            starred: row.get(12)?,
         })
     }
 
@@ -381,6 +471,7 @@ impl Row {
             workflow_name: self.workflow_name,
             handed: self.handed,
             rank: self.rank,
+            starred: self.starred,
             id: self.id,
         })
     }
@@ -412,14 +503,6 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
 
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("job values serialise")
-}
-
-/// The state's name as the API spells it (`succeeded`).
-pub(crate) fn state_name(state: JobState) -> String {
-    match serde_json::to_value(state) {
-        Ok(serde_json::Value::String(name)) => name,
-        _ => unreachable!("a job state serialises as its name"),
-    }
 }
 
 /// Applies the migrations the database has not had yet, each in its own transaction.
@@ -466,6 +549,7 @@ pub(crate) mod tests {
             error: None,
             handed: true,
             rank: created_at,
+            starred: false,
         }
     }
 
@@ -594,6 +678,138 @@ pub(crate) mod tests {
             ..Filter::default()
         };
         assert!(store.page(&phone, &wildcard, 10).unwrap().is_empty());
+    }
+
+    fn made_file(name: &str) -> ImageRef {
+        ImageRef {
+            filename: name.to_owned(),
+            subfolder: "team".to_owned(),
+            kind: "output".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_file_is_known_as_made_by_its_jobs_device_until_the_job_is_deleted() {
+        let store = Store::in_memory();
+        let phone = DeviceSecret::generate().device();
+        let mut done = job("done", 1, JobState::Succeeded);
+        done.device = phone.clone();
+        done.outputs = vec![made_file("a.png"), made_file("b.png")];
+        store.save(&done).unwrap();
+        // Saved again with fewer files (never happens to a finished job, but the rows follow).
+        done.outputs.pop();
+        store.save(&done).unwrap();
+        assert!(store.made(&phone, &made_file("a.png")).unwrap());
+        assert!(!store.made(&phone, &made_file("b.png")).unwrap());
+        assert!(
+            !store
+                .made(&DeviceId::scripts(), &made_file("a.png"))
+                .unwrap()
+        );
+        let other_folder = ImageRef {
+            subfolder: String::new(),
+            ..made_file("a.png")
+        };
+        assert!(!store.made(&phone, &other_folder).unwrap());
+
+        store.rename("done", "renamed").unwrap();
+        assert!(store.made(&phone, &made_file("a.png")).unwrap());
+        assert_eq!(store.find("renamed").unwrap().unwrap().outputs.len(), 1);
+
+        assert!(store.delete("renamed").unwrap());
+        assert!(!store.delete("renamed").unwrap());
+        assert_eq!(store.find("renamed").unwrap(), None);
+        assert!(!store.made(&phone, &made_file("a.png")).unwrap());
+    }
+
+    #[test]
+    fn the_retention_forgets_old_finished_jobs_but_keeps_starred_and_unfinished_ones() {
+        let store = Store::in_memory();
+        let mut starred = job("starred", 1, JobState::Succeeded);
+        starred.starred = true;
+        store.save(&starred).unwrap();
+        for (id, at, state) in [
+            ("old", 2, JobState::Failed),
+            ("waiting", 3, JobState::Queued),
+            ("recent", 100, JobState::Succeeded),
+        ] {
+            store.save(&job(id, at, state)).unwrap();
+        }
+        assert_eq!(store.prune(50).unwrap(), ["old"]);
+        let kept: Vec<String> = store
+            .recent(10)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(kept, ["recent", "waiting", "starred"]);
+        assert!(store.set_starred("starred", false).unwrap());
+        assert!(!store.set_starred("gone", true).unwrap());
+        assert_eq!(store.prune(50).unwrap(), ["starred"]);
+    }
+
+    #[test]
+    fn pages_can_hold_only_starred_jobs_or_only_jobs_that_made_something() {
+        let store = Store::in_memory();
+        let device = DeviceId::scripts();
+        let mut made = job("made", 1, JobState::Succeeded);
+        made.outputs = vec![made_file("m.png")];
+        let mut starred = job("starred", 2, JobState::Failed);
+        starred.starred = true;
+        for kept in [made, starred, job("plain", 3, JobState::Succeeded)] {
+            store.save(&kept).unwrap();
+        }
+        let ids = |filter: Filter<'_>| -> Vec<String> {
+            store
+                .page(&device, &filter, 10)
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect()
+        };
+        assert_eq!(ids(Filter::default()), ["plain", "starred", "made"]);
+        let only_starred = Filter {
+            starred: true,
+            ..Filter::default()
+        };
+        assert_eq!(ids(only_starred), ["starred"]);
+        let with_outputs = Filter {
+            with_outputs: true,
+            ..Filter::default()
+        };
+        assert_eq!(ids(with_outputs), ["made"]);
+    }
+
+    #[test]
+    fn files_of_jobs_kept_before_the_files_table_are_known_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let phone = DeviceSecret::generate().device();
+        {
+            let mut connection = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            for migration in &MIGRATIONS[..2] {
+                connection.execute_batch(migration).unwrap();
+            }
+            connection.pragma_update(None, "user_version", 2).unwrap();
+            let transaction = connection.transaction().unwrap();
+            transaction
+                .execute(
+                    "INSERT INTO jobs (id, number, device, created_at, finished_at, state, prompt,
+                                       outputs)
+                     VALUES ('old', 1, ?1, 7, 9, 'succeeded', ?2, ?3)",
+                    params![
+                        phone.as_str(),
+                        to_json(&job("x", 1, JobState::Queued).prompt),
+                        to_json(&vec![made_file("old.png")]),
+                    ],
+                )
+                .unwrap();
+            transaction.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.made(&phone, &made_file("old.png")).unwrap());
+        let old = store.find("old").unwrap().unwrap();
+        assert!(!old.starred);
+        assert_eq!(old.outputs, [made_file("old.png")]);
     }
 
     #[test]
