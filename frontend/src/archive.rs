@@ -9,58 +9,72 @@ use shared::api::{HistoryQuery, Job};
 use crate::api;
 use crate::model::archive::{Cursor, merged, shows_live};
 
+/// What the list holds and how far it has been paged.
+#[derive(Debug, Clone)]
+struct Paging {
+    filter: HistoryQuery,
+    cursor: Cursor,
+    /// Counts filter changes, so a page asked for under an old filter is dropped.
+    generation: u64,
+}
+
 /// The pages loaded so far for one filter.
 #[derive(Clone, Copy)]
 pub struct Archive {
-    /// What the list holds.
-    pub filter: RwSignal<HistoryQuery>,
+    paging: RwSignal<Paging>,
     /// The jobs of the pages loaded, newest first.
     jobs: RwSignal<Vec<Job>>,
     /// The socket's jobs, newest first.
     live: RwSignal<Vec<Job>>,
-    cursor: RwSignal<Cursor>,
     /// Whether a page is on its way.
     pub loading: RwSignal<bool>,
     /// Why the last page did not come.
     pub error: RwSignal<Option<String>>,
-    /// Counts filter changes, so a page asked for under an old filter is dropped.
-    generation: RwSignal<u64>,
 }
 
 impl Archive {
     /// No page loaded yet of `filter`, beside `live`.
     pub fn new(filter: HistoryQuery, live: RwSignal<Vec<Job>>) -> Self {
         Self {
-            filter: RwSignal::new(filter),
+            paging: RwSignal::new(Paging {
+                filter,
+                cursor: Cursor::Start,
+                generation: 0,
+            }),
             jobs: RwSignal::new(Vec::new()),
             live,
-            cursor: RwSignal::new(Cursor::Start),
             loading: RwSignal::new(false),
             error: RwSignal::new(None),
-            generation: RwSignal::new(0),
         }
+    }
+
+    /// What the list holds now.
+    pub fn filter(&self) -> HistoryQuery {
+        self.paging.with_untracked(|paging| paging.filter.clone())
     }
 
     /// Starts again with `filter`.
     pub fn set_filter(&self, filter: HistoryQuery) {
-        self.generation.update(|generation| *generation += 1);
         self.jobs.set(Vec::new());
-        self.cursor.set(Cursor::Start);
         self.loading.set(false);
         self.error.set(None);
-        self.filter.set(filter);
+        self.paging.update(|paging| {
+            paging.filter = filter;
+            paging.cursor = Cursor::Start;
+            paging.generation += 1;
+        });
     }
 
     /// The list as it is now (tracked): live jobs first when unfiltered, then the pages.
     pub fn list(&self) -> Vec<Job> {
-        let show_live = self.filter.with(shows_live);
+        let show_live = self.paging.with(|paging| shows_live(&paging.filter));
         self.live
             .with(|live| self.jobs.with(|jobs| merged(live, jobs, show_live)))
     }
 
     /// Whether every page is loaded (tracked).
     pub fn ended(&self) -> bool {
-        self.cursor.with(|cursor| *cursor == Cursor::End)
+        self.paging.with(|paging| paging.cursor == Cursor::End)
     }
 
     /// A job of the pages loaded (tracked).
@@ -74,27 +88,24 @@ impl Archive {
         if self.loading.get_untracked() {
             return;
         }
-        let filter = self.filter.get_untracked();
-        let live = shows_live(&filter).then(|| self.live.get_untracked());
-        let Some(query) = self
-            .cursor
-            .with_untracked(|cursor| cursor.next_query(&filter, live.as_deref()))
-        else {
+        let paging = self.paging.get_untracked();
+        let live = shows_live(&paging.filter).then(|| self.live.get_untracked());
+        let Some(query) = paging.cursor.next_query(&paging.filter, live.as_deref()) else {
             return;
         };
         self.loading.set(true);
         self.error.set(None);
-        let generation = self.generation.get_untracked();
         let this = *self;
         spawn_local(async move {
             let page = api::history(&query).await;
             // The list changed filter, or the page is gone: this page belongs to nobody.
-            if this.generation.try_get_untracked() != Some(generation) {
+            if this.paging.try_with_untracked(|now| now.generation) != Some(paging.generation) {
                 return;
             }
             match page {
                 Ok(page) => {
-                    this.cursor.set(Cursor::after(&page));
+                    this.paging
+                        .update(|paging| paging.cursor = Cursor::after(&page));
                     this.jobs.update(|jobs| jobs.extend(page.jobs));
                 }
                 Err(error) => this.error.set(Some(error.to_string())),

@@ -403,3 +403,173 @@ async fn a_phone_pairs_through_the_link_and_then_runs_a_workflow() {
     );
     phone.close().await;
 }
+
+/// Queues `count` runs of the saved workflow `invert` from the page (as this browser's device),
+/// the ones whose index `fox` picks saving under a prefix that names a fox; waits until every
+/// one has succeeded.
+async fn queue_from_the_page(browser: &Browser, count: usize, fox: fn(usize) -> bool) {
+    let prefixes: Vec<String> = (0..count)
+        .map(|i| {
+            if fox(i) {
+                format!("red_fox_{i}")
+            } else {
+                format!("plain_{i}")
+            }
+        })
+        .collect();
+    let script = format!(
+        "const prefixes = {};
+         for (const prefix of prefixes) {{
+           const body = {{workflow_name: 'invert',
+                          values: [{{node_id: '4', input: 'filename_prefix', value: prefix}}]}};
+           const answer = await fetch('/api/jobs', {{method: 'POST',
+             headers: {{'content-type': 'application/json'}}, body: JSON.stringify(body)}});
+           if (answer.status !== 201) return 'refused: ' + await answer.text();
+         }}
+         for (let i = 0; i < 400; i++) {{
+           const page = await (await fetch('/api/jobs/history?state=succeeded&limit=100')).json();
+           if (page.jobs.length === prefixes.length) return 'done';
+           await new Promise(wake => setTimeout(wake, 50));
+         }}
+         return 'not finished';",
+        serde_json::to_string(&prefixes).unwrap()
+    );
+    assert_eq!(browser.eval(&script).await, "done");
+}
+
+/// The `data-job-id` of every job card on the page, top to bottom.
+async fn card_ids(browser: &Browser) -> Vec<String> {
+    let ids = browser
+        .eval("return [...document.querySelectorAll('[data-testid=\"job\"]')].map(c => c.dataset.jobId);")
+        .await;
+    serde_json::from_value(ids).unwrap()
+}
+
+/// Scrolls to the foot of the page until `count()` says `want` (pages load as the foot nears).
+async fn scroll_until(browser: &Browser, what: &str, want: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = browser
+            .eval(&format!(
+                "window.scrollTo(0, document.body.scrollHeight);
+                 return document.querySelectorAll('[data-testid=\"{what}\"]').length;"
+            ))
+            .await
+            .as_u64()
+            .unwrap() as usize;
+        if shown == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{shown} {what} shown, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_jobs_page_scrolls_searches_stars_and_deletes_through_every_kept_job_and_the_gallery_pages_too()
+ {
+    const JOBS: usize = 45;
+    let stack = spawn_stack_with(StackOptions {
+        comfyui: Options {
+            pace: 0.0,
+            ..Options::default()
+        },
+        static_dir: Some(dist_dir()),
+        // Three finished jobs in memory: the rest only the database has.
+        relay_args: vec![
+            "--max-finished-jobs=3".to_owned(),
+            "--max-pending-jobs=100".to_owned(),
+        ],
+        ..StackOptions::default()
+    })
+    .await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import_invert(&browser).await;
+    queue_from_the_page(&browser, JOBS, |i| i % 10 == 3).await;
+    let history: Value = browser
+        .eval("return (await (await fetch('/api/jobs/history?limit=100')).json()).jobs.map(j => j.id);")
+        .await;
+    let newest_first: Vec<String> = serde_json::from_value(history).unwrap();
+    assert_eq!(newest_first.len(), JOBS);
+
+    browser.tap("tab-jobs").await;
+    scroll_until(&browser, "job", JOBS).await;
+    assert_eq!(
+        card_ids(&browser).await,
+        newest_first,
+        "every job once, newest first"
+    );
+    browser.screenshot("history-1-scrolled-to-the-end").await;
+
+    app::type_into(&browser, "jobs-search", "RED_FOX").await;
+    let foxes: Vec<String> = (0..JOBS)
+        .rev()
+        .filter(|i| i % 10 == 3)
+        .map(|i| newest_first[JOBS - 1 - i].clone())
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while card_ids(&browser).await != foxes {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            card_ids(&browser).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.screenshot("history-2-searched").await;
+
+    // The oldest fox is long gone from the relay's memory: starred from its card all the same.
+    let oldest_fox = foxes.last().unwrap().clone();
+    let star = format!("[data-job-id=\"{oldest_fox}\"] [data-testid=\"job-star\"]");
+    browser
+        .eval(&format!(
+            "document.querySelector({}).scrollIntoView({{block: 'center'}});",
+            serde_json::to_string(&star).unwrap()
+        ))
+        .await;
+    browser.find(&star).await.click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while browser.find(&star).await.text().await.unwrap() != "★ Starred" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the star never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app::type_into(&browser, "jobs-search", "").await;
+    browser.tap("jobs-starred").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while card_ids(&browser).await != [oldest_fox.clone()] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            card_ids(&browser).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Delete takes a second tap.
+    browser.tap("job-delete").await;
+    browser
+        .wait_for_text("job-delete", |t| t == "Tap again to delete")
+        .await;
+    assert_eq!(card_ids(&browser).await.len(), 1, "one tap deletes nothing");
+    browser.tap("job-delete").await;
+    browser
+        .wait_for_text("jobs-empty", |t| t == "No jobs here.")
+        .await;
+    let gone = browser
+        .eval(&format!(
+            "return (await fetch('/api/jobs/{oldest_fox}')).status;"
+        ))
+        .await;
+    assert_eq!(gone, 404);
+
+    browser.tap("tab-gallery").await;
+    scroll_until(&browser, "gallery-item", JOBS - 1).await;
+    browser.screenshot("history-3-gallery").await;
+    browser.close().await;
+}

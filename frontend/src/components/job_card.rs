@@ -194,8 +194,7 @@ pub fn JobCard(
             let star = {
                 let act = act.clone();
                 view! {
-                    <button class="button secondary star" data-testid="job-star"
-                        aria-pressed=if starred { "true" } else { "false" }
+                    <button class="button secondary" data-testid="job-star"
                         on:click=move |_| act(Action::Star(!starred))>
                         {if starred { "★ Starred" } else { "☆ Star" }}
                     </button>

@@ -1,7 +1,6 @@
 //! "My jobs": this device's jobs, newest first: the live ones, then every older one the relay
 //! keeps as the list is scrolled; searched by text, or only the starred ones.
 
-use gloo_timers::callback::Timeout;
 use leptos::prelude::*;
 use shared::api::HistoryQuery;
 
@@ -9,9 +8,6 @@ use super::job_card::JobCard;
 use super::more_pages::MorePages;
 use crate::archive::Archive;
 use crate::events::Events;
-
-/// How long typing pauses before the search is asked for, in milliseconds.
-const TYPING_PAUSE_MS: u32 = 300;
 
 /// Every job of this device, as cards.
 #[component]
@@ -26,46 +22,39 @@ pub fn JobsList() -> impl IntoView {
             .map(|job| job.id)
             .collect::<Vec<_>>()
     });
-    let text = RwSignal::new(String::new());
-    let starred = RwSignal::new(false);
-    let refilter = move || {
-        archive.set_filter(HistoryQuery {
-            text: Some(text.get_untracked()).filter(|text| !text.trim().is_empty()),
-            starred: starred.get_untracked(),
-            ..HistoryQuery::default()
-        });
+    // The inputs keep their own values; each change asks again (a page is a millisecond's
+    // work for the relay, and the answer to an older ask is dropped).
+    let refilter = move |change: &dyn Fn(&mut HistoryQuery)| {
+        let mut filter = archive.filter();
+        change(&mut filter);
+        archive.set_filter(filter);
     };
-    let pending = StoredValue::new_local(None::<Timeout>);
-    let on_text = move |value: String| {
-        text.set(value);
-        // Replacing the timer cancels the one before: one search per pause in typing.
-        pending.set_value(Some(Timeout::new(TYPING_PAUSE_MS, refilter)));
-    };
-    let filtered = move || archive.filter.with(|f| f.text.is_some() || f.starred);
     view! {
         <section aria-labelledby="jobs-heading" data-testid="jobs">
             <h2 id="jobs-heading" class="section-title">"My jobs"</h2>
             <div class="list-filters">
                 <input type="search" class="search" data-testid="jobs-search"
                     placeholder="Search prompts and values" aria-label="Search jobs"
-                    prop:value=move || text.get()
-                    on:input=move |ev| on_text(event_target_value(&ev)) />
+                    on:input=move |ev| {
+                        let text = event_target_value(&ev);
+                        refilter(&|filter| filter.text = Some(text.clone()).filter(|t| !t.trim().is_empty()));
+                    } />
                 <label class="toggle">
                     <input type="checkbox" data-testid="jobs-starred"
-                        prop:checked=move || starred.get()
-                        on:change=move |ev| { starred.set(event_target_checked(&ev)); refilter(); } />
+                        on:change=move |ev| {
+                            let starred = event_target_checked(&ev);
+                            refilter(&|filter| filter.starred = starred);
+                        } />
                     " Starred"
                 </label>
             </div>
             <p class="muted empty" data-testid="jobs-empty"
                 hidden=move || !ids.with(Vec::is_empty) || archive.loading.get() || !archive.ended()>
-                {move || if filtered() { "No job matches." } else { "Nothing queued yet." }}
+                "No jobs here."
             </p>
             // Cards follow their job by themselves: the list changes only when a job comes or goes.
-            <For each=move || ids.get() key=|id| id.clone() let:id>
-                <JobCard id=id />
-            </For>
-            <MorePages archive=archive noun="jobs" />
+            {move || ids.get().into_iter().map(|id| view! { <JobCard id=id /> }).collect_view()}
+            <MorePages archive=archive />
         </section>
     }
 }

@@ -16,8 +16,6 @@ const AHEAD: &str = "0px 0px 600px 0px";
 pub fn MorePages(
     /// The list's pages.
     archive: Archive,
-    /// What the list calls its items ("jobs", "results").
-    noun: &'static str,
 ) -> impl IntoView {
     let foot = NodeRef::<leptos::html::Div>::new();
     let observer =
@@ -63,24 +61,17 @@ pub fn MorePages(
     });
     view! {
         <div class="more" node_ref=foot data-testid="more">
-            {move || {
-                if archive.loading.get() {
-                    view! { <p class="muted">{format!("Loading older {noun}…")}</p> }.into_any()
-                } else if let Some(error) = archive.error.get() {
-                    view! {
-                        <p class="error" role="alert">{error}</p>
-                        <button class="button secondary" on:click=move |_| archive.load_more()>"Try again"</button>
-                    }.into_any()
-                } else if archive.ended() {
-                    ().into_any()
-                } else {
-                    view! {
-                        <button class="button secondary" data-testid="more-load" on:click=move |_| archive.load_more()>
-                            {format!("Older {noun}")}
-                        </button>
-                    }.into_any()
-                }
-            }}
+            // One button says it all: loading, why the last page failed (tap to try again), or there
+            // is more (a
+            // tap on it while a page loads does nothing).
+            <button class="button secondary" data-testid="more-load" hidden=move || archive.ended()
+                on:click=move |_| archive.load_more()>
+                {move || match (archive.loading.get(), archive.error.get()) {
+                    (true, _) => "Loading…".to_owned(),
+                    (false, Some(error)) => error,
+                    (false, None) => "Show older".to_owned(),
+                }}
+            </button>
         </div>
     }
 }

@@ -8,7 +8,6 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
-use crate::archive::Archive;
 use crate::model::form::{self, FieldKind};
 use crate::model::gallery::{Shot, step};
 use crate::model::route::Route;
@@ -109,22 +108,6 @@ pub fn Viewer(
     let progress = RwSignal::new(None::<f64>);
     let failure = RwSignal::new(None::<String>);
     let can_share = navigator_function("share").is_some();
-    let archive = use_context::<Archive>();
-    // A job the socket knows changes through it; one only the archive has is replaced there.
-    let star = move |job_id: String, starred: bool| {
-        spawn_local(async move {
-            match api::star_job(&job_id, starred).await {
-                Ok(job) => {
-                    if let Some(archive) = archive {
-                        archive.replace(job);
-                    }
-                }
-                Err(error) => {
-                    let _ = failure.try_set(Some(error.to_string()));
-                }
-            }
-        });
-    };
     let shared_image = move || current().map(|s| s.image);
     view! {
         <div
@@ -161,21 +144,11 @@ pub fn Viewer(
             {move || current().map(|shot| view! {
                 <img class="viewer-image" data-testid="viewer-image" alt=shot.image.filename.clone() src=api::view_url(&shot.image) />
                 <p class="muted caption">
-                    {format!("Job #{}{}", shot.job_number, shot.workflow_name.map(|n| format!(" · {n}")).unwrap_or_default())}
+                    {format!("{}Job #{}{}", if shot.starred { "★ " } else { "" }, shot.job_number, shot.workflow_name.map(|n| format!(" · {n}")).unwrap_or_default())}
                 </p>
             })}
             <div class="viewer-tools">
                 <button class="button secondary" data-testid="viewer-previous" aria-label="Previous" on:click=move |_| turn(false)>"‹"</button>
-                {move || current().map(|shot| {
-                    let starred = shot.starred;
-                    view! {
-                        <button class="button secondary" data-testid="viewer-star"
-                            aria-pressed=if starred { "true" } else { "false" }
-                            on:click=move |_| star(shot.job_id.clone(), !starred)>
-                            {if starred { "★ Starred" } else { "☆ Star" }}
-                        </button>
-                    }
-                })}
                 <a class="button secondary" data-testid="viewer-download"
                     href=move || current().map(|s| api::view_url(&s.image)).unwrap_or_default()
                     download=move || current().map(|s| s.image.filename).unwrap_or_default()>"Download"</a>

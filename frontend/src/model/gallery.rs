@@ -8,8 +8,6 @@ use shared::comfy::ImageRef;
 pub struct Shot {
     /// The image.
     pub image: ImageRef,
-    /// The job's id.
-    pub job_id: String,
     /// The job's number.
     pub job_number: i64,
     /// Whether the job is starred.
@@ -26,7 +24,6 @@ pub fn shots(jobs: &[Job]) -> Vec<Shot> {
             if !shots.iter().any(|s| s.image == *image) {
                 shots.push(Shot {
                     image: image.clone(),
-                    job_id: job.id.clone(),
                     job_number: job.number,
                     starred: job.starred,
                     workflow_name: job.workflow_name.clone(),
@@ -84,7 +81,6 @@ mod tests {
         let names: Vec<_> = shots.iter().map(|s| s.image.filename.as_str()).collect();
         assert_eq!(names, ["b.png", "c.png", "a.png"]);
         assert_eq!(shots[2].job_number, 1);
-        assert_eq!(shots[2].job_id, "1");
     }
 
     #[test]
