@@ -565,7 +565,7 @@ impl Jobs {
 
     /// Forgets the finished jobs that ended longer ago than the retention, unless starred;
     /// returns how many.
-    pub fn prune(&self) -> Result<usize, JobsError> {
+    fn prune(&self) -> Result<usize, JobsError> {
         let Some(keep_for) = self.keep_for else {
             return Ok(0);
         };

@@ -18,10 +18,11 @@ use shared::comfy::{ImageRef, PromptRequest};
 use crate::device::DeviceId;
 
 /// The schema, one step per file, in order.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../../migrations/0001_jobs.sql"),
     include_str!("../../migrations/0002_relay_queue.sql"),
     include_str!("../../migrations/0003_stars_and_files.sql"),
+    include_str!("../../migrations/0004_starred_index.sql"),
 ];
 
 /// The database's file name in the data directory.
@@ -194,19 +195,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredJob>, StoreError> {
         let connection = self.connection();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {COLUMNS} FROM jobs
-             WHERE device = ?1
-               AND (?2 IS NULL OR (created_at, rowid) <
-                    (SELECT created_at, rowid FROM jobs WHERE id = ?2 AND device = ?1))
-               AND (?3 IS NULL OR state = ?3)
-               AND (?4 IS NULL OR workflow_name = ?4)
-               AND (?5 IS NULL OR prompt LIKE '%' || ?5 || '%' ESCAPE '\\')
-               AND (NOT ?6 OR starred)
-               AND (NOT ?7 OR EXISTS (SELECT 1 FROM job_files WHERE job = jobs.id))
-             ORDER BY created_at DESC, rowid DESC
-             LIMIT ?8"
-        ))?;
+        let mut statement = connection.prepare_cached(&page_sql(filter.starred))?;
         let text = filter.text.map(|text| {
             text.replace('\\', "\\\\")
                 .replace('%', "\\%")
@@ -219,7 +208,6 @@ impl Store {
                 filter.state.map(JobState::name),
                 filter.workflow,
                 text,
-                filter.starred,
                 filter.with_outputs,
                 i64::try_from(limit).unwrap_or(i64::MAX),
             ],
@@ -409,6 +397,25 @@ impl Store {
         let rows = statement.query_map([limit], Row::from_sql)?;
         rows.map(|row| row?.read()).collect()
     }
+}
+
+/// The query of [`Store::page`]: ?1 device, ?2 before, ?3 state, ?4 workflow, ?5 text (LIKE
+/// escaped), ?6 with outputs only, ?7 limit. "Starred only" is written out, not a parameter,
+/// so that SQLite reads the starred jobs' own index.
+fn page_sql(starred: bool) -> String {
+    let starred = if starred { "AND starred" } else { "" };
+    format!(
+        "SELECT {COLUMNS} FROM jobs
+         WHERE device = ?1 {starred}
+           AND (?2 IS NULL OR (created_at, rowid) <
+                (SELECT created_at, rowid FROM jobs WHERE id = ?2 AND device = ?1))
+           AND (?3 IS NULL OR state = ?3)
+           AND (?4 IS NULL OR workflow_name = ?4)
+           AND (?5 IS NULL OR prompt LIKE '%' || ?5 || '%' ESCAPE '\\')
+           AND (NOT ?6 OR EXISTS (SELECT 1 FROM job_files WHERE job = jobs.id))
+         ORDER BY created_at DESC, rowid DESC
+         LIMIT ?7"
+    )
 }
 
 /// The columns [`Row::from_sql`] reads, in its order.
@@ -778,6 +785,34 @@ pub(crate) mod tests {
             ..Filter::default()
         };
         assert_eq!(ids(with_outputs), ["made"]);
+    }
+
+    #[test]
+    fn starred_jobs_are_read_through_their_own_index() {
+        let store = Store::in_memory();
+        let connection = store.connection();
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", page_sql(true)))
+            .unwrap()
+            .query_map(
+                params![
+                    "d",
+                    None::<String>,
+                    None::<String>,
+                    None::<String>,
+                    None::<String>,
+                    false,
+                    10
+                ],
+                |row| row.get(3),
+            )
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("jobs_starred")),
+            "{plan:?}"
+        );
     }
 
     #[test]

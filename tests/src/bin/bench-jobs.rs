@@ -10,7 +10,8 @@
 //! 3. starts the relay again on that data directory: time until it answers;
 //! 4. reads one device's history `--requests` times each way (first page, a page deep in the
 //!    past, a text search that matches, one that matches nothing and so reads every job of the
-//!    device): p50 and p99.
+//!    device, the gallery's page of jobs that made files, the starred ones when none is): p50
+//!    and p99.
 //!
 //! `scripts/bench` builds the release binaries and runs it.
 
@@ -48,8 +49,9 @@ const FLAGS: &[&str] = &[
 ];
 
 /// Copies every job row into `copies` more, each copy with a new id and number and moved
-/// `span_ms` further into the past per copy, in one transaction. Only `id`, `number` and
-/// `created_at` are changed; every other column is copied as the relay wrote it.
+/// `span_ms` further into the past per copy, in one transaction, with the files each made
+/// (renamed per copy). Only `id`, `number` and `created_at` are changed; every other column is
+/// copied as the relay wrote it.
 fn grow(database: &std::path::Path, copies: usize, span_ms: i64) -> rusqlite::Result<usize> {
     let mut connection = rusqlite::Connection::open(database)?;
     let columns: Vec<String> = connection
@@ -74,6 +76,12 @@ fn grow(database: &std::path::Path, copies: usize, span_ms: i64) -> rusqlite::Re
             copied.join(", ")
         ),
         rusqlite::params![i64::try_from(copies).expect("a count"), span_ms],
+    )?;
+    transaction.execute(
+        "WITH RECURSIVE copy(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM copy WHERE k < ?1)
+         INSERT INTO job_files (job, filename, subfolder, type)
+         SELECT job || '-' || k, k || '-' || filename, subfolder, type FROM job_files, copy",
+        [i64::try_from(copies).expect("a count")],
     )?;
     transaction.commit()?;
     Ok(added)
@@ -191,6 +199,14 @@ async fn main() {
         (
             "text that matches nothing",
             "/api/jobs/history?text=no-such-words".to_owned(),
+        ),
+        (
+            "the gallery's first page",
+            "/api/jobs/history?with_outputs=true".to_owned(),
+        ),
+        (
+            "starred, none are",
+            "/api/jobs/history?starred=true".to_owned(),
         ),
     ] {
         let (p50, p99, size) = latency(&device, &path, args.requests).await;
