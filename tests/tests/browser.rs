@@ -445,6 +445,22 @@ async fn card_ids(browser: &Browser) -> Vec<String> {
     serde_json::from_value(ids).unwrap()
 }
 
+/// Waits until the job cards on the page are exactly `expected`, top to bottom.
+async fn wait_for_cards(browser: &Browser, expected: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = card_ids(browser).await;
+        if shown == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cards are {shown:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Scrolls to the foot of the page until `count()` says `want` (pages load as the foot nears).
 async fn scroll_until(browser: &Browser, what: &str, want: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -510,15 +526,7 @@ async fn the_jobs_page_scrolls_searches_stars_and_deletes_through_every_kept_job
         .filter(|i| i % 10 == 3)
         .map(|i| newest_first[JOBS - 1 - i].clone())
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while card_ids(&browser).await != foxes {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            card_ids(&browser).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_cards(&browser, &foxes).await;
     browser.screenshot("history-2-searched").await;
 
     // The oldest fox is long gone from the relay's memory: starred from its card all the same.
@@ -541,15 +549,7 @@ async fn the_jobs_page_scrolls_searches_stars_and_deletes_through_every_kept_job
     }
     app::type_into(&browser, "jobs-search", "").await;
     browser.tap("jobs-starred").await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while card_ids(&browser).await != [oldest_fox.clone()] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            card_ids(&browser).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_cards(&browser, std::slice::from_ref(&oldest_fox)).await;
 
     // Delete takes a second tap.
     browser.tap("job-delete").await;

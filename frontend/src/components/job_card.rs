@@ -269,12 +269,8 @@ mod tests {
 
     fn job(state: JobState) -> Job {
         Job {
-            id: "p".into(),
             number: 3,
             workflow_name: Some("Portrait".into()),
-            state,
-            queue_position: None,
-            held: false,
             progress: 0.426,
             current_node: Some("2".into()),
             nodes: vec![NodeStatus {
@@ -284,12 +280,7 @@ mod tests {
                 state: NodeRun::Running,
                 fraction: 0.5,
             }],
-            has_preview: false,
-            outputs: Vec::new(),
-            error: None,
-            created_at: 0,
-            finished_at: None,
-            starred: false,
+            ..crate::model::bare_job("p", state)
         }
     }
 

@@ -47,13 +47,15 @@ pub fn shows_live(filter: &HistoryQuery) -> bool {
 }
 
 /// The live jobs (newest first) then the older pages, each job once, as it is now: a job the
-/// socket knows is shown as the socket has it.
+/// socket knows is shown as the socket has it. Pages never overlap (the cursor steps past each
+/// job), so only the live jobs are looked through, once per paged job.
 pub fn merged(live: &[Job], archived: &[Job], show_live: bool) -> Vec<Job> {
-    let current = |job: &Job| live.iter().find(|l| l.id == job.id).unwrap_or(job).clone();
     let mut jobs: Vec<Job> = if show_live { live.to_vec() } else { Vec::new() };
     for job in archived {
-        if !jobs.iter().any(|j| j.id == job.id) {
-            jobs.push(current(job));
+        match live.iter().find(|l| l.id == job.id) {
+            Some(_) if show_live => {}
+            Some(current) => jobs.push(current.clone()),
+            None => jobs.push(job.clone()),
         }
     }
     jobs
@@ -64,25 +66,7 @@ mod tests {
     use super::*;
     use shared::api::JobState;
 
-    fn job(id: &str, state: JobState) -> Job {
-        Job {
-            id: id.to_owned(),
-            number: 1,
-            workflow_name: None,
-            state,
-            queue_position: None,
-            held: false,
-            progress: 0.0,
-            current_node: None,
-            nodes: Vec::new(),
-            has_preview: false,
-            outputs: Vec::new(),
-            error: None,
-            created_at: 0,
-            finished_at: None,
-            starred: false,
-        }
-    }
+    use crate::model::bare_job as job;
 
     #[test]
     fn the_first_page_starts_below_the_live_jobs_and_the_last_ends_paging() {

@@ -50,16 +50,8 @@ mod tests {
 
     fn job(number: i64, files: &[&str]) -> Job {
         Job {
-            id: number.to_string(),
             number,
-            workflow_name: None,
-            state: JobState::Succeeded,
-            queue_position: None,
-            held: false,
             progress: 1.0,
-            current_node: None,
-            nodes: Vec::new(),
-            has_preview: false,
             outputs: files
                 .iter()
                 .map(|f| ImageRef {
@@ -68,10 +60,7 @@ mod tests {
                     kind: "output".into(),
                 })
                 .collect(),
-            error: None,
-            created_at: 0,
-            finished_at: None,
-            starred: false,
+            ..crate::model::bare_job(&number.to_string(), JobState::Succeeded)
         }
     }
 

@@ -7,3 +7,25 @@ pub mod form;
 pub mod gallery;
 pub mod memory;
 pub mod route;
+
+/// A job of only `id` and `state`, for tests to fill in what they look at.
+#[cfg(test)]
+pub(crate) fn bare_job(id: &str, state: shared::api::JobState) -> shared::api::Job {
+    shared::api::Job {
+        id: id.to_owned(),
+        number: 1,
+        workflow_name: None,
+        state,
+        queue_position: None,
+        held: false,
+        progress: 0.0,
+        current_node: None,
+        nodes: Vec::new(),
+        has_preview: false,
+        outputs: Vec::new(),
+        error: None,
+        created_at: 0,
+        finished_at: None,
+        starred: false,
+    }
+}

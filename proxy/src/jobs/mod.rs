@@ -527,10 +527,8 @@ impl Jobs {
         match self.registry.get(id) {
             Some((owner, job)) if owner == *device => Ok(job),
             Some(_) => Err(JobsError::NotFound(id.to_owned())),
-            None => match self.registry.store().find(id)? {
-                Some(stored) if stored.device == *device => {
-                    Ok(JobRecord::restore(stored).snapshot())
-                }
+            None => match self.kept_record(id)? {
+                Some(record) if record.device() == device => Ok(record.snapshot()),
                 _ => Err(JobsError::NotFound(id.to_owned())),
             },
         }
@@ -538,16 +536,14 @@ impl Jobs {
 
     /// Stars or unstars a job of `device`.
     pub fn star(&self, device: &DeviceId, id: &str, starred: bool) -> Result<Job, JobsError> {
-        self.owned_record(device, id)?;
+        let mut record = self.owned_record(device, id)?;
         // In memory, the change is published and written; otherwise it is only written.
-        if self
-            .registry
-            .update(id, |record| record.star(starred))
-            .is_none()
-        {
-            self.registry.store().set_starred(id, starred)?;
+        if let Some(job) = self.registry.update(id, |record| record.star(starred)) {
+            return Ok(job);
         }
-        self.get(device, id)
+        self.registry.store().set_starred(id, starred)?;
+        record.star(starred);
+        Ok(record.snapshot())
     }
 
     /// Deletes a finished job of `device`: the relay forgets it, and its files can no longer
@@ -630,15 +626,17 @@ impl Jobs {
         self.cancel(device, &running.id).await
     }
 
+    /// Job `id` as the database keeps it (for a job no longer in memory).
+    fn kept_record(&self, id: &str) -> Result<Option<JobRecord>, JobsError> {
+        Ok(self.registry.store().find(id)?.map(JobRecord::restore))
+    }
+
     /// Job `id` of `device`, from memory or the database.
     fn owned_record(&self, device: &DeviceId, id: &str) -> Result<JobRecord, JobsError> {
         let record = match self.registry.record(id) {
             Some(record) => record,
             None => self
-                .registry
-                .store()
-                .find(id)?
-                .map(JobRecord::restore)
+                .kept_record(id)?
                 .ok_or_else(|| JobsError::NotFound(id.to_owned()))?,
         };
         if record.device() != device {

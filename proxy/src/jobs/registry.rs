@@ -680,10 +680,7 @@ impl Registry {
             let Some(oldest) = inner.finished.pop_front() else {
                 break;
             };
-            if let Some(entry) = inner.jobs.remove(&oldest) {
-                inner.order.retain(|id| *id != oldest);
-                self.hub.job_removed(&entry.record.device, &oldest);
-            }
+            self.drop_locked(inner, &oldest);
         }
     }
 
@@ -698,11 +695,17 @@ impl Registry {
         {
             return false;
         }
-        let entry = inner.jobs.remove(id).expect("looked up above");
-        inner.order.retain(|kept| kept != id);
         inner.finished.retain(|kept| kept != id);
-        self.hub.job_removed(&entry.record.device, id);
+        self.drop_locked(&mut inner, id);
         true
+    }
+
+    /// Takes job `id` out of memory (not out of the finished list) and tells its device.
+    fn drop_locked(&self, inner: &mut Inner, id: &str) {
+        if let Some(entry) = inner.jobs.remove(id) {
+            inner.order.retain(|kept| kept != id);
+            self.hub.job_removed(&entry.record.device, id);
+        }
     }
 
     /// Adds a job, held or accepted by ComfyUI, applying whatever ComfyUI already said about

@@ -92,15 +92,20 @@ impl IntoResponse for JobsError {
     }
 }
 
+/// A request body read as `T`, after the size-and-depth check every JSON body gets; a body
+/// that fails either is a 400 saying why.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, JobsError> {
+    crate::limits::check_json_shape(body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    serde_json::from_slice(body).map_err(|e| JobsError::BadRequest(e.to_string()))
+}
+
 /// `POST /api/jobs`.
 pub async fn submit(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Job>), JobsError> {
-    crate::limits::check_json_shape(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
-    let request: JobRequest =
-        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    let request: JobRequest = json_body(&body)?;
     let workflow = match (request.workflow, &request.workflow_name) {
         (Some(_), Some(_)) => {
             return Err(JobsError::BadRequest(
@@ -230,8 +235,7 @@ pub async fn move_job(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Job>, JobsError> {
-    let request: MoveJob =
-        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    let request: MoveJob = json_body(&body)?;
     state
         .jobs
         .move_job(&device, &id, request.position)
@@ -245,8 +249,7 @@ pub async fn star(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Job>, JobsError> {
-    let request: StarJob =
-        serde_json::from_slice(&body).map_err(|e| JobsError::BadRequest(e.to_string()))?;
+    let request: StarJob = json_body(&body)?;
     state.jobs.star(&device, &id, request.starred).map(Json)
 }
 

@@ -531,6 +531,11 @@ pub(crate) mod tests {
     use super::*;
     use crate::device::DeviceSecret;
 
+    /// The ids of the jobs a read gave, in its order.
+    fn ids(read: Result<Vec<StoredJob>, StoreError>) -> Vec<String> {
+        read.unwrap().into_iter().map(|job| job.id).collect()
+    }
+
     /// A job of the scripts' device running the saved workflow `portrait`, finished 5 ms after
     /// it was queued when `state` is an end.
     pub(crate) fn job(id: &str, created_at: u64, state: JobState) -> StoredJob {
@@ -626,8 +631,7 @@ pub(crate) mod tests {
         ] {
             store.save(&job(id, at, state)).unwrap();
         }
-        let ids: Vec<String> = store.load(2).unwrap().into_iter().map(|j| j.id).collect();
-        assert_eq!(ids, ["waiting", "mid", "new"]);
+        assert_eq!(ids(store.load(2)), ["waiting", "mid", "new"]);
     }
 
     #[test]
@@ -669,12 +673,7 @@ pub(crate) mod tests {
             text: Some("red_fox"),
             ..Filter::default()
         };
-        let found: Vec<String> = store
-            .page(&phone, &text, 1_000)
-            .unwrap()
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
+        let found = ids(store.page(&phone, &text, 1_000));
         let expected: Vec<&String> = mine
             .iter()
             .filter(|id| id[4..].parse::<u64>().unwrap() % 50 == 0)
@@ -743,12 +742,7 @@ pub(crate) mod tests {
             store.save(&job(id, at, state)).unwrap();
         }
         assert_eq!(store.prune(50).unwrap(), ["old"]);
-        let kept: Vec<String> = store
-            .recent(10)
-            .unwrap()
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
+        let kept = ids(store.recent(10));
         assert_eq!(kept, ["recent", "waiting", "starred"]);
         assert!(store.set_starred("starred", false).unwrap());
         assert!(!store.set_starred("gone", true).unwrap());
@@ -766,25 +760,18 @@ pub(crate) mod tests {
         for kept in [made, starred, job("plain", 3, JobState::Succeeded)] {
             store.save(&kept).unwrap();
         }
-        let ids = |filter: Filter<'_>| -> Vec<String> {
-            store
-                .page(&device, &filter, 10)
-                .unwrap()
-                .into_iter()
-                .map(|j| j.id)
-                .collect()
-        };
-        assert_eq!(ids(Filter::default()), ["plain", "starred", "made"]);
+        let page = |filter: Filter<'_>| ids(store.page(&device, &filter, 10));
+        assert_eq!(page(Filter::default()), ["plain", "starred", "made"]);
         let only_starred = Filter {
             starred: true,
             ..Filter::default()
         };
-        assert_eq!(ids(only_starred), ["starred"]);
+        assert_eq!(page(only_starred), ["starred"]);
         let with_outputs = Filter {
             with_outputs: true,
             ..Filter::default()
         };
-        assert_eq!(ids(with_outputs), ["made"]);
+        assert_eq!(page(with_outputs), ["made"]);
     }
 
     #[test]
@@ -912,12 +899,7 @@ pub(crate) mod tests {
             relay.save(&job(id, at, JobState::Succeeded)).unwrap();
         }
         let reader = Store::reader(dir.path()).unwrap().unwrap();
-        let ids: Vec<String> = reader
-            .recent(2)
-            .unwrap()
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
+        let ids = ids(reader.recent(2));
         assert_eq!(ids, ["c", "b"]);
         relay.save(&job("d", 4, JobState::Queued)).unwrap();
         assert_eq!(reader.recent(1).unwrap()[0].id, "d");
