@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::Router;
@@ -54,16 +53,13 @@ impl Gate {
     }
 }
 
-impl Service<Request> for Gate {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+/// What [`Gate::answer`] returns: the answer to come.
+pub type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+impl Gate {
+    /// Checks `request`, routes it when it passes, and marks the answer. Takes `&self`, so a
+    /// connection serves each request without cloning the stack.
+    pub fn answer(&self, request: Request) -> Answer {
         let span = log::request_span(&request);
         let admitted = admit(&self.checks, request);
         let mut router = self.router.clone();

@@ -30,41 +30,39 @@ const BROWSER_CONTEXT: [HeaderName; 5] = [
 ];
 
 /// Removes the hop-by-hop headers, those the `Connection` header lists included, and those
-/// `also` names. In place: most answers lose nothing, and then nothing is copied.
+/// `also` names. In place and without allocating: most messages lose none or two.
 fn remove_where(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
-    let listed = |name: &HeaderName| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
-    };
     let has_connection = headers.contains_key(header::CONNECTION);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || also(name) || (has_connection && listed(name)))
-        .cloned()
-        .collect();
-    for name in doomed {
+    // `Connection` goes last: until then it says which others go.
+    let doomed = |headers: &HeaderMap, name: &HeaderName| {
+        (HOP_BY_HOP.contains(name) && name != header::CONNECTION)
+            || also(name)
+            || (has_connection
+                && headers
+                    .get_all(header::CONNECTION)
+                    .iter()
+                    .filter_map(|value| value.to_str().ok())
+                    .flat_map(|value| value.split(','))
+                    .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str())))
+    };
+    while let Some(name) = headers.keys().find(|name| doomed(headers, name)).cloned() {
         headers.remove(name);
     }
+    headers.remove(header::CONNECTION);
 }
 
-/// The headers of a browser request as they go to ComfyUI.
-pub fn to_upstream(mut headers: HeaderMap) -> HeaderMap {
-    remove_where(&mut headers, |name| {
+/// Takes from a browser request's headers what must not reach ComfyUI.
+pub fn strip_for_upstream(headers: &mut HeaderMap) {
+    remove_where(headers, |name| {
         BROWSER_CONTEXT.contains(name)
             || name.as_str().starts_with("sec-fetch-")
             || name.as_str().starts_with("sec-websocket-")
     });
-    headers
 }
 
-/// The headers of ComfyUI's response as they go back to the browser.
-pub fn to_downstream(mut headers: HeaderMap) -> HeaderMap {
-    remove_where(&mut headers, |_| false);
-    headers
+/// Takes from ComfyUI's response headers what must not go back to the browser.
+pub fn strip_for_downstream(headers: &mut HeaderMap) {
+    remove_where(headers, |_| false);
 }
 
 #[cfg(test)]
@@ -81,7 +79,7 @@ mod tests {
 
     #[test]
     fn the_browser_context_and_hop_by_hop_headers_stay_behind() {
-        let sent = to_upstream(map(&[
+        let mut sent = map(&[
             ("host", "192.168.1.20:8189"),
             ("origin", "http://192.168.1.20:8189"),
             ("referer", "http://192.168.1.20:8189/"),
@@ -95,7 +93,8 @@ mod tests {
             ("content-type", "application/json"),
             ("content-length", "42"),
             ("accept", "*/*"),
-        ]));
+        ]);
+        strip_for_upstream(&mut sent);
         let mut names: Vec<_> = sent.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["accept", "content-length", "content-type"]);
@@ -103,12 +102,13 @@ mod tests {
 
     #[test]
     fn responses_keep_their_headers_but_not_hop_by_hop_ones() {
-        let back = to_downstream(map(&[
+        let mut back = map(&[
             ("content-type", "image/png"),
             ("content-disposition", "filename=\"a.png\""),
             ("connection", "close"),
             ("keep-alive", "timeout=5"),
-        ]));
+        ]);
+        strip_for_downstream(&mut back);
         let mut names: Vec<_> = back.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(names, ["content-disposition", "content-type"]);

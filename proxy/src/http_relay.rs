@@ -15,27 +15,21 @@ use crate::headers;
 
 /// Forwards the request (method, headers, body) to ComfyUI's `path_and_query`, which the
 /// route built from its matched parameters ([`crate::comfy_path`]), never the path as sent.
+/// The request and the answer are changed in place rather than rebuilt.
 pub async fn forward(
     comfy: &ComfyClient,
     path_and_query: &str,
-    request: Request,
+    mut request: Request,
 ) -> Result<Response<Body>, RelayError> {
-    let (parts, body) = request.into_parts();
     // A GET carries no body; sending an empty chunked one would confuse some servers.
-    let has_body = !(parts.method == Method::GET || parts.method == Method::HEAD)
-        && body.size_hint().exact() != Some(0);
-    let body = if has_body { body } else { Body::empty() };
-    let response = comfy
-        .forward(
-            parts.method,
-            path_and_query,
-            headers::to_upstream(parts.headers),
-            body,
-        )
-        .await?;
-    let (parts, body) = response.into_parts();
-    let mut answer = Response::new(body);
-    *answer.status_mut() = parts.status;
-    *answer.headers_mut() = headers::to_downstream(parts.headers);
+    let method = request.method();
+    let has_body = !(method == Method::GET || method == Method::HEAD)
+        && request.body().size_hint().exact() != Some(0);
+    if !has_body {
+        *request.body_mut() = Body::empty();
+    }
+    headers::strip_for_upstream(request.headers_mut());
+    let mut answer = comfy.forward(path_and_query, request).await?;
+    headers::strip_for_downstream(answer.headers_mut());
     Ok(answer)
 }

@@ -39,17 +39,13 @@ mod upload;
 pub mod upstream;
 mod ws_relay;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
-use tower::util::BoxCloneSyncService;
 
 pub use config::Config;
 pub use state::AppState;
@@ -86,7 +82,7 @@ fn largest_body(state: &AppState) -> u64 {
 }
 
 /// The relay as one service: what [`app`] builds and [`run`] serves.
-pub type App = BoxCloneSyncService<Request, Response, Infallible>;
+pub type App = gate::Gate;
 
 /// The whole HTTP surface of the relay. Which routes need a device is the router's shape: the
 /// relay's API and every ComfyUI route are in the protected router, behind
@@ -101,7 +97,7 @@ pub fn app(state: AppState) -> App {
         body_cap: largest_body(&state),
     };
     let routes = public_routes().merge(protected).with_state(state);
-    BoxCloneSyncService::new(gate::Gate::new(checks, routes))
+    gate::Gate::new(checks, routes)
 }
 
 /// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked

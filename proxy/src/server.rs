@@ -22,14 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
 /// How long a client may take to send a request's headers, and how long an idle keep-alive
 /// connection stays open.
@@ -72,7 +69,7 @@ enum Refusal {
 /// One open connection's place in the counts, given back when the last holder drops it.
 #[derive(Debug)]
 pub struct ConnectionSlot {
-    ip: IpAddr,
+    address: SocketAddr,
     connections: Arc<Connections>,
     authenticated: AtomicBool,
 }
@@ -92,7 +89,8 @@ impl Connections {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+    fn admit(self: &Arc<Self>, address: SocketAddr) -> Result<ConnectionSlot, Refusal> {
+        let ip = address.ip();
         let mut counts = self.lock();
         if counts.total >= self.limits.total {
             return Err(Refusal::Total);
@@ -104,7 +102,7 @@ impl Connections {
         *of_address += 1;
         counts.total += 1;
         Ok(ConnectionSlot {
-            ip,
+            address,
             connections: self.clone(),
             authenticated: AtomicBool::new(false),
         })
@@ -131,7 +129,7 @@ impl ConnectionSlot {
     pub fn authenticated(&self) {
         if !self.authenticated.swap(true, Ordering::SeqCst) {
             let mut counts = self.connections.lock();
-            Connections::release_unauthenticated(&mut counts, self.ip);
+            Connections::release_unauthenticated(&mut counts, self.address.ip());
         }
     }
 }
@@ -141,7 +139,7 @@ impl Drop for ConnectionSlot {
         let mut counts = self.connections.lock();
         counts.total = counts.total.saturating_sub(1);
         if !self.authenticated.load(Ordering::SeqCst) {
-            Connections::release_unauthenticated(&mut counts, self.ip);
+            Connections::release_unauthenticated(&mut counts, self.address.ip());
         }
     }
 }
@@ -215,7 +213,7 @@ pub async fn serve(
                 }
             },
         };
-        let slot = match connections.admit(address.ip()) {
+        let slot = match connections.admit(address) {
             Ok(slot) => Arc::new(slot),
             Err(refusal) => {
                 tracing::warn!(ip = %address.ip(), ?refusal, "refused a connection over the caps");
@@ -223,16 +221,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let service =
-            app.clone()
-                .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ConnectInfo(address));
-                    request.extensions_mut().insert(slot.clone());
-                    request
-                });
+        let service = ConnectionService {
+            app: app.clone(),
+            slot,
+        };
         let connection = http
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -251,20 +245,38 @@ pub async fn serve(
     }
 }
 
+/// What serves one connection's requests: each carries the connection's slot into the app.
+struct ConnectionService {
+    app: crate::App,
+    slot: Arc<ConnectionSlot>,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for ConnectionService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = crate::gate::Answer;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(Arc::clone(&self.slot));
+        self.app.answer(request)
+    }
+}
+
 /// The peer address of a request served by [`serve`].
 pub fn peer(request: &axum::extract::Request) -> Option<SocketAddr> {
     request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0)
+        .get::<Arc<ConnectionSlot>>()
+        .map(|slot| slot.address)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::from([10, 0, 0, last])
+    fn ip(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 1000 + u16::from(last)))
     }
 
     #[test]

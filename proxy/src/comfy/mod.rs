@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, Response};
+use axum::http::{Method, Request, Response, Version};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde::de::DeserializeOwned;
@@ -264,22 +264,20 @@ impl ComfyClient {
         }
     }
 
-    /// Sends `method path_and_query` with `headers` and a streamed `body` over the relaying
-    /// client, and returns ComfyUI's answer within the client's timeout. Its body streams on
-    /// and fails if ComfyUI goes silent for that long mid-answer.
+    /// Sends `request` (its method, headers and streamed body) to `path_and_query` over the
+    /// relaying client, and returns ComfyUI's answer within the client's timeout. Its body
+    /// streams on and fails if ComfyUI goes silent for that long mid-answer. The request goes
+    /// as HTTP/1.1 whatever the browser spoke; its extensions (the relay's own notes) are not
+    /// sent by hyper.
     pub async fn forward(
         &self,
-        method: Method,
         path_and_query: &str,
-        headers: HeaderMap,
-        body: Body,
+        mut request: Request<Body>,
     ) -> Result<Response<Body>, RelayError> {
         let address = self.upstream.address();
         let target = address.target(path_and_query)?;
-        let mut request = Request::new(body);
-        *request.method_mut() = method;
         *request.uri_mut() = target.path().clone();
-        *request.headers_mut() = headers;
+        *request.version_mut() = Version::HTTP_11;
         request
             .headers_mut()
             .insert(axum::http::header::HOST, target.host().clone());
@@ -289,10 +287,13 @@ impl ComfyClient {
                 .await
                 .map_err(|error| RelayError::from_relay(&target, error))
         };
-        let (response, lease) = self
+        let (mut response, lease) = self
             .upstream
             .answer_within(self.timeout, &target, answer)
             .await?;
+        // What hyper noted for itself (such as a reason phrase) is not the browser's.
+        response.extensions_mut().clear();
+        *response.version_mut() = Version::HTTP_11;
         Ok(response.map(|body| Body::new(SilenceGuard::new(body, target, self.timeout, lease))))
     }
 
@@ -461,15 +462,8 @@ mod tests {
         let url = format!("http://{}/", address.authority()).parse().unwrap();
         let client = ComfyClient::fixed(url, None, Duration::from_secs(5)).unwrap();
         for _ in 0..3 {
-            let answer = client
-                .forward(
-                    Method::GET,
-                    "/system_stats",
-                    HeaderMap::new(),
-                    Body::empty(),
-                )
-                .await
-                .unwrap();
+            let request = Request::new(Body::empty());
+            let answer = client.forward("/system_stats", request).await.unwrap();
             let body = answer.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
         }

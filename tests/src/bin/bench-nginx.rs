@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     seconds: u32,
     /// Rounds of (origin, nginx, relay).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Connections wrk keeps open.
     #[arg(long, default_value_t = 32)]
@@ -165,27 +165,31 @@ async fn main() {
         args.connections, args.seconds, args.rounds
     );
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    let mut alone: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for round in 1..=args.rounds {
-        for ((name, url), runs) in targets.iter().zip(&mut runs) {
+        for (((name, url), runs), alone) in targets.iter().zip(&mut runs).zip(&mut alone) {
             let run = wrk(&args, args.connections, url).await;
+            let one = wrk(&args, 1, url).await;
             println!(
-                "round {round} {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs",
-                run.per_second, run.p50_us
+                "round {round} {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs; one connection p50 {:>4.0} µs",
+                run.per_second, run.p50_us, one.p50_us
             );
             runs.push(run);
+            alone.push(one.p50_us);
         }
     }
     let medians: Vec<Run> = runs
         .iter()
-        .map(|runs| Run {
+        .zip(&alone)
+        .map(|(runs, alone)| Run {
             per_second: median(runs.iter().map(|r| r.per_second).collect()),
-            p50_us: median(runs.iter().map(|r| r.p50_us).collect()),
+            p50_us: median(alone.clone()),
         })
         .collect();
     let [origin, nginx, relay] = [medians[0], medians[1], medians[2]];
     for (name, run) in [("origin", origin), ("nginx", nginx), ("relay", relay)] {
         println!(
-            "median {name:>6}: {:>8.0} req/s, p50 {:>6.0} µs",
+            "median {name:>6}: {:>8.0} req/s; one connection p50 {:>4.0} µs",
             run.per_second, run.p50_us
         );
     }
@@ -193,15 +197,9 @@ async fn main() {
         "relay/nginx throughput: {:.2}",
         relay.per_second / nginx.per_second
     );
-    let mut alone = Vec::new();
-    for (name, url) in &targets {
-        let run = wrk(&args, 1, url).await;
-        println!("one connection {name:>6}: p50 {:>4.0} µs", run.p50_us);
-        alone.push(run.p50_us);
-    }
     println!(
         "p50 added to the origin's, one connection: relay {:.0} µs, nginx {:.0} µs",
-        alone[2] - alone[0],
-        alone[1] - alone[0]
+        relay.p50_us - origin.p50_us,
+        nginx.p50_us - origin.p50_us
     );
 }
