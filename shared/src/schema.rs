@@ -75,6 +75,16 @@ pub struct InputSpec {
     pub tooltip: Option<String>,
     /// A seed: the UI offers to change it after every run.
     pub control_after_generate: bool,
+    /// Always a socket in ComfyUI's editor, even for a literal type (`forceInput`).
+    pub force_input: bool,
+}
+
+impl InputSpec {
+    /// Whether ComfyUI's editor shows it as a widget (a literal value saved in
+    /// `widgets_values`) rather than as a socket only.
+    pub fn is_widget(&self) -> bool {
+        !self.force_input && !matches!(self.kind, InputKind::Link(_))
+    }
 }
 
 /// A node class as `/object_info` describes it.
@@ -174,6 +184,9 @@ impl NodeSchema {
                         .map(str::to_owned),
                     control_after_generate: options
                         .and_then(|o| o["control_after_generate"].as_bool())
+                        .unwrap_or(false),
+                    force_input: options
+                        .and_then(|o| o["forceInput"].as_bool())
                         .unwrap_or(false),
                     name,
                 });

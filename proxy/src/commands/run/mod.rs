@@ -68,15 +68,30 @@ pub async fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Workflow, RunError> {
+/// Reads the workflow file: API format as it is, the editor's format converted with the
+/// server's node classes.
+async fn load(path: &PathBuf, server: &Server) -> Result<Workflow, RunError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         RunError::Usage(format!(
-            "Cannot read {}: {e}. Give the path of a workflow saved with ComfyUI's \
-             Workflow → Export (API).",
+            "Cannot read {}: {e}. Give the path of a workflow saved from ComfyUI (Save, or \
+             Export (API)).",
             path.display()
         ))
     })?;
-    Workflow::parse(&text).map_err(|e| RunError::Usage(format!("{}: {e}", path.display())))
+    let usage = |e: &dyn std::fmt::Display| RunError::Usage(format!("{}: {e}", path.display()));
+    let editor: Option<serde_json::Value> = serde_json::from_str(&text)
+        .ok()
+        .filter(shared::editor::is_editor_format);
+    let Some(editor) = editor else {
+        return Workflow::parse(&text).map_err(|e| usage(&e));
+    };
+    let schemas = server.all_schemas().await?;
+    let prompt = shared::editor::to_api(&editor, &schemas).map_err(|e| usage(&e))?;
+    eprintln!(
+        "{}: converted from ComfyUI's editor format, as ComfyUI's editor would queue it.",
+        path.display()
+    );
+    Workflow::from_value(serde_json::Value::Object(prompt)).map_err(|e| usage(&e))
 }
 
 /// Asks on the terminal; refuses rather than wait for an answer that cannot come.
@@ -100,13 +115,13 @@ async fn confirm(server: &Server) -> Result<bool, RunError> {
 }
 
 async fn execute(args: RunArgs) -> Result<(), RunError> {
-    let mut workflow = load(&args.workflow)?;
+    let server = Server::new(args.server.clone(), args.token.clone())?;
+    let mut workflow = load(&args.workflow, &server).await?;
     for spec in &args.set {
         Edit::parse(spec)
             .and_then(|edit| edit.apply(&mut workflow))
             .map_err(RunError::Usage)?;
     }
-    let server = Server::new(args.server.clone(), args.token.clone())?;
     let schemas = server.schemas(&workflow).await?;
     let image = args
         .image

@@ -115,6 +115,14 @@ impl Server {
         Ok(schemas)
     }
 
+    /// Every node class the server has (for converting an editor-format workflow).
+    pub async fn all_schemas(&self) -> Result<BTreeMap<String, NodeSchema>, RunError> {
+        let info: serde_json::Map<String, Value> = self
+            .json(self.request(reqwest::Method::GET, "/object_info"))
+            .await?;
+        Ok(NodeSchema::parse_all(&info))
+    }
+
     /// Uploads a picture into ComfyUI's input folder, streaming the file.
     pub async fn upload(&self, path: &Path) -> Result<UploadedImage, RunError> {
         let file = tokio::fs::File::open(path).await.map_err(|e| {
