@@ -121,9 +121,13 @@ pub async fn workflow(name: &str) -> Result<Workflow, ApiError> {
     call(Request::get(&format!("/api/workflows/{}", segment(name))).build()).await
 }
 
-/// Saves a workflow under `name` (replacing one of that name).
-pub async fn save_workflow(name: &str, workflow: &Workflow) -> Result<SavedWorkflow, ApiError> {
-    call(Request::put(&format!("/api/workflows/{}", segment(name))).json(workflow)).await
+/// Saves a workflow under `name` (replacing one of that name): `text` is API-format JSON or
+/// a workflow saved from ComfyUI's editor, which the relay converts.
+pub async fn save_workflow(name: &str, text: String) -> Result<SavedWorkflow, ApiError> {
+    let request = Request::put(&format!("/api/workflows/{}", segment(name)))
+        .header("content-type", "application/json")
+        .body(text);
+    call(request).await
 }
 
 /// Renames a saved workflow.

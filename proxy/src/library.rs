@@ -1,5 +1,7 @@
 //! The team's workflow library: API-format workflows kept as plain JSON files in
-//! `<data dir>/workflows/`, one per workflow, named after it (`Portrait upscale.json`).
+//! `<data dir>/workflows/`, one per workflow, named after it (`Portrait upscale.json`). A
+//! workflow saved from ComfyUI's editor is converted to the API format on the way in, with this
+//! ComfyUI's node schemas, as ComfyUI's frontend converts it to queue it.
 //!
 //! Anyone paired can import, rename and delete, unless the operator locked the relay to the
 //! saved workflows (`--locked-workflows`): then the files are managed on disk only, and devices
@@ -19,11 +21,13 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use shared::api::{Rename, SavedWorkflow, WorkflowList};
+use shared::editor::{ConvertError, is_editor_format};
 use shared::workflow::{Workflow, WorkflowError};
 
 use crate::auth::token::write_private;
 use crate::clock::epoch_ms;
-use crate::error::ApiError;
+use crate::error::{ApiError, RelayError};
+use crate::object_info::ObjectInfo;
 use crate::state::AppState;
 
 /// The workflow library: list, read, save, delete, rename.
@@ -62,6 +66,9 @@ pub enum LibraryError {
     /// The JSON is not an API-format workflow.
     #[error("{0}")]
     NotApiWorkflow(WorkflowError),
+    /// An editor-format workflow that cannot be converted (nodes this ComfyUI lacks, say).
+    #[error("{0}")]
+    NotConvertible(ConvertError),
     /// The operator manages the library on disk.
     #[error("The workflows are locked: the operator manages them on the relay's machine.")]
     Locked,
@@ -76,7 +83,7 @@ impl IntoResponse for LibraryError {
             Self::BadName | Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Exists(_) => StatusCode::CONFLICT,
-            Self::NotApiWorkflow(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotApiWorkflow(_) | Self::NotConvertible(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Locked => StatusCode::FORBIDDEN,
             Self::Io(error) => {
                 tracing::error!(%error, "workflow library");
@@ -237,13 +244,12 @@ impl Library {
         }
     }
 
-    /// Saves (or replaces) a workflow from the text a device sent; returns how it is listed.
-    pub fn save(&self, name: &str, text: &[u8]) -> Result<SavedWorkflow, LibraryError> {
+    /// Saves (or replaces) a workflow; returns how it is listed.
+    pub fn save(&self, name: &str, workflow: &Workflow) -> Result<SavedWorkflow, LibraryError> {
         self.writable()?;
         let path = self.path(name)?;
-        let workflow = parse(text)?;
         let _writing = self.write_lock();
-        self.write(&path, &workflow)?;
+        self.write(&path, workflow)?;
         Ok(SavedWorkflow {
             name: name.to_owned(),
             nodes: workflow.len(),
@@ -316,19 +322,39 @@ pub async fn get(
     library.get(&name).map(Json)
 }
 
-/// `PUT /api/workflows/{name}`: saves the body (an API-format workflow).
+/// `PUT /api/workflows/{name}`: saves the body, an API-format workflow or one saved from
+/// ComfyUI's editor (converted with ComfyUI's node schemas).
 pub async fn put(
     State(library): State<Arc<Library>>,
+    State(object_info): State<Arc<ObjectInfo>>,
     UrlPath(name): UrlPath<String>,
     body: Bytes,
-) -> Result<Json<SavedWorkflow>, LibraryError> {
+) -> Result<Json<SavedWorkflow>, Response> {
+    // Refused before anything is read or asked of ComfyUI.
+    library.writable().map_err(IntoResponse::into_response)?;
+    valid_name(&name)
+        .then_some(())
+        .ok_or_else(|| LibraryError::BadName.into_response())?;
     if body.len() > MAX_WORKFLOW_BYTES {
-        return Err(LibraryError::Malformed(
-            "the workflow is larger than 8 MB".to_owned(),
-        ));
+        return Err(
+            LibraryError::Malformed("the workflow is larger than 8 MB".to_owned()).into_response(),
+        );
     }
-    crate::limits::check_json_shape(&body).map_err(|e| LibraryError::Malformed(e.to_string()))?;
-    let saved = library.save(&name, &body)?;
+    let malformed = |e: String| LibraryError::Malformed(e).into_response();
+    crate::limits::check_json_shape(&body).map_err(|e| malformed(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+    let workflow = if is_editor_format(&value) {
+        object_info
+            .to_api(&value)
+            .await
+            .map_err(RelayError::into_response)?
+            .map_err(|e| LibraryError::NotConvertible(e).into_response())?
+    } else {
+        Workflow::from_value(value).map_err(|e| LibraryError::NotApiWorkflow(e).into_response())?
+    };
+    let saved = library
+        .save(&name, &workflow)
+        .map_err(IntoResponse::into_response)?;
     tracing::info!(workflow = %name, "saved a workflow");
     Ok(Json(saved))
 }
@@ -382,8 +408,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let library = Library::new(dir.path(), false, Vec::new());
         assert!(library.list().unwrap().is_empty());
-        library.save("b", EMPTY_IMAGE.as_bytes()).unwrap();
-        library.save("A", EMPTY_IMAGE.as_bytes()).unwrap();
+        let workflow = parse(EMPTY_IMAGE.as_bytes()).unwrap();
+        library.save("b", &workflow).unwrap();
+        library.save("A", &workflow).unwrap();
         let names: Vec<_> = library
             .list()
             .unwrap()
@@ -406,22 +433,24 @@ mod tests {
     }
 
     #[test]
-    fn only_api_workflows_are_saved_and_a_locked_library_is_read_only() {
+    fn files_are_read_as_api_workflows_and_a_locked_library_is_read_only() {
         let dir = tempfile::tempdir().unwrap();
         let library = Library::new(dir.path(), false, Vec::new());
+        // Editor-format files are converted on the way in (`put`), never kept as they are.
         assert!(matches!(
-            library.save("x", b"{\"nodes\": [], \"links\": []}"),
+            parse(b"{\"nodes\": [], \"links\": []}"),
             Err(LibraryError::NotApiWorkflow(_))
         ));
         assert!(matches!(
-            library.save("x", b"{not json"),
+            parse(b"{not json"),
             Err(LibraryError::Malformed(_))
         ));
-        library.save("x", EMPTY_IMAGE.as_bytes()).unwrap();
+        let workflow = parse(EMPTY_IMAGE.as_bytes()).unwrap();
+        library.save("x", &workflow).unwrap();
         let locked = Library::new(dir.path(), true, Vec::new());
         assert_eq!(locked.get("x").unwrap().len(), 2);
         assert!(matches!(
-            locked.save("y", EMPTY_IMAGE.as_bytes()),
+            locked.save("y", &workflow),
             Err(LibraryError::Locked)
         ));
         assert!(matches!(locked.delete("x"), Err(LibraryError::Locked)));

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use shared::api::InputProblem;
+use shared::editor::{self, ConvertError};
 use shared::schema::{NodeSchema, check_workflow};
 use shared::workflow::Workflow;
 use tokio::sync::Mutex;
@@ -121,6 +122,30 @@ impl ObjectInfo {
         let snapshot = self.current(false).await?;
         Ok(check_workflow(workflow, |class| {
             snapshot.schemas.get(class)
+        }))
+    }
+
+    /// `editor` (a workflow in the editor's format) as ComfyUI's frontend would queue it, with
+    /// this ComfyUI's widget orders. Classes it lacks are fetched again once (a node installed
+    /// since) before they are named.
+    pub async fn to_api(
+        &self,
+        editor: &Value,
+    ) -> Result<Result<Workflow, ConvertError>, RelayError> {
+        let snapshot = self.current(false).await?;
+        let converted = match editor::to_api(editor, &snapshot.schemas) {
+            Err(ConvertError::MissingNodes { classes }) => {
+                for class in &classes {
+                    self.refresh_class(class).await?;
+                }
+                let snapshot = self.current(false).await?;
+                editor::to_api(editor, &snapshot.schemas)
+            }
+            converted => converted,
+        };
+        Ok(converted.and_then(|api| {
+            Workflow::from_value(Value::Object(api))
+                .map_err(|error| ConvertError::Malformed(error.to_string()))
         }))
     }
 

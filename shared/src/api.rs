@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::comfy::ImageRef;
+use crate::comfy::Output;
 use crate::workflow::{InputError, Workflow};
 
 /// The JSON body of every error the relay itself answers: a sentence a person can read, and
@@ -225,8 +225,8 @@ pub struct Job {
     pub nodes: Vec<NodeStatus>,
     /// Whether a live preview is available (`GET /api/jobs/{id}/preview`).
     pub has_preview: bool,
-    /// Images produced so far.
-    pub outputs: Vec<ImageRef>,
+    /// What it made so far: pictures, videos, sounds, texts, other files.
+    pub outputs: Vec<Output>,
     /// Why it failed or was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,

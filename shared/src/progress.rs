@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::comfy::{ImageRef, NodeState, ServerMessage};
+use crate::comfy::{NodeState, Output, ServerMessage};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +40,7 @@ pub struct RunProgress {
     cached: BTreeSet<String>,
     node_fraction: BTreeMap<String, f64>,
     current_node: Option<String>,
-    images: Vec<ImageRef>,
+    outputs: Vec<Output>,
     outcome: Option<Outcome>,
 }
 
@@ -54,14 +54,14 @@ impl RunProgress {
             cached: BTreeSet::new(),
             node_fraction: BTreeMap::new(),
             current_node: None,
-            images: Vec::new(),
+            outputs: Vec::new(),
             outcome: None,
         }
     }
 
-    /// Records that the run made `images` already: a job the relay reloads after a restart.
-    pub fn restore_images(&mut self, images: Vec<ImageRef>) {
-        self.images = images;
+    /// Records that the run made `outputs` already: a job the relay reloads after a restart.
+    pub fn restore_outputs(&mut self, outputs: Vec<Output>) {
+        self.outputs = outputs;
     }
 
     /// The prompt followed.
@@ -110,9 +110,9 @@ impl RunProgress {
                 }
             }
             ServerMessage::Executed(executed) => {
-                for image in &executed.output.images {
-                    if !self.images.contains(image) {
-                        self.images.push(image.clone());
+                for output in executed.output.outputs() {
+                    if !self.outputs.contains(&output) {
+                        self.outputs.push(output);
                     }
                 }
             }
@@ -185,9 +185,9 @@ impl RunProgress {
         &self.cached
     }
 
-    /// Images the run produced so far.
-    pub fn images(&self) -> &[ImageRef] {
-        &self.images
+    /// What the run made so far, of every kind.
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
     }
 
     /// How it ended, once it has.
@@ -236,7 +236,9 @@ mod tests {
         );
         assert_eq!(run.fraction(), 1.0);
         assert_eq!(run.outcome(), Some(&Outcome::Succeeded));
-        assert_eq!(run.images()[0].filename, "run1_00001_.png");
+        assert!(
+            matches!(&run.outputs()[0], Output::Image(file) if file.filename == "run1_00001_.png")
+        );
         assert_eq!(run.current_node(), None);
     }
 

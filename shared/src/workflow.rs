@@ -115,7 +115,7 @@ pub enum WorkflowError {
     /// The editor's save format instead of the API format.
     #[error(
         "This is a workflow saved from ComfyUI's editor (it has \"nodes\" and \"links\"), not the \
-         API format. In ComfyUI, open it and use Workflow → Export (API), then use that file."
+         API format. Save it to the library, which converts it, or use Workflow → Export (API)."
     )]
     UiFormat,
     /// JSON, but not an object of nodes.

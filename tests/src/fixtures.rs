@@ -58,3 +58,34 @@ pub fn path(relative: &str) -> PathBuf {
         .join("fixtures")
         .join(relative)
 }
+
+/// One API workflow with an output node of every recorded kind, as ComfyUI 0.3.64 ran them
+/// (`fixtures/comfyui/outputs/`): a text (PreviewAny), an animated WebP, a video (SaveVideo),
+/// sounds (SaveAudio, PreviewAudio) and a latent file; each recording's node ids are moved to
+/// their own hundred (`101`, `201`, ...).
+pub fn every_output_kind() -> String {
+    let recordings = [
+        include_str!("../fixtures/comfyui/outputs/text.json"),
+        include_str!("../fixtures/comfyui/outputs/animated_webp.json"),
+        include_str!("../fixtures/comfyui/outputs/video.json"),
+        include_str!("../fixtures/comfyui/outputs/audio.json"),
+        include_str!("../fixtures/comfyui/outputs/latent.json"),
+    ];
+    let mut workflow = serde_json::Map::new();
+    for (at, text) in recordings.into_iter().enumerate() {
+        let recording: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        let moved = |id: &str| format!("{}{id:0>2}", at + 1);
+        for (id, node) in recording["prompt"].as_object().expect("a prompt") {
+            let mut node = node.clone();
+            for input in node["inputs"].as_object_mut().expect("inputs").values_mut() {
+                if let Some(from) = input.get(0).and_then(|v| v.as_str()).map(str::to_owned)
+                    && input.get(1).is_some_and(serde_json::Value::is_u64)
+                {
+                    input[0] = moved(&from).into();
+                }
+            }
+            workflow.insert(moved(id), node);
+        }
+    }
+    serde_json::Value::Object(workflow).to_string()
+}

@@ -312,6 +312,108 @@ async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_devi
 }
 
 #[tokio::test]
+async fn every_kind_of_output_shows_as_what_it_is_and_the_gallery_filters_by_kind() {
+    let stack = app::spawn_stack(0.3).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    let workflow = fixtures::every_output_kind();
+    app::import(&browser, Import::Paste(&workflow), "every kind").await;
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    let shown = "return [...document.querySelectorAll('[data-testid=job-output]')].map(e =>
+        [e.tagName, e.dataset.media, e.tagName == 'PRE' ? e.textContent
+            : (e.getAttribute('src') || e.getAttribute('href')).split('&')[0],
+         e.controls === true]).sort();";
+    let shown = browser.eval(shown).await;
+    let kinds: Vec<(&str, &str, bool)> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().unwrap(),
+                e[1].as_str().unwrap(),
+                e[3].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("A", "file", false),
+            ("AUDIO", "audio", true),
+            ("AUDIO", "audio", true),
+            ("IMG", "animated", false),
+            ("PRE", "text", false),
+            ("VIDEO", "video", true),
+        ],
+        "{shown}"
+    );
+    assert_eq!(
+        shown[4][2], "hello\nworld",
+        "the text as the node showed it"
+    );
+    assert!(
+        shown[5][2]
+            .as_str()
+            .unwrap()
+            .starts_with("/view?filename=rec_video_"),
+        "{shown}"
+    );
+    browser.screenshot_at("job", "outputs-1-every-kind").await;
+
+    browser.tap("tab-gallery").await;
+    browser.wait_for_text("gallery", |_| true).await;
+    let kinds = browser.by_test_id("gallery-kinds").await;
+    assert!(
+        kinds.is_displayed().await.unwrap(),
+        "more than pictures: the filter shows"
+    );
+    let shown_tiles = "return [...document.querySelectorAll('[data-testid=gallery-item]')]
+        .filter(t => t.offsetParent !== null).map(t => t.dataset.media).sort();";
+    assert_eq!(
+        browser.eval(shown_tiles).await,
+        json!(["animated", "audio", "audio", "file", "text", "video"])
+    );
+    browser.screenshot_at("gallery", "outputs-2-gallery").await;
+    for (kind, shown) in [
+        ("video", json!(["video"])),
+        ("audio", json!(["audio", "audio"])),
+        ("image", json!(["animated"])),
+        ("text", json!(["text"])),
+        (
+            "",
+            json!(["animated", "audio", "audio", "file", "text", "video"]),
+        ),
+        ("video", json!(["video"])),
+    ] {
+        browser
+            .find(&format!(
+                "[data-testid=gallery-kinds] label:has([value='{kind}'])"
+            ))
+            .await
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(browser.eval(shown_tiles).await, shown, "{kind}");
+    }
+    browser
+        .screenshot_at("gallery", "outputs-3-only-videos")
+        .await;
+    browser
+        .find("[data-testid=gallery-item][data-media=video]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let player = browser.by_test_id("viewer-image").await;
+    assert_eq!(player.prop("tagName").await.unwrap().unwrap(), "VIDEO");
+    browser
+        .screenshot_at("viewer", "outputs-3-video-in-the-viewer")
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_a_workflow() {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;

@@ -64,7 +64,7 @@ async fn on_a_desktop_a_pasted_workflow_with_an_edited_prompt_runs_to_its_image(
     paste_workflow_edit_prompt_queue_and_see_the_result(Viewport::Desktop).await;
 }
 
-async fn a_ui_format_file_shows_how_to_export_the_api_format(viewport: Viewport) {
+async fn a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form(viewport: Viewport) {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     app::library(&browser).await;
@@ -75,28 +75,73 @@ async fn a_ui_format_file_shows_how_to_export_the_api_format(viewport: Viewport)
         .send_keys(&path.display().to_string())
         .await
         .unwrap();
-    let message = browser
-        .wait_for_text("workflow-error", |t| !t.is_empty())
+    let summary = browser
+        .wait_for_text("workflow-summary", |t| !t.is_empty())
         .await;
-    assert!(message.contains("Export (API)"), "{message}");
-    let save = browser.by_test_id("save-workflow").await;
-    assert_eq!(
-        save.attr("disabled").await.unwrap().as_deref(),
-        Some("true")
+    assert!(summary.contains("ComfyUI's editor"), "{summary}");
+    browser
+        .screenshot_at("import", "import-editor-format")
+        .await;
+    browser.tap("save-workflow").await;
+    browser
+        .wait_for_text("workflow-title", |t| t == "ui_format_not")
+        .await;
+    let form = browser.by_test_id("all-inputs").await.text().await.unwrap();
+    assert!(
+        form.contains("EmptyImage") || form.contains("Empty Image"),
+        "{form}"
     );
-    browser.screenshot_at("import", "ui-format-message").await;
-    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+    let saved = std::fs::read_to_string(stack.data_dir.path().join("workflows/ui_format_not.json"))
+        .unwrap();
+    let saved: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["2"]["inputs"]["images"], serde_json::json!(["1", 0]));
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    assert!(stack.comfyui.requests_to("POST", "/prompt").len() == 1);
     browser.close().await;
 }
 
 #[tokio::test]
-async fn on_a_phone_a_ui_format_file_shows_how_to_export_the_api_format() {
-    a_ui_format_file_shows_how_to_export_the_api_format(Viewport::Phone).await;
+async fn an_editor_file_with_nodes_this_comfyui_lacks_names_them_and_saves_nothing() {
+    let stack = app::spawn_stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::library(&browser).await;
+    let foreign = fixtures::UI_FORMAT.replace("\"SaveImage\"", "\"ImageSaverPro\"");
+    browser
+        .by_test_id("workflow-json")
+        .await
+        .send_keys(&foreign)
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("workflow-summary", |t| t.contains("ComfyUI's editor"))
+        .await;
+    browser.tap("save-workflow").await;
+    let refused = browser.find("[data-testid=import] [role=alert]").await;
+    let message = refused.text().await.unwrap();
+    assert!(message.contains("ImageSaverPro"), "{message}");
+    browser
+        .screenshot_at("import", "import-editor-missing-nodes")
+        .await;
+    assert!(
+        !stack
+            .data_dir
+            .path()
+            .join("workflows/Workflow.json")
+            .exists(),
+        "nothing is saved"
+    );
+    browser.close().await;
 }
 
 #[tokio::test]
-async fn on_a_desktop_a_ui_format_file_shows_how_to_export_the_api_format() {
-    a_ui_format_file_shows_how_to_export_the_api_format(Viewport::Desktop).await;
+async fn on_a_phone_a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form() {
+    a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form(Viewport::Phone).await;
+}
+
+#[tokio::test]
+async fn on_a_desktop_a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form() {
+    a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form(Viewport::Desktop).await;
 }
 
 #[tokio::test]

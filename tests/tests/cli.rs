@@ -34,6 +34,11 @@ fn workdir() -> TempDir {
     }
     let foreign = fixtures::UI_FORMAT.replace("\"SaveImage\"", "\"ImageSaverPro\"");
     std::fs::write(dir.path().join("foreign-ui.json"), foreign).unwrap();
+    std::fs::write(
+        dir.path().join("every-kind.json"),
+        fixtures::every_output_kind(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("broken.json"), "{\"3\": {\"class_type\": ").unwrap();
     std::fs::write(dir.path().join("phone.png"), fixtures::PHONE_PNG).unwrap();
     dir
@@ -171,6 +176,45 @@ async fn a_workflow_saved_from_comfyuis_editor_is_converted_and_runs() {
     assert_eq!(queued["2"]["inputs"]["images"], json!(["1", 0]));
     // The double replays a recorded run whatever the graph; what matters is that it ran.
     assert!(ran.stdout.contains("pictures/"), "{}", ran.stdout);
+}
+
+#[tokio::test]
+async fn run_saves_every_kind_of_output_and_prints_texts() {
+    let comfyui = double(0.2).await;
+    let dir = workdir();
+    let ran = run(
+        dir.path(),
+        &[
+            "run",
+            "every-kind.json",
+            "--server",
+            &comfyui.url(),
+            "--yes",
+            "--out",
+            "made",
+        ],
+    )
+    .await;
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let mut saved: Vec<String> = std::fs::read_dir(dir.path().join("made"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    saved.sort();
+    let endings: Vec<&str> = saved
+        .iter()
+        .map(|name| name.rsplit_once('.').unwrap().1)
+        .collect();
+    assert_eq!(
+        endings,
+        ["flac", "flac", "latent", "mp4", "webp"],
+        "{saved:?}"
+    );
+    for name in &saved {
+        assert!(ran.stdout.contains(name.as_str()), "{}", ran.stdout);
+    }
+    // PreviewAny's text, as the node showed it, on its own lines.
+    assert!(ran.stdout.contains("hello\nworld\n"), "{}", ran.stdout);
 }
 
 /// The command in a pseudo-terminal: everything it wrote, and a way to type.

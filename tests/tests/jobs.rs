@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Job, JobState, NodeRun};
-use shared::comfy::BinaryFrame;
+use shared::comfy::{BinaryFrame, Output};
 use testkit::client::http_without_redirects;
 use testkit::comfyui::Options;
 use testkit::device::Device;
@@ -48,7 +48,11 @@ async fn a_job_runs_to_success_and_the_device_follows_it_live_with_previews() {
     assert_eq!(done.progress, 1.0);
     assert_eq!(done.outputs.len(), 1);
     assert!(
-        done.outputs[0].filename.starts_with("capture_"),
+        done.outputs[0]
+            .file()
+            .unwrap()
+            .filename
+            .starts_with("capture_"),
         "{:?}",
         done.outputs
     );
@@ -77,6 +81,68 @@ async fn a_job_runs_to_success_and_the_device_follows_it_live_with_previews() {
         "queued under the relay's client id"
     );
     assert_eq!(sent["extra_data"]["preview_method"], "auto");
+}
+
+#[tokio::test]
+async fn a_job_returns_every_kind_of_output_and_each_file_is_the_devices_to_fetch() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let other = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(&fixtures::every_output_kind()).await;
+    let done = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded, "{:?}", done.error);
+    let mut kinds: Vec<(String, String)> = done
+        .outputs
+        .iter()
+        .map(|output| {
+            let media = output.media().to_owned();
+            let what = match output {
+                Output::Text(text) => text.clone(),
+                other => {
+                    let file = other.file().unwrap();
+                    format!("{}/{} ({})", file.subfolder, file.filename, file.kind)
+                }
+            };
+            (media, what)
+        })
+        .collect();
+    kinds.sort();
+    let temp = kinds
+        .iter()
+        .position(|(_, what)| what.ends_with("(temp)"))
+        .expect("PreviewAudio's temp file");
+    assert_eq!(kinds[temp].0, "audio");
+    assert!(kinds[temp].1.starts_with("/ComfyUI_temp_"), "{kinds:?}");
+    kinds.remove(temp);
+    // Named after each node's filename_prefix, its folder part the subfolder, as ComfyUI does.
+    let names: Vec<(&str, &str)> = kinds
+        .iter()
+        .map(|(media, what)| (media.as_str(), what.split('_').next().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("animated", "/rec"),
+            ("audio", "audio/rec"),
+            ("file", "latents/rec"),
+            ("text", "hello\nworld"),
+            ("video", "video/rec"),
+        ],
+        "{kinds:?}"
+    );
+    assert!(kinds[1].1.ends_with(".flac (output)"), "{kinds:?}");
+    assert!(kinds[4].1.ends_with(".mp4 (output)"), "{kinds:?}");
+    for file in done.outputs.iter().filter_map(Output::file) {
+        let view = format!("/view?{}", file.view_query());
+        let answer = phone.send(reqwest::Method::GET, &view).await;
+        assert_eq!(answer.status(), 200, "{view}");
+        assert_eq!(other.send(reqwest::Method::GET, &view).await.status(), 403);
+    }
+    // The database keeps what it made, of every kind.
+    let kept: shared::api::HistoryPage = phone.get_json("/api/jobs/history").await;
+    let kept = kept.jobs.into_iter().find(|j| j.id == job.id).unwrap();
+    assert_eq!(kept.outputs, done.outputs);
 }
 
 #[tokio::test]
@@ -556,7 +622,7 @@ async fn a_device_stars_and_deletes_its_finished_jobs_even_those_gone_from_memor
     // A job only the database keeps is still the device's: read, viewed, starred, requeued.
     let kept: Job = phone.get_json(&format!("/api/jobs/{}", old.id)).await;
     assert_eq!(outcome(&kept), outcome(&old));
-    let view = format!("/view?{}", old.outputs[0].view_query());
+    let view = format!("/view?{}", old.outputs[0].file().unwrap().view_query());
     assert_eq!(phone.send(reqwest::Method::GET, &view).await.status(), 200);
     assert_eq!(other.send(reqwest::Method::GET, &view).await.status(), 403);
     let star = |device: &Device, id: &str, starred: bool| {

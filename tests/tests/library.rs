@@ -77,17 +77,30 @@ async fn workflows_are_saved_listed_renamed_and_deleted_as_files() {
 }
 
 #[tokio::test]
-async fn only_api_workflows_under_safe_names_are_saved() {
+async fn editor_workflows_are_saved_converted_and_only_under_safe_names() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
     let ui = phone.put_workflow("ui", fixtures::UI_FORMAT).await;
-    assert_eq!(ui.status(), 422);
+    assert_eq!(ui.status(), 200);
+    let saved: Value = phone.get_json("/api/workflows/ui").await;
+    assert_eq!(saved["1"]["class_type"], "EmptyImage");
+    assert_eq!(saved["1"]["inputs"]["width"], 64);
+    assert_eq!(saved["2"]["inputs"]["images"], json!(["1", 0]));
+    let foreign = fixtures::UI_FORMAT.replace("\"SaveImage\"", "\"ImageSaverPro\"");
+    let refused = phone.put_workflow("foreign", &foreign).await;
+    assert_eq!(refused.status(), 422);
+    let message = refused.json::<ErrorBody>().await.unwrap().error;
     assert!(
-        ui.json::<ErrorBody>()
+        message.contains("does not have the nodes this workflow uses: ImageSaverPro"),
+        "{message}"
+    );
+    assert_eq!(
+        phone
+            .send(Method::GET, "/api/workflows/foreign")
             .await
-            .unwrap()
-            .error
-            .contains("Export (API)")
+            .status(),
+        404,
+        "nothing is kept of a refused workflow"
     );
     assert_eq!(phone.put_workflow("broken", "{\"3\": ").await.status(), 400);
     assert_eq!(

@@ -155,7 +155,7 @@ async fn device_a_cannot_read_interrupt_or_delete_device_bs_prompts_or_files_thr
         JobState::Succeeded,
         "B's job was not touched"
     );
-    let picture = &finished.outputs[0];
+    let picture = finished.outputs[0].file().expect("a picture");
     let view = format!("/view?{}", picture.view_query());
     assert_eq!(
         a.send(Method::GET, &view).await.status(),

@@ -7,6 +7,7 @@ use shared::api::{Job, JobState, NodeRun};
 use crate::api;
 use crate::archive::Archive;
 use crate::events::Events;
+use crate::model::output_markup;
 
 /// Overall progress in whole percent.
 pub fn percent(job: &Job) -> u32 {
@@ -148,19 +149,11 @@ pub fn JobCard(
             let error = job.error.map(|error| {
                 view! { <p class="error" data-testid="job-error">{error.message}</p> }
             });
-            let outputs = job
+            let outputs: String = job
                 .outputs
                 .iter()
-                .map(|image| {
-                    let url = api::view_url(image);
-                    let link = url.clone();
-                    view! {
-                        <a href=link target="_blank" rel="noopener">
-                            <img data-testid="job-output" alt=image.filename.clone() src=url loading="lazy" />
-                        </a>
-                    }
-                })
-                .collect_view();
+                .map(|output| output_markup::full(output, "result", "job-output", true))
+                .collect();
             let nodes = job
                 .nodes
                 .into_iter()
@@ -237,7 +230,7 @@ pub fn JobCard(
                     {move || preview.get().filter(|_| !finished).map(|url| view! {
                         <img class="preview" data-testid="job-preview" alt="Live preview" src=url />
                     })}
-                    <div class="results">{outputs}</div>
+                    <div class="results" inner_html=outputs></div>
                     <details class="nodes">
                         <summary>"Nodes"</summary>
                         <ul>{nodes}</ul>

@@ -3,13 +3,14 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::comfy::ImageRef;
+use shared::comfy::{ImageRef, Output};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
 use crate::model::form::{self, FieldKind};
 use crate::model::gallery::{Shot, step};
+use crate::model::output_markup;
 use crate::model::route::Route;
 use crate::{storage, task, upload};
 
@@ -108,7 +109,15 @@ pub fn Viewer(
     let progress = RwSignal::new(None::<f64>);
     let failure = RwSignal::new(None::<String>);
     let can_share = navigator_function("share").is_some();
-    let shared_image = move || current().map(|s| s.image);
+    // What the tools act on: the shot's file (a text has none), and only a picture goes into
+    // an image input.
+    let shared_image = move || current().and_then(|s| s.output.file().cloned());
+    let picture = move || {
+        current().and_then(|s| match s.output {
+            Output::Image(file) | Output::Animated(file) => Some(file),
+            _ => None,
+        })
+    };
     view! {
         <div
             class="viewer"
@@ -142,16 +151,16 @@ pub fn Viewer(
                 <button class="button secondary small" data-testid="viewer-close" aria-label="Close" on:click=move |_| open.set(None)>"✕"</button>
             </div>
             {move || current().map(|shot| view! {
-                <img class="viewer-image" data-testid="viewer-image" alt=shot.image.filename.clone() src=api::view_url(&shot.image) />
+                <div class="viewer-media" inner_html=output_markup::full(&shot.output, "viewer-image", "viewer-image", false)></div>
                 <p class="muted caption">
                     {format!("{}Job #{}{}", if shot.starred { "★ " } else { "" }, shot.job_number, shot.workflow_name.map(|n| format!(" · {n}")).unwrap_or_default())}
                 </p>
             })}
             <div class="viewer-tools">
                 <button class="button secondary" data-testid="viewer-previous" aria-label="Previous" on:click=move |_| turn(false)>"‹"</button>
-                <a class="button secondary" data-testid="viewer-download"
-                    href=move || current().map(|s| api::view_url(&s.image)).unwrap_or_default()
-                    download=move || current().map(|s| s.image.filename).unwrap_or_default()>"Download"</a>
+                <a class="button secondary" data-testid="viewer-download" hidden=move || shared_image().is_none()
+                    href=move || shared_image().map(|f| api::view_url(&f)).unwrap_or_default()
+                    download=move || shared_image().map(|f| f.filename).unwrap_or_default()>"Download"</a>
                 {can_share.then(|| view! {
                     <button class="button secondary" data-testid="viewer-share" on:click=move |_| {
                         if let Some(image) = shared_image() {
@@ -165,7 +174,7 @@ pub fn Viewer(
                 })}
                 <button class="button secondary" data-testid="viewer-next" aria-label="Next" on:click=move |_| turn(true)>"›"</button>
             </div>
-            <div class="viewer-use">
+            <div class="viewer-use" hidden=move || picture().is_none()>
                 <label for="use-as-input">"Use as input of"</label>
                 <select id="use-as-input" data-testid="use-as-input-workflow" on:change=move |ev| target.set(event_target_value(&ev))>
                     <option value="">"choose a workflow…"</option>
@@ -175,7 +184,7 @@ pub fn Viewer(
                 </select>
                 <button class="button primary" data-testid="use-as-input" disabled=move || target.with(String::is_empty) || progress.get().is_some()
                     on:click=move |_| {
-                        let (Some(image), name) = (shared_image(), target.get_untracked()) else { return };
+                        let (Some(image), name) = (picture(), target.get_untracked()) else { return };
                         spawn_local(async move {
                             if let Err(message) = use_as_input(image, name, progress).await {
                                 failure.set(Some(message));

@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::workflow::Workflow;
+use shared::workflow::{Workflow, WorkflowError};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
@@ -38,13 +38,22 @@ async fn file_text(file: web_sys::File) -> Option<String> {
     JsFuture::from(file.text()).await.ok()?.as_string()
 }
 
-/// Paste a `workflow_api.json`, choose it, or drop it here; name it; save it to the library.
+/// Paste a workflow (as ComfyUI saves it, or its API export), choose it, or drop it here; name
+/// it; save it to the library.
 #[component]
 pub fn WorkflowImport() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let name = RwSignal::new("Workflow".to_owned());
+    // What the text is: an API workflow's node count, `None` for one saved from ComfyUI's
+    // editor (the relay converts it when it is saved), or why it is neither.
     let parsed = move || {
-        text.with(|t| (!t.trim().is_empty()).then(|| Workflow::parse(t).map_err(|e| e.to_string())))
+        text.with(|t| {
+            (!t.trim().is_empty()).then(|| match Workflow::parse(t) {
+                Ok(workflow) => Ok(Some(workflow.len())),
+                Err(WorkflowError::UiFormat) => Ok(None),
+                Err(error) => Err(error.to_string()),
+            })
+        })
     };
     let dragging = RwSignal::new(false);
     let take_file = move |file: web_sys::File| {
@@ -77,11 +86,10 @@ pub fn WorkflowImport() -> impl IntoView {
     let saving = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
     let save = move || {
-        let workflow = text.with_untracked(|t| Workflow::parse(t).ok());
+        let text = text.get_untracked();
         let name = name.get_untracked().trim().to_owned();
         task::submit(saving, async move {
-            let Some(workflow) = workflow else { return };
-            match api::save_workflow(&name, &workflow).await {
+            match api::save_workflow(&name, text).await {
                 Ok(_) => crate::go(&Route::Workflow(name)),
                 Err(error) => failure.set(Some(error.to_string())),
             }
@@ -101,7 +109,7 @@ pub fn WorkflowImport() -> impl IntoView {
         >
             <h2 id="import-heading">"Import a workflow"</h2>
             <p class="muted">
-                "In ComfyUI: Workflow → Export (API). Paste it here, choose the file, or drop it on this card."
+                "A workflow as ComfyUI saves it, or its Export (API). Paste it here, choose the file, or drop it on this card."
             </p>
             <label for="workflow-json">"Workflow JSON"</label>
             <textarea
@@ -119,8 +127,11 @@ pub fn WorkflowImport() -> impl IntoView {
                 <input type="file" accept=".json,application/json" data-testid="workflow-file" on:change=on_choose />
             </label>
             {move || parsed().map(|result| match result {
-                Ok(workflow) => view! {
-                    <p class="ok" data-testid="workflow-summary">{format!("An API workflow with {} nodes.", workflow.len())}</p>
+                Ok(nodes) => view! {
+                    <p class="ok" data-testid="workflow-summary">{match nodes {
+                        Some(nodes) => format!("An API workflow with {nodes} nodes."),
+                        None => "A workflow from ComfyUI's editor: the relay converts it with this ComfyUI's nodes when you save it.".to_owned(),
+                    }}</p>
                 }.into_any(),
                 Err(message) => view! {
                     <p class="error" data-testid="workflow-error" role="alert">{message}</p>

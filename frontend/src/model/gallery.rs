@@ -1,13 +1,13 @@
-//! The gallery: every image this device's jobs produced, newest first, each once.
+//! The gallery: everything this device's jobs made, newest first, each once.
 
 use shared::api::Job;
-use shared::comfy::ImageRef;
+use shared::comfy::Output;
 
-/// An image and the job that made it.
+/// One output and the job that made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shot {
-    /// The image.
-    pub image: ImageRef,
+    /// What the job made.
+    pub output: Output,
     /// The job's number.
     pub job_number: i64,
     /// Whether the job is starred.
@@ -16,14 +16,14 @@ pub struct Shot {
     pub workflow_name: Option<String>,
 }
 
-/// The images of `jobs` (given newest first), newest first, without repeats.
+/// The outputs of `jobs` (given newest first), newest first, without repeats.
 pub fn shots(jobs: &[Job]) -> Vec<Shot> {
     let mut shots: Vec<Shot> = Vec::new();
     for job in jobs {
-        for image in &job.outputs {
-            if !shots.iter().any(|s| s.image == *image) {
+        for output in &job.outputs {
+            if !shots.iter().any(|s| s.output == *output) {
                 shots.push(Shot {
-                    image: image.clone(),
+                    output: output.clone(),
                     job_number: job.number,
                     starred: job.starred,
                     workflow_name: job.workflow_name.clone(),
@@ -47,19 +47,21 @@ pub fn step(index: usize, count: usize, forward: bool) -> usize {
 mod tests {
     use super::*;
     use shared::api::JobState;
+    use shared::comfy::ImageRef;
+
+    fn file(name: &str) -> ImageRef {
+        ImageRef {
+            filename: name.to_owned(),
+            subfolder: String::new(),
+            kind: "output".into(),
+        }
+    }
 
     fn job(number: i64, files: &[&str]) -> Job {
         Job {
             number,
             progress: 1.0,
-            outputs: files
-                .iter()
-                .map(|f| ImageRef {
-                    filename: (*f).to_owned(),
-                    subfolder: String::new(),
-                    kind: "output".into(),
-                })
-                .collect(),
+            outputs: files.iter().map(|f| Output::Image(file(f))).collect(),
             ..crate::model::bare_job(&number.to_string(), JobState::Succeeded)
         }
     }
@@ -67,7 +69,11 @@ mod tests {
     #[test]
     fn newest_first_and_each_once() {
         let shots = shots(&[job(2, &["b.png", "c.png"]), job(1, &["a.png", "b.png"])]);
-        let names: Vec<_> = shots.iter().map(|s| s.image.filename.as_str()).collect();
+        let names: Vec<_> = shots
+            .iter()
+            .filter_map(|s| s.output.file())
+            .map(|f| f.filename.as_str())
+            .collect();
         assert_eq!(names, ["b.png", "c.png", "a.png"]);
         assert_eq!(shots[2].job_number, 1);
     }

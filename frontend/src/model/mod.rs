@@ -6,6 +6,7 @@ pub mod archive;
 pub mod form;
 pub mod gallery;
 pub mod memory;
+pub mod output_markup;
 pub mod route;
 
 /// A job of only `id` and `state`, for tests to fill in what they look at.

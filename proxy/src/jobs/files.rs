@@ -25,18 +25,6 @@ struct Granted {
 #[derive(Default)]
 pub struct Files(Mutex<HashMap<DeviceId, Granted>>);
 
-/// Every file an output names: its images, and any `{filename, subfolder, type}` in its other
-/// lists (`gifs`, `audio`, `video`, ... of newer or custom nodes).
-fn files_in(output: &NodeOutput) -> Vec<ImageRef> {
-    let others = output
-        .other
-        .values()
-        .filter_map(serde_json::Value::as_array)
-        .flatten()
-        .filter_map(|item| serde_json::from_value::<ImageRef>(item.clone()).ok());
-    output.images.iter().cloned().chain(others).collect()
-}
-
 impl Files {
     fn lock(&self) -> MutexGuard<'_, HashMap<DeviceId, Granted>> {
         self.0
@@ -60,8 +48,10 @@ impl Files {
 
     /// Lets `device` fetch every file of `output`.
     pub fn grant_output(&self, device: &DeviceId, output: &NodeOutput) {
-        for file in files_in(output) {
-            self.grant(device, file);
+        for output in output.outputs() {
+            if let Some(file) = output.file() {
+                self.grant(device, file.clone());
+            }
         }
     }
 

@@ -137,7 +137,7 @@ impl JobRecord {
             stored.prompt,
             stored.workflow_name,
         );
-        record.run.restore_images(stored.outputs);
+        record.run.restore_outputs(stored.outputs);
         record.created_at = stored.created_at;
         record.finished_at = stored.finished_at;
         record.state = stored.state;
@@ -159,7 +159,7 @@ impl JobRecord {
             state: self.state,
             workflow_name: self.workflow_name.clone(),
             prompt: self.prompt.clone(),
-            outputs: self.run.images().to_vec(),
+            outputs: self.run.outputs().to_vec(),
             error: self.error.clone(),
             handed: self.handed,
             rank: self.rank,
@@ -171,7 +171,7 @@ impl JobRecord {
     fn durable(&self) -> Durable {
         Durable {
             state: self.state,
-            outputs: self.run.images().len(),
+            outputs: self.run.outputs().len(),
             failed: self.error.is_some(),
             handed: self.handed,
             rank: self.rank,
@@ -339,7 +339,7 @@ impl JobRecord {
             current_node: self.run.current_node().map(str::to_owned),
             nodes,
             has_preview: self.preview.is_some(),
-            outputs: self.run.images().to_vec(),
+            outputs: self.run.outputs().to_vec(),
             error: self.error.clone(),
             created_at: self.created_at,
             finished_at: self.finished_at,
@@ -886,10 +886,15 @@ impl Registry {
 
     /// Whether one of `device`'s jobs made `file`.
     pub fn made(&self, device: &DeviceId, file: &ImageRef) -> bool {
-        self.lock()
-            .jobs
-            .values()
-            .any(|entry| entry.record.device == *device && entry.record.run.images().contains(file))
+        self.lock().jobs.values().any(|entry| {
+            entry.record.device == *device
+                && entry
+                    .record
+                    .run
+                    .outputs()
+                    .iter()
+                    .any(|o| o.file() == Some(file))
+        })
     }
 
     /// How many jobs are remembered.

@@ -13,16 +13,17 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 use shared::api::{JobError, JobState};
-use shared::comfy::{ImageRef, PromptRequest};
+use shared::comfy::{ImageRef, Output, PromptRequest};
 
 use crate::device::DeviceId;
 
 /// The schema, one step per file, in order.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../../migrations/0001_jobs.sql"),
     include_str!("../../migrations/0002_relay_queue.sql"),
     include_str!("../../migrations/0003_stars_and_files.sql"),
     include_str!("../../migrations/0004_starred_index.sql"),
+    include_str!("../../migrations/0005_output_kinds.sql"),
 ];
 
 /// The database's file name in the data directory.
@@ -51,7 +52,7 @@ pub struct StoredJob {
     /// The request it was queued with.
     pub prompt: PromptRequest,
     /// What it made.
-    pub outputs: Vec<ImageRef>,
+    pub outputs: Vec<Output>,
     /// Why it failed or was lost.
     pub error: Option<JobError>,
     /// Whether it was handed to ComfyUI (else the relay holds it).
@@ -300,7 +301,7 @@ impl Store {
             "INSERT OR IGNORE INTO job_files (job, filename, subfolder, type)
              VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for output in &job.outputs {
+        for output in job.outputs.iter().filter_map(Output::file) {
             file.execute(params![
                 job.id,
                 output.filename,
@@ -575,11 +576,14 @@ pub(crate) mod tests {
             node_type: Some("KSampler".to_owned()),
             traceback: vec!["line 1".to_owned()],
         });
-        finished.outputs = vec![ImageRef {
-            filename: "x_00001_.png".to_owned(),
-            subfolder: String::new(),
-            kind: "output".to_owned(),
-        }];
+        finished.outputs = vec![
+            Output::Video(ImageRef {
+                filename: "x_00001_.mp4".to_owned(),
+                subfolder: "video".to_owned(),
+                kind: "output".to_owned(),
+            }),
+            Output::Text("a caption".to_owned()),
+        ];
         let running = job("a", 10, JobState::Running);
         {
             let store = Store::open(dir.path()).unwrap();
@@ -700,7 +704,10 @@ pub(crate) mod tests {
         let phone = DeviceSecret::generate().device();
         let mut done = job("done", 1, JobState::Succeeded);
         done.device = phone.clone();
-        done.outputs = vec![made_file("a.png"), made_file("b.png")];
+        done.outputs = vec![
+            Output::Image(made_file("a.png")),
+            Output::Image(made_file("b.png")),
+        ];
         store.save(&done).unwrap();
         // Saved again with fewer files (never happens to a finished job, but the rows follow).
         done.outputs.pop();
@@ -754,7 +761,7 @@ pub(crate) mod tests {
         let store = Store::in_memory();
         let device = DeviceId::scripts();
         let mut made = job("made", 1, JobState::Succeeded);
-        made.outputs = vec![made_file("m.png")];
+        made.outputs = vec![Output::Image(made_file("m.png"))];
         let mut starred = job("starred", 2, JobState::Failed);
         starred.starred = true;
         for kept in [made, starred, job("plain", 3, JobState::Succeeded)] {
@@ -803,7 +810,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn files_of_jobs_kept_before_the_files_table_are_known_after_the_upgrade() {
+    fn files_and_pictures_of_jobs_kept_by_an_older_relay_are_known_after_the_upgrade() {
         let dir = tempfile::tempdir().unwrap();
         let phone = DeviceSecret::generate().device();
         {
@@ -831,7 +838,8 @@ pub(crate) mod tests {
         assert!(store.made(&phone, &made_file("old.png")).unwrap());
         let old = store.find("old").unwrap().unwrap();
         assert!(!old.starred);
-        assert_eq!(old.outputs, [made_file("old.png")]);
+        // Kept before outputs said what they are: a picture.
+        assert_eq!(old.outputs, [Output::Image(made_file("old.png"))]);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! message types a newer ComfyUI may add, so a ComfyUI upgrade never breaks parsing.
 
 pub mod http;
+pub mod output;
 pub mod preview;
 pub mod ws;
 
 pub use http::*;
+pub use output::{MAX_TEXT_CHARS, Output};
 pub use preview::{BinaryFrame, PreviewError, PreviewImage, PreviewMetadata, with_metadata};
 pub use ws::*;
 

@@ -32,6 +32,8 @@ use recorded::RECORDED;
 pub const CHECKPOINT: &str = "v1-5-pruned-emaonly.safetensors";
 /// The image ComfyUI ships in its input folder.
 pub const EXAMPLE_IMAGE: &str = "example.png";
+/// The sound the output kinds were recorded with, in the recording server's input folder.
+pub const INPUT_AUDIO: &str = "tone440.wav";
 
 /// How the double behaves.
 #[derive(Debug, Clone)]
@@ -196,7 +198,8 @@ impl Shared {
     }
 }
 
-/// The recorded `/object_info`, with the double's checkpoint and input images in the lists.
+/// The recorded `/object_info`, with the double's checkpoint, input images and input sound in
+/// the lists.
 pub fn patched_object_info(input_files: &[String]) -> Map<String, Value> {
     let mut info = RECORDED.object_info.clone();
     if let Some(spec) = info
@@ -210,6 +213,12 @@ pub fn patched_object_info(input_files: &[String]) -> Map<String, Value> {
         .and_then(|c| c["input"]["required"].get_mut("image"))
     {
         spec[0] = json!(input_files);
+    }
+    if let Some(spec) = info
+        .get_mut("LoadAudio")
+        .and_then(|c| c["input"]["required"].get_mut("audio"))
+    {
+        spec[0] = json!([INPUT_AUDIO]);
     }
     info
 }

@@ -20,6 +20,12 @@ macro_rules! transcripts {
     };
 }
 
+macro_rules! output_recordings {
+    ($($name:literal),* $(,)?) => {
+        [$(include_str!(concat!("../../fixtures/comfyui/outputs/", $name, ".json"))),*]
+    };
+}
+
 const OBJECT_INFO_GZ: &[u8] = include_bytes!("../../fixtures/comfyui/object_info_full.json.gz");
 
 /// One frame a recorded run sent, and when, relative to the run's first frame.
@@ -55,6 +61,7 @@ pub struct Recorded {
     pub object_info: Map<String, Value>,
     exchanges: HashMap<&'static str, Value>,
     transcripts: HashMap<&'static str, Transcript>,
+    executed_by_class: HashMap<String, Value>,
 }
 
 /// The recordings, parsed on first use.
@@ -95,11 +102,42 @@ impl Recorded {
         .into_iter()
         .map(|(name, text)| (name, Transcript::parse(text)))
         .collect();
+        let mut executed_by_class = HashMap::new();
+        let recordings = output_recordings!(
+            "text",
+            "animated_webp",
+            "animated_png",
+            "video",
+            "webm",
+            "audio",
+            "audio_mp3_opus",
+            "latent",
+            "mask_preview",
+        );
+        for text in recordings {
+            let recording: Value = serde_json::from_str(text).expect("an output recording is JSON");
+            for message in recording["ws"].as_array().expect("its messages") {
+                if message["type"] == "executed" {
+                    let node = message["data"]["node"].as_str().expect("the node");
+                    let class = recording["prompt"][node]["class_type"]
+                        .as_str()
+                        .expect("a class");
+                    executed_by_class.insert(class.to_owned(), message.clone());
+                }
+            }
+        }
         Self {
             object_info,
             exchanges,
             transcripts,
+            executed_by_class,
         }
+    }
+
+    /// The `executed` message a real node of `class` sent (SaveVideo, PreviewAny, SaveAudio,
+    /// ...: `tests/fixtures/comfyui/outputs/`), if one was recorded.
+    pub fn executed_of(&self, class: &str) -> Option<&Value> {
+        self.executed_by_class.get(class)
     }
 
     /// A recorded exchange's response JSON body.

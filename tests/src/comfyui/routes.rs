@@ -419,6 +419,12 @@ async fn view(
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
         Some(ext) if ext == "webp" => "image/webp",
         Some(ext) if ext == "gif" => "image/gif",
+        // As ComfyUI 0.3.64 served its video and audio outputs (`fixtures/comfyui/outputs/`).
+        Some(ext) if ext == "mp4" => "video/mp4",
+        Some(ext) if ext == "webm" => "video/webm",
+        Some(ext) if ext == "flac" => "audio/flac",
+        Some(ext) if ext == "mp3" => "audio/mpeg",
+        Some(ext) if ext == "opus" => "audio/ogg",
         _ => "application/octet-stream",
     };
     (

@@ -5,7 +5,10 @@
 //! transcript for another prompt rewrites its prompt id, maps its node ids onto the prompt's
 //! nodes (same class first, then by position from the output end, so the step-reporting node
 //! lands on the sampler), and names output files after the prompt's `filename_prefix`, as
-//! ComfyUI would. A prompt with a non-zero `fail_at_step` replays the recorded failure; an
+//! ComfyUI would. An output node whose class was recorded on its own (`fixtures/comfyui/
+//! outputs/`: SaveVideo, SaveAudio, PreviewAny, SaveAnimatedWEBP, ...) sends what that node
+//! sent, in the transcript's `executed` frame or in one of its own before the run's success.
+//! A prompt with a non-zero `fail_at_step` replays the recorded failure; an
 //! interrupt ends the replay with the recorded `execution_interrupted` tail. Recorded delays
 //! are kept, multiplied by the pace.
 
@@ -222,34 +225,69 @@ async fn send(shared: &Shared, job: &Job, frame: &Value) {
     }
 }
 
-/// Renames an `executed` frame's output files after the prompt's `filename_prefix` and stores
-/// them so `/view` serves them.
+/// Makes an `executed` frame say what the job's node would have made, and stores its files so
+/// `/view` serves them: a node whose class has a recorded output (SaveVideo, PreviewAny,
+/// SaveAudio, ...) sends that output; files in `output` are named after the prompt's
+/// `filename_prefix` (its folder part as the subfolder), keeping their type's file ending.
 fn store_outputs(shared: &Shared, job: &Job, frame: &mut Value) {
     let node = frame["data"]["node"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let class = job.prompt.get(&node).and_then(|n| n["class_type"].as_str());
+    if let Some(recorded) = class.and_then(|class| RECORDED.executed_of(class)) {
+        frame["data"]["output"] = recorded["data"]["output"].clone();
+    }
     let prefix = job
         .prompt
         .get(&node)
         .and_then(|n| n["inputs"]["filename_prefix"].as_str());
-    let Some(images) = frame["data"]["output"]["images"].as_array_mut() else {
+    let Some(output) = frame["data"]["output"].as_object_mut() else {
         return;
     };
     let mut state = shared.lock();
-    for image in images {
-        let kind = image["type"].as_str().unwrap_or("output").to_owned();
+    let files = output
+        .values_mut()
+        .filter_map(Value::as_array_mut)
+        .flatten()
+        .filter(|item| item.get("filename").is_some());
+    for file in files {
+        let kind = file["type"].as_str().unwrap_or("output").to_owned();
         if let (Some(prefix), "output") = (prefix, kind.as_str()) {
             state.output_counter += 1;
-            image["filename"] = json!(format!("{prefix}_{:05}_.png", state.output_counter));
+            let recorded = file["filename"].as_str().unwrap_or_default();
+            let ending = recorded
+                .rsplit_once('.')
+                .map_or("png", |(_, ending)| ending)
+                .to_owned();
+            let (folder, stem) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+            file["subfolder"] = json!(folder);
+            file["filename"] = json!(format!("{stem}_{:05}_.{ending}", state.output_counter));
         }
         state.files.push(StoredFile {
             kind,
-            subfolder: image["subfolder"].as_str().unwrap_or_default().to_owned(),
-            name: image["filename"].as_str().unwrap_or_default().to_owned(),
+            subfolder: file["subfolder"].as_str().unwrap_or_default().to_owned(),
+            name: file["filename"].as_str().unwrap_or_default().to_owned(),
             bytes: Bytes::from_static(fixtures::OUTPUT_PNG),
         });
     }
+}
+
+/// `executed` frames for the job's output nodes the replayed transcript did not cover, from
+/// what a real node of each one's class sent.
+fn recorded_outputs_left(job: &Job, done: &[String]) -> Vec<Value> {
+    job.outputs
+        .iter()
+        .filter(|node| !done.contains(node))
+        .filter_map(|node| {
+            let class = job.prompt.get(node)?["class_type"].as_str()?;
+            let mut frame = RECORDED.executed_of(class)?.clone();
+            frame["data"]["node"] = json!(node);
+            frame["data"]["display_node"] = json!(node);
+            frame["data"]["prompt_id"] = json!(job.prompt_id);
+            Some(frame)
+        })
+        .collect()
 }
 
 /// Whether the job should replay the recorded failure.
@@ -314,18 +352,32 @@ async fn play(shared: &Shared, job: Job) {
                         }
                     }
                     Some("executed") => {
-                        store_outputs(shared, &job, &mut frame);
                         let node = frame["data"]["node"]
                             .as_str()
                             .unwrap_or_default()
                             .to_owned();
+                        // Only output nodes report outputs; the recording's output node may
+                        // have landed on one of the prompt's others.
+                        if !job.outputs.contains(&node) {
+                            continue;
+                        }
+                        store_outputs(shared, &job, &mut frame);
                         outputs.insert(node, frame["data"]["output"].clone());
+                    }
+                    Some("execution_success") => {
+                        let done: Vec<String> = outputs.keys().cloned().collect();
+                        for mut executed in recorded_outputs_left(&job, &done) {
+                            store_outputs(shared, &job, &mut executed);
+                            let node = executed["data"]["node"].as_str().unwrap_or_default();
+                            outputs.insert(node.to_owned(), executed["data"]["output"].clone());
+                            send(shared, &job, &executed).await;
+                        }
+                        finished = true;
                     }
                     Some("execution_error") => {
                         ending = Ending::Error;
                         finished = true;
                     }
-                    Some("execution_success") => finished = true,
                     Some("status") => {
                         let queued = shared.lock().pending.len() + usize::from(!finished);
                         frame["data"]["status"]["exec_info"]["queue_remaining"] = json!(queued);

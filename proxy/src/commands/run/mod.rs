@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use shared::comfy::{ExecutionSuccess, ServerMessage, Verdict, verdict};
+use shared::comfy::{ExecutionSuccess, Output, ServerMessage, Verdict, verdict};
 use shared::progress::Outcome;
 use shared::schema::check_workflow;
 use shared::workflow::Workflow;
@@ -203,9 +203,14 @@ async fn execute(args: RunArgs) -> Result<(), RunError> {
     let progress = display.progress();
     match progress.outcome() {
         Some(Outcome::Succeeded) => {
-            for image in progress.images() {
-                let path = server.download(image, &args.out).await?;
-                println!("{}", path.display());
+            // Files as the paths written, texts as they are: what the run made, in order.
+            for output in progress.outputs() {
+                if let Output::Text(text) = output {
+                    println!("{text}");
+                } else if let Some(file) = output.file() {
+                    let path = server.download(file, &args.out).await?;
+                    println!("{}", path.display());
+                }
             }
             Ok(())
         }

@@ -255,7 +255,7 @@ impl Server {
             .await
     }
 
-    /// Downloads an output picture into `dir`, streaming it; returns the file written.
+    /// Downloads an output file into `dir`, streaming it; returns the file written.
     pub async fn download(&self, image: &ImageRef, dir: &Path) -> Result<PathBuf, RunError> {
         let request = self.request(reqwest::Method::GET, "/view").query(&[
             ("filename", image.filename.as_str()),
