@@ -153,17 +153,16 @@ pub fn groups(workflow: &Workflow, schemas: &BTreeMap<String, NodeSchema>) -> Ve
     let mut groups = Vec::new();
     for (node_id, node) in workflow.nodes_in_display_order() {
         let schema = schemas.get(&node.class_type);
-        let mut names: Vec<&String> = node.inputs.keys().collect();
-        if let Some(schema) = schema {
-            let position = |name: &str| {
-                schema
-                    .inputs
-                    .iter()
-                    .position(|i| i.name == name)
-                    .unwrap_or(usize::MAX)
-            };
-            names.sort_by_key(|name| position(name));
-        }
+        // In the schema's order, then what the schema does not name, as the workflow has it
+        // (walked rather than sorted: a sort costs the bundle its own copy of the algorithm).
+        let known =
+            |name: &String| schema.is_some_and(|s| s.inputs.iter().any(|i| i.name == *name));
+        let names: Vec<&String> = schema
+            .into_iter()
+            .flat_map(|s| &s.inputs)
+            .filter_map(|input| node.inputs.get_key_value(&input.name).map(|(name, _)| name))
+            .chain(node.inputs.keys().filter(|name| !known(name)))
+            .collect();
         let fields: Vec<Field> = names
             .into_iter()
             .filter_map(|name| {
@@ -196,15 +195,12 @@ pub fn groups(workflow: &Workflow, schemas: &BTreeMap<String, NodeSchema>) -> Ve
 
 /// The classes of `workflow` that `schemas` does not have: nodes ComfyUI lacks.
 pub fn missing_classes(workflow: &Workflow, schemas: &BTreeMap<String, NodeSchema>) -> Vec<String> {
-    let mut missing: Vec<String> = workflow
-        .nodes_in_display_order()
+    workflow
+        .classes()
         .into_iter()
-        .map(|(_, node)| node.class_type.clone())
-        .filter(|class| !schemas.contains_key(class))
-        .collect();
-    missing.sort();
-    missing.dedup();
-    missing
+        .filter(|class| !schemas.contains_key(*class))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Reads what the user typed into a field as the value to send, or says what is wrong.
