@@ -12,6 +12,7 @@ use shared::api::{
 use shared::comfy::{FeatureFlags, ImageRef};
 use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
+use wasm_bindgen::JsValue;
 
 /// Why a call did not give the answer hoped for, in words for the person holding the phone.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,12 +122,11 @@ pub async fn workflow(name: &str) -> Result<Workflow, ApiError> {
     call(Request::get(&format!("/api/workflows/{}", segment(name))).build()).await
 }
 
-/// Saves a workflow under `name` (replacing one of that name): `text` is API-format JSON or
-/// a workflow saved from ComfyUI's editor, which the relay converts.
-pub async fn save_workflow(name: &str, text: String) -> Result<SavedWorkflow, ApiError> {
-    let request = Request::put(&format!("/api/workflows/{}", segment(name)))
-        .header("content-type", "application/json")
-        .body(text);
+/// Saves a workflow under `name` (replacing one of that name): `body` is API-format JSON, a
+/// workflow saved from ComfyUI's editor, or a picture ComfyUI made (a `File`); the relay
+/// converts the last two.
+pub async fn save_workflow(name: &str, body: JsValue) -> Result<SavedWorkflow, ApiError> {
+    let request = Request::put(&format!("/api/workflows/{}", segment(name))).body(body);
     call(request).await
 }
 

@@ -50,7 +50,14 @@ pub fn App() -> impl IntoView {
     let events = Events::start();
     provide_context(events);
     let route = RwSignal::new(current_route());
-    let on_hash = Closure::<dyn Fn()>::new(move || route.set(current_route()));
+    // Only a new page rebuilds the page: a tap on the open page's tab (or `#/` after an empty
+    // hash) must not drop what is being typed into it.
+    let on_hash = Closure::<dyn Fn()>::new(move || {
+        let now = current_route();
+        if route.with_untracked(|open| *open != now) {
+            route.set(now);
+        }
+    });
     let _ =
         window().add_event_listener_with_callback("hashchange", on_hash.as_ref().unchecked_ref());
     // The listener lives as long as the page.

@@ -28,6 +28,7 @@ mod library;
 mod limits;
 mod log;
 mod object_info;
+mod picture_workflow;
 mod prompt;
 mod raw;
 mod same_origin;

@@ -12,12 +12,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use axum::{Json, Router};
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use serde_json::Value;
 
 use shared::api::{Rename, SavedWorkflow, WorkflowList};
@@ -28,6 +30,7 @@ use crate::auth::token::write_private;
 use crate::clock::epoch_ms;
 use crate::error::{ApiError, RelayError};
 use crate::object_info::ObjectInfo;
+use crate::picture_workflow::{self, Format, PictureError};
 use crate::state::AppState;
 
 /// The workflow library: list, read, save, delete, rename.
@@ -36,7 +39,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/workflows", routing::get(list))
         .route(
             "/api/workflows/{name}",
-            routing::get(get).put(put).delete(delete),
+            // Pictures stream through `put`, which bounds what it keeps itself.
+            routing::put(put)
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .get(get)
+                .delete(delete),
         )
         .route("/api/workflows/{name}/rename", routing::post(rename))
 }
@@ -69,6 +76,15 @@ pub enum LibraryError {
     /// An editor-format workflow that cannot be converted (nodes this ComfyUI lacks, say).
     #[error("{0}")]
     NotConvertible(ConvertError),
+    /// A picture whose workflow cannot be read.
+    #[error("{0}")]
+    Picture(PictureError),
+    /// A picture without a workflow inside.
+    #[error(
+        "This picture holds no workflow. ComfyUI saves one inside the PNG and WebP files it \
+         makes, unless it runs with --disable-metadata or the picture was edited since."
+    )]
+    NoWorkflowInPicture,
     /// The operator manages the library on disk.
     #[error("The workflows are locked: the operator manages them on the relay's machine.")]
     Locked,
@@ -81,6 +97,9 @@ impl IntoResponse for LibraryError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::BadName | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Picture(PictureError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Picture(_) => StatusCode::BAD_REQUEST,
+            Self::NoWorkflowInPicture => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Exists(_) => StatusCode::CONFLICT,
             Self::NotApiWorkflow(_) | Self::NotConvertible(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -322,27 +341,49 @@ pub async fn get(
     library.get(&name).map(Json)
 }
 
-/// `PUT /api/workflows/{name}`: saves the body, an API-format workflow or one saved from
-/// ComfyUI's editor (converted with ComfyUI's node schemas).
+/// `PUT /api/workflows/{name}`: saves the body: an API-format workflow, one saved from
+/// ComfyUI's editor (converted with ComfyUI's node schemas), or a PNG or WebP ComfyUI made
+/// (the API workflow that made it, else its editor graph).
 pub async fn put(
     State(library): State<Arc<Library>>,
     State(object_info): State<Arc<ObjectInfo>>,
     UrlPath(name): UrlPath<String>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<SavedWorkflow>, Response> {
     // Refused before anything is read or asked of ComfyUI.
     library.writable().map_err(IntoResponse::into_response)?;
     valid_name(&name)
         .then_some(())
         .ok_or_else(|| LibraryError::BadName.into_response())?;
-    if body.len() > MAX_WORKFLOW_BYTES {
-        return Err(
-            LibraryError::Malformed("the workflow is larger than 8 MB".to_owned()).into_response(),
-        );
+    let mut data = body.into_data_stream();
+    let mut text = BytesMut::new();
+    // Enough of the start to tell a picture from JSON.
+    while text.len() < 12 {
+        match data.next().await {
+            Some(chunk) => text.extend_from_slice(&chunk.map_err(|e| malformed(e.to_string()))?),
+            None => break,
+        }
     }
-    let malformed = |e: String| LibraryError::Malformed(e).into_response();
-    crate::limits::check_json_shape(&body).map_err(|e| malformed(e.to_string()))?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| malformed(e.to_string()))?;
+    let json = if let Some(format) = Format::sniff(&text) {
+        let found = picture_workflow::read(format, text.freeze(), Body::from_stream(data))
+            .await
+            .map_err(|e| LibraryError::Picture(e).into_response())?;
+        found
+            .prompt
+            .or(found.workflow)
+            .ok_or_else(|| LibraryError::NoWorkflowInPicture.into_response())?
+            .into_bytes()
+    } else {
+        while let Some(chunk) = data.next().await {
+            text.extend_from_slice(&chunk.map_err(|e| malformed(e.to_string()))?);
+            if text.len() > MAX_WORKFLOW_BYTES {
+                return Err(malformed("the workflow is larger than 8 MB".to_owned()));
+            }
+        }
+        text.to_vec()
+    };
+    crate::limits::check_json_shape(&json).map_err(|e| malformed(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&json).map_err(|e| malformed(e.to_string()))?;
     let workflow = if is_editor_format(&value) {
         object_info
             .to_api(&value)
@@ -357,6 +398,10 @@ pub async fn put(
         .map_err(IntoResponse::into_response)?;
     tracing::info!(workflow = %name, "saved a workflow");
     Ok(Json(saved))
+}
+
+fn malformed(why: String) -> Response {
+    LibraryError::Malformed(why).into_response()
 }
 
 /// `POST /api/workflows/{name}/rename` `{"to": "new name"}`.

@@ -70,14 +70,7 @@ pub async fn import(browser: &Browser, how: Import<'_>, name: &str) {
                 .await
                 .expect("the text area takes the workflow");
         }
-        Import::File(path) => {
-            browser
-                .by_test_id("workflow-file")
-                .await
-                .send_keys(&path.display().to_string())
-                .await
-                .expect("the file chooser takes the file");
-        }
+        Import::File(path) => choose_file(browser, path).await,
         Import::Drop(text) => {
             let script = format!(
                 "const dt = new DataTransfer();
@@ -98,6 +91,16 @@ pub async fn import(browser: &Browser, how: Import<'_>, name: &str) {
     browser.tap("save-workflow").await;
     browser.wait_for_text("workflow-title", |t| t == name).await;
     browser.by_test_id("queue").await;
+}
+
+/// Chooses `path` in the importer's file chooser.
+pub async fn choose_file(browser: &Browser, path: &Path) {
+    browser
+        .by_test_id("workflow-file")
+        .await
+        .send_keys(&path.display().to_string())
+        .await
+        .expect("the file chooser takes the file");
 }
 
 /// Replaces what a text field holds.

@@ -68,13 +68,11 @@ async fn a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form(viewpo
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(viewport, &stack).await;
     app::library(&browser).await;
-    let path = fixtures::path("comfyui/workflows/ui_format_not_api.json");
-    browser
-        .by_test_id("workflow-file")
-        .await
-        .send_keys(&path.display().to_string())
-        .await
-        .unwrap();
+    app::choose_file(
+        &browser,
+        &fixtures::path("comfyui/workflows/ui_format_not_api.json"),
+    )
+    .await;
     let summary = browser
         .wait_for_text("workflow-summary", |t| !t.is_empty())
         .await;
@@ -98,6 +96,43 @@ async fn a_file_saved_by_comfyuis_editor_is_converted_and_opens_as_a_form(viewpo
     browser.tap("queue").await;
     app::wait_for_job(&browser, "succeeded").await;
     assert!(stack.comfyui.requests_to("POST", "/prompt").len() == 1);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn tapping_the_open_pages_tab_keeps_what_is_being_typed() {
+    let stack = app::spawn_stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    // The app opens at an empty hash; the first tap on its tab makes it `#/`, the same page.
+    app::type_into(&browser, "workflow-json", "{\"3\": ").await;
+    browser.tap("tab-workflows").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    browser.tap("tab-workflows").await;
+    assert_eq!(app::value_of(&browser, "workflow-json").await, "{\"3\": ");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_picture_comfyui_made_opens_the_workflow_that_made_it() {
+    let stack = app::spawn_stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::library(&browser).await;
+    app::choose_file(&browser, &fixtures::path("pictures/comfyui_saved.webp")).await;
+    let summary = browser
+        .wait_for_text("workflow-summary", |t| !t.is_empty())
+        .await;
+    assert!(summary.contains("A picture"), "{summary}");
+    browser.screenshot_at("import", "import-picture").await;
+    browser.tap("save-workflow").await;
+    browser
+        .wait_for_text("workflow-title", |t| t == "comfyui_saved")
+        .await;
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(stack.data_dir.path().join("workflows/comfyui_saved.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["2"]["inputs"]["filename_prefix"], "from_a_picture");
     browser.close().await;
 }
 

@@ -233,3 +233,70 @@ async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
         32
     );
 }
+
+#[tokio::test]
+async fn a_picture_comfyui_made_is_saved_as_the_workflow_inside_it() {
+    let stack = spawn_stack().await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let picture = |name: &str| std::fs::read(fixtures::path(&format!("pictures/{name}"))).unwrap();
+    let put = |name: &'static str, bytes: Vec<u8>| {
+        let phone = phone.clone();
+        async move {
+            phone
+                .request(Method::PUT, &format!("/api/workflows/{name}"))
+                .header("content-type", "application/octet-stream")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The API workflow that made it, exactly; or the editor's graph, converted.
+    for (file, prefix) in [
+        ("comfyui_saved.png", "from_a_picture"),
+        ("comfyui_saved.webp", "from_a_picture"),
+        ("graph_only.png", "ComfyUI"),
+    ] {
+        let saved = put("pictured", picture(file)).await;
+        assert_eq!(
+            saved.status(),
+            200,
+            "{file}: {}",
+            saved.text().await.unwrap()
+        );
+        let workflow: Value = phone.get_json("/api/workflows/pictured").await;
+        assert_eq!(workflow["1"]["class_type"], "EmptyImage", "{file}");
+        assert_eq!(workflow["2"]["inputs"]["images"], json!(["1", 0]), "{file}");
+        assert_eq!(workflow["2"]["inputs"]["filename_prefix"], prefix, "{file}");
+    }
+    let mut cut = picture("comfyui_saved.png");
+    cut.truncate(cut.len() - 40);
+    let refusals = [
+        (picture("no_workflow.png"), 422, "holds no workflow"),
+        (cut, 400, "damaged or cut short"),
+        (b"GIF89a not a workflow".to_vec(), 400, "not valid JSON"),
+    ];
+    for (bytes, status, says) in refusals {
+        let refused = put("refused", bytes).await;
+        assert_eq!(refused.status(), status);
+        let message = refused.json::<ErrorBody>().await.unwrap().error;
+        assert!(message.contains(says), "{message}");
+    }
+    assert_eq!(
+        phone
+            .send(Method::GET, "/api/workflows/refused")
+            .await
+            .status(),
+        404
+    );
+    // A picture far larger than any workflow streams through: only its text is kept.
+    let mut large = picture("comfyui_saved.png");
+    let iend = large.len() - 12;
+    let filler = vec![0u8; 40 * 1024 * 1024];
+    let mut chunk = (filler.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"zzZz");
+    chunk.extend_from_slice(&filler);
+    chunk.extend_from_slice(&[0; 4]);
+    large.splice(iend..iend, chunk);
+    assert_eq!(put("large", large).await.status(), 200);
+}

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use shared::workflow::{Workflow, WorkflowError};
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::api;
@@ -44,13 +45,21 @@ async fn file_text(file: web_sys::File) -> Option<String> {
 pub fn WorkflowImport() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let name = RwSignal::new("Workflow".to_owned());
-    // What the text is: an API workflow's node count, `None` for one saved from ComfyUI's
-    // editor (the relay converts it when it is saved), or why it is neither.
+    // A picture ComfyUI made goes to the relay as it is, which reads the workflow inside.
+    let picture = StoredValue::new(None::<web_sys::File>);
+    let picture_name = RwSignal::new(None::<String>);
+    // What will be saved, or why it cannot be. A workflow saved from ComfyUI's editor is
+    // converted by the relay when it is saved.
     let parsed = move || {
+        if picture_name.with(Option::is_some) {
+            return Some(Ok(
+                "A picture: the relay reads the workflow ComfyUI saved in it.".to_owned(),
+            ));
+        }
         text.with(|t| {
             (!t.trim().is_empty()).then(|| match Workflow::parse(t) {
-                Ok(workflow) => Ok(Some(workflow.len())),
-                Err(WorkflowError::UiFormat) => Ok(None),
+                Ok(workflow) => Ok(format!("An API workflow with {} nodes.", workflow.len())),
+                Err(WorkflowError::UiFormat) => Ok("A workflow from ComfyUI's editor: the relay converts it with this ComfyUI's nodes when you save it.".to_owned()),
                 Err(error) => Err(error.to_string()),
             })
         })
@@ -58,6 +67,12 @@ pub fn WorkflowImport() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let take_file = move |file: web_sys::File| {
         name.set(name_from_file(&file.name()));
+        if file.type_().starts_with("image/") {
+            picture_name.set(Some(file.name()));
+            picture.set_value(Some(file));
+            return;
+        }
+        picture_name.set(None);
         spawn_local(async move {
             if let Some(contents) = file_text(file).await {
                 text.set(contents);
@@ -86,10 +101,14 @@ pub fn WorkflowImport() -> impl IntoView {
     let saving = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
     let save = move || {
-        let text = text.get_untracked();
+        let body = picture_name
+            .with_untracked(Option::is_some)
+            .then(|| picture.get_value())
+            .flatten()
+            .map_or_else(|| JsValue::from(text.get_untracked()), JsValue::from);
         let name = name.get_untracked().trim().to_owned();
         task::submit(saving, async move {
-            match api::save_workflow(&name, text).await {
+            match api::save_workflow(&name, body).await {
                 Ok(_) => crate::go(&Route::Workflow(name)),
                 Err(error) => failure.set(Some(error.to_string())),
             }
@@ -109,7 +128,7 @@ pub fn WorkflowImport() -> impl IntoView {
         >
             <h2 id="import-heading">"Import a workflow"</h2>
             <p class="muted">
-                "A workflow as ComfyUI saves it, or its Export (API). Paste it here, choose the file, or drop it on this card."
+                "A workflow as ComfyUI saves it, its Export (API), or a picture ComfyUI made. Paste it here, choose the file, or drop it on this card."
             </p>
             <label for="workflow-json">"Workflow JSON"</label>
             <textarea
@@ -120,18 +139,18 @@ pub fn WorkflowImport() -> impl IntoView {
                 autocomplete="off"
                 placeholder="{ \"3\": { \"class_type\": \"KSampler\", … } }"
                 prop:value=move || text.get()
-                on:input=move |ev| text.set(event_target_value(&ev))
+                on:input=move |ev| {
+                    picture_name.set(None);
+                    text.set(event_target_value(&ev));
+                }
             ></textarea>
             <label class="button secondary file-button">
                 "Choose a file…"
-                <input type="file" accept=".json,application/json" data-testid="workflow-file" on:change=on_choose />
+                <input type="file" accept=".json,application/json,image/png,image/webp" data-testid="workflow-file" on:change=on_choose />
             </label>
             {move || parsed().map(|result| match result {
-                Ok(nodes) => view! {
-                    <p class="ok" data-testid="workflow-summary">{match nodes {
-                        Some(nodes) => format!("An API workflow with {nodes} nodes."),
-                        None => "A workflow from ComfyUI's editor: the relay converts it with this ComfyUI's nodes when you save it.".to_owned(),
-                    }}</p>
+                Ok(summary) => view! {
+                    <p class="ok" data-testid="workflow-summary">{summary}</p>
                 }.into_any(),
                 Err(message) => view! {
                     <p class="error" data-testid="workflow-error" role="alert">{message}</p>

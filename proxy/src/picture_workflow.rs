@@ -1,0 +1,422 @@
+//! The workflow ComfyUI saves inside the pictures it makes, read as the picture streams in.
+//!
+//! ComfyUI's SaveImage writes PNG text chunks: `prompt` (the API-format workflow exactly as it
+//! ran) and `workflow` (the editor's graph); SaveAnimatedWEBP writes the same two into the
+//! WebP's EXIF, as ASCII tag 0x0110 `prompt:{...}` and 0x010F `workflow:{...}`. Other tools
+//! use iTXt or zTXt chunks, so those are read too. Only the chunks that can hold a workflow
+//! are kept, each at most [`MAX_TEXT_BYTES`]; pixel data streams past, so a large picture costs
+//! no memory.
+
+use axum::body::{Body, BodyDataStream};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+
+/// The largest text chunk kept (a workflow's JSON).
+pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
+/// The largest picture read.
+pub const MAX_PICTURE_BYTES: u64 = 256 * 1024 * 1024;
+
+const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+
+/// Which picture format a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A PNG.
+    Png,
+    /// A WebP (RIFF container).
+    Webp,
+}
+
+impl Format {
+    /// The format of a file starting with `head` (at least 12 bytes to tell a WebP).
+    pub fn sniff(head: &[u8]) -> Option<Self> {
+        if head.starts_with(PNG_SIGNATURE) {
+            Some(Self::Png)
+        } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
+            Some(Self::Webp)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a picture holds, as JSON text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Embedded {
+    /// The API-format workflow that made it.
+    pub prompt: Option<String>,
+    /// The editor's graph.
+    pub workflow: Option<String>,
+}
+
+/// Why a picture's workflow could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PictureError {
+    /// The picture's structure is broken.
+    #[error("This picture is damaged or cut short: {0}.")]
+    Damaged(&'static str),
+    /// A text chunk is larger than a workflow can be.
+    #[error("This picture holds a text larger than {} MB; it is not a workflow.", MAX_TEXT_BYTES >> 20)]
+    TextTooLarge,
+    /// The whole file is larger than a picture is read.
+    #[error("This picture is larger than {} MB.", MAX_PICTURE_BYTES >> 20)]
+    TooLarge,
+    /// The body could not be read.
+    #[error("The picture did not arrive whole: {0}")]
+    Body(String),
+}
+
+/// A request body read in order, a few bytes at a time, with nothing kept that was consumed.
+struct Stream {
+    body: BodyDataStream,
+    buffered: BytesMut,
+    read: u64,
+    ended: bool,
+}
+
+impl Stream {
+    /// Buffers `n` bytes; false if the body ends first.
+    async fn fill(&mut self, n: usize) -> Result<bool, PictureError> {
+        while self.buffered.len() < n && !self.ended {
+            match self.body.next().await {
+                Some(Ok(data)) => {
+                    self.read += data.len() as u64;
+                    if self.read > MAX_PICTURE_BYTES {
+                        return Err(PictureError::TooLarge);
+                    }
+                    self.buffered.extend_from_slice(&data);
+                }
+                Some(Err(error)) => return Err(PictureError::Body(error.to_string())),
+                None => self.ended = true,
+            }
+        }
+        Ok(self.buffered.len() >= n)
+    }
+
+    /// The next `n` bytes.
+    async fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, PictureError> {
+        if !self.fill(n).await? {
+            return Err(PictureError::Damaged(what));
+        }
+        Ok(self.buffered.split_to(n).freeze())
+    }
+
+    /// Passes over the next `n` bytes without keeping them.
+    async fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), PictureError> {
+        while n > 0 {
+            if !self.fill(1).await? {
+                return Err(PictureError::Damaged(what));
+            }
+            let here = n.min(self.buffered.len() as u64) as usize;
+            self.buffered.advance(here);
+            n -= here as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the workflow out of a picture of `format` arriving as `body` (whose first bytes are
+/// `head`, already read to tell the format).
+pub async fn read(format: Format, head: Bytes, body: Body) -> Result<Embedded, PictureError> {
+    let mut stream = Stream {
+        body: body.into_data_stream(),
+        read: head.len() as u64,
+        buffered: BytesMut::from(&head[..]),
+        ended: false,
+    };
+    match format {
+        Format::Png => read_png(&mut stream).await,
+        Format::Webp => read_webp(&mut stream).await,
+    }
+}
+
+async fn read_png(stream: &mut Stream) -> Result<Embedded, PictureError> {
+    stream
+        .skip(PNG_SIGNATURE.len() as u64, "no signature")
+        .await?;
+    let mut found = Embedded::default();
+    loop {
+        let head = stream.take(8, "a chunk is cut short").await?;
+        let length = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind = &head[4..8];
+        if kind == b"IEND" {
+            return Ok(found);
+        }
+        if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt") {
+            if length > MAX_TEXT_BYTES {
+                return Err(PictureError::TextTooLarge);
+            }
+            let data = stream.take(length, "a text chunk is cut short").await?;
+            if let Some((keyword, text)) = png_text(kind, &data)? {
+                found.keep(&keyword, text);
+            }
+        } else {
+            stream.skip(length as u64, "a chunk is cut short").await?;
+        }
+        stream.skip(4, "a chunk's checksum is missing").await?;
+    }
+}
+
+/// A PNG text chunk's keyword and text (`None` for a compression it does not name).
+fn png_text(kind: &[u8], data: &[u8]) -> Result<Option<(String, String)>, PictureError> {
+    let damaged = PictureError::Damaged("a text chunk has no keyword");
+    let split = data.iter().position(|&b| b == 0).ok_or(damaged)?;
+    let (keyword, rest) = (latin1(&data[..split]), &data[split + 1..]);
+    let text = match kind {
+        b"tEXt" => latin1(rest),
+        b"zTXt" => match rest.split_first() {
+            Some((0, compressed)) => latin1(&inflate(compressed)?),
+            _ => return Ok(None),
+        },
+        _ => {
+            // iTXt: compressed flag, method, language\0, translated keyword\0, UTF-8 text.
+            let [flag, method, rest @ ..] = rest else {
+                return Err(PictureError::Damaged("an iTXt chunk is cut short"));
+            };
+            let mut parts = rest.splitn(3, |&b| b == 0);
+            let text = parts
+                .nth(2)
+                .ok_or(PictureError::Damaged("an iTXt chunk is cut short"))?;
+            let text = match (flag, method) {
+                (0, _) => text.to_vec(),
+                (1, 0) => inflate(text)?,
+                _ => return Ok(None),
+            };
+            String::from_utf8_lossy(&text).into_owned()
+        }
+    };
+    Ok(Some((keyword, text)))
+}
+
+/// zlib data inflated, at most [`MAX_TEXT_BYTES`].
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, PictureError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(compressed)
+        .take(MAX_TEXT_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| PictureError::Damaged("a compressed text does not inflate"))?;
+    if out.len() > MAX_TEXT_BYTES {
+        return Err(PictureError::TextTooLarge);
+    }
+    Ok(out)
+}
+
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+async fn read_webp(stream: &mut Stream) -> Result<Embedded, PictureError> {
+    stream.skip(12, "no RIFF header").await?;
+    let mut found = Embedded::default();
+    while stream.fill(1).await? {
+        let head = stream.take(8, "a chunk is cut short").await?;
+        let length = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        // Chunks are padded to an even length.
+        let padding = (length % 2) as u64;
+        if &head[..4] == b"EXIF" {
+            if length > MAX_TEXT_BYTES {
+                return Err(PictureError::TextTooLarge);
+            }
+            let exif = stream.take(length, "the EXIF chunk is cut short").await?;
+            for (keyword, text) in exif_texts(&exif)? {
+                found.keep(&keyword, text);
+            }
+        } else {
+            stream.skip(length as u64, "a chunk is cut short").await?;
+        }
+        if stream.fill(1).await? {
+            stream.skip(padding, "a chunk's padding is missing").await?;
+        }
+    }
+    Ok(found)
+}
+
+/// The `key:text` values of IFD0's ASCII tags 0x010F and 0x0110, where ComfyUI writes them.
+fn exif_texts(exif: &[u8]) -> Result<Vec<(String, String)>, PictureError> {
+    let damaged = || PictureError::Damaged("its EXIF is malformed");
+    let tiff = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
+    let big_endian = match tiff.get(..2) {
+        Some(b"MM") => true,
+        Some(b"II") => false,
+        _ => return Err(damaged()),
+    };
+    let u16_at = |at: usize| -> Option<usize> {
+        let b: [u8; 2] = tiff.get(at..at + 2)?.try_into().ok()?;
+        Some(usize::from(if big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }))
+    };
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = tiff.get(at..at + 4)?.try_into().ok()?;
+        Some(if big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        } as usize)
+    };
+    let ifd = u32_at(4).ok_or_else(damaged)?;
+    let entries = u16_at(ifd).ok_or_else(damaged)?;
+    let mut texts = Vec::new();
+    for entry in (0..entries).map(|i| ifd + 2 + 12 * i) {
+        let (Some(tag), Some(kind), Some(count)) =
+            (u16_at(entry), u16_at(entry + 2), u32_at(entry + 4))
+        else {
+            return Err(damaged());
+        };
+        // ASCII (2) as Pillow writes a str, or UNDEFINED (7) bytes.
+        if !matches!(tag, 0x010F | 0x0110) || !matches!(kind, 2 | 7) {
+            continue;
+        }
+        let at = if count <= 4 {
+            entry + 8
+        } else {
+            u32_at(entry + 8).ok_or_else(damaged)?
+        };
+        let value = tiff.get(at..at.saturating_add(count)).ok_or_else(damaged)?;
+        let value = String::from_utf8_lossy(value.strip_suffix(b"\0").unwrap_or(value));
+        if let Some((keyword, text)) = value.split_once(':') {
+            texts.push((keyword.to_owned(), text.to_owned()));
+        }
+    }
+    Ok(texts)
+}
+
+impl Embedded {
+    fn keep(&mut self, keyword: &str, text: String) {
+        match keyword {
+            "prompt" => self.prompt = Some(text),
+            "workflow" => self.workflow = Some(text),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/pictures")
+            .join(name);
+        std::fs::read(path).unwrap()
+    }
+
+    async fn read_all(bytes: Vec<u8>) -> Result<Embedded, PictureError> {
+        let format = Format::sniff(&bytes).expect("a picture");
+        read(format, Bytes::new(), Body::from(bytes)).await
+    }
+
+    fn is_json_object(text: &Option<String>) -> bool {
+        text.as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .is_some_and(|v| v.is_object())
+    }
+
+    #[tokio::test]
+    async fn the_prompt_and_the_graph_come_out_of_a_png_and_a_webp_comfyui_saved() {
+        for name in ["comfyui_saved.png", "comfyui_saved.webp"] {
+            let found = read_all(fixture(name)).await.unwrap();
+            assert!(is_json_object(&found.prompt), "{name}: {found:?}");
+            assert!(is_json_object(&found.workflow), "{name}: {found:?}");
+            assert!(
+                found
+                    .prompt
+                    .unwrap()
+                    .contains("\"class_type\": \"SaveImage\"")
+            );
+            assert!(found.workflow.unwrap().contains("\"links\""));
+        }
+        assert_eq!(
+            read_all(fixture("no_workflow.png")).await.unwrap(),
+            Embedded::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_head_already_read_and_a_body_in_small_pieces_read_the_same() {
+        let bytes = fixture("comfyui_saved.webp");
+        let whole = read_all(bytes.clone()).await.unwrap();
+        let pieces: Vec<Result<Bytes, std::io::Error>> = bytes[16..]
+            .chunks(7)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let body = Body::from_stream(futures_util::stream::iter(pieces));
+        let head = Bytes::copy_from_slice(&bytes[..16]);
+        assert_eq!(read(Format::Webp, head, body).await.unwrap(), whole);
+    }
+
+    #[tokio::test]
+    async fn compressed_and_international_text_chunks_are_read() {
+        let mut png = PNG_SIGNATURE.to_vec();
+        let chunk = |kind: &[u8], data: &[u8]| {
+            let mut out = (data.len() as u32).to_be_bytes().to_vec();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&crc32fast::hash(&[kind, data].concat()).to_be_bytes());
+            out
+        };
+        let zlib = |text: &str| {
+            let mut encoder =
+                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut encoder, text.as_bytes()).unwrap();
+            encoder.finish().unwrap()
+        };
+        png.extend(chunk(
+            b"zTXt",
+            &[b"prompt\0\0".as_slice(), &zlib("{\"1\": {}}")].concat(),
+        ));
+        png.extend(chunk(
+            b"iTXt",
+            &[
+                b"workflow\0\x01\0en\0\0".as_slice(),
+                &zlib("{\"nodes\": [], \"title\": \"été\"}"),
+            ]
+            .concat(),
+        ));
+        png.extend(chunk(b"IEND", b""));
+        let found = read_all(png).await.unwrap();
+        assert_eq!(found.prompt.as_deref(), Some("{\"1\": {}}"));
+        assert_eq!(
+            found.workflow.as_deref(),
+            Some("{\"nodes\": [], \"title\": \"été\"}")
+        );
+    }
+
+    #[tokio::test]
+    async fn broken_pictures_are_named_never_a_panic() {
+        let png = fixture("comfyui_saved.png");
+        let webp = fixture("comfyui_saved.webp");
+        // Cut anywhere: an error or what was found before the cut, never a panic.
+        for cut in (0..png.len()).step_by(13) {
+            let mut head = png[..cut].to_vec();
+            if Format::sniff(&head).is_none() {
+                head = PNG_SIGNATURE.to_vec();
+            }
+            let _ = read(Format::Png, Bytes::new(), Body::from(head)).await;
+        }
+        for cut in (12..webp.len()).step_by(11) {
+            let _ = read(Format::Webp, Bytes::new(), Body::from(webp[..cut].to_vec())).await;
+        }
+        let cut_png = png[..png.len() - 30].to_vec();
+        assert!(matches!(
+            read_all(cut_png).await,
+            Err(PictureError::Damaged(_))
+        ));
+        let mut huge = PNG_SIGNATURE.to_vec();
+        huge.extend_from_slice(&(u32::MAX).to_be_bytes());
+        huge.extend_from_slice(b"tEXt");
+        assert_eq!(read_all(huge).await, Err(PictureError::TextTooLarge));
+    }
+
+    #[test]
+    fn formats_are_told_by_their_first_bytes() {
+        assert_eq!(Format::sniff(PNG_SIGNATURE), Some(Format::Png));
+        assert_eq!(Format::sniff(b"RIFF\0\0\0\0WEBPVP8X"), Some(Format::Webp));
+        assert_eq!(Format::sniff(b"RIFF\0\0\0\0WAVEfmt "), None);
+        assert_eq!(Format::sniff(b"{\"3\": {}}"), None);
+    }
+}
