@@ -9,7 +9,7 @@ pub mod preview;
 pub mod ws;
 
 pub use http::*;
-pub use output::{MAX_TEXT_CHARS, Output};
+pub use output::Output;
 pub use preview::{BinaryFrame, PreviewError, PreviewImage, PreviewMetadata, with_metadata};
 pub use ws::*;
 

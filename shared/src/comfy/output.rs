@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::ws::{ImageRef, NodeOutput};
 
 /// The longest text output kept, in characters; a longer one is cut with a note.
-pub const MAX_TEXT_CHARS: usize = 20_000;
+const MAX_TEXT_CHARS: usize = 20_000;
 
 /// One thing a run made, with what the app needs to show it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub enum Output {
     Audio(ImageRef),
     /// Any other file (a latent, a model): offered as a download.
     File(ImageRef),
-    /// Text a node showed, at most [`MAX_TEXT_CHARS`] characters.
+    /// Text a node showed, at most 20,000 characters (a longer one is cut with a note).
     Text(String),
 }
 
