@@ -28,9 +28,9 @@ use shared::workflow::{Workflow, WorkflowError};
 
 use crate::auth::token::write_private;
 use crate::clock::epoch_ms;
+use crate::embedded_workflow::{self, EmbeddedError, Format};
 use crate::error::{ApiError, RelayError};
 use crate::object_info::ObjectInfo;
-use crate::picture_workflow::{self, Format, PictureError};
 use crate::state::AppState;
 
 /// The workflow library: list, read, save, delete, rename.
@@ -76,15 +76,15 @@ pub enum LibraryError {
     /// An editor-format workflow that cannot be converted (nodes this ComfyUI lacks, say).
     #[error("{0}")]
     NotConvertible(ConvertError),
-    /// A picture whose workflow cannot be read.
+    /// A picture or sound whose workflow cannot be read.
     #[error("{0}")]
-    Picture(PictureError),
-    /// A picture without a workflow inside.
+    Embedded(EmbeddedError),
+    /// A picture or sound without a workflow inside.
     #[error(
-        "This picture holds no workflow. ComfyUI saves one inside the PNG and WebP files it \
-         makes, unless it runs with --disable-metadata or the picture was edited since."
+        "This file holds no workflow. ComfyUI saves one inside the PNG, WebP and FLAC files it \
+         makes, unless it runs with --disable-metadata or the file was edited since."
     )]
-    NoWorkflowInPicture,
+    NoEmbeddedWorkflow,
     /// The operator manages the library on disk.
     #[error("The workflows are locked: the operator manages them on the relay's machine.")]
     Locked,
@@ -97,9 +97,9 @@ impl IntoResponse for LibraryError {
     fn into_response(self) -> Response {
         let status = match &self {
             Self::BadName | Self::Malformed(_) => StatusCode::BAD_REQUEST,
-            Self::Picture(PictureError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Picture(_) => StatusCode::BAD_REQUEST,
-            Self::NoWorkflowInPicture => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Embedded(EmbeddedError::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Embedded(_) => StatusCode::BAD_REQUEST,
+            Self::NoEmbeddedWorkflow => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Exists(_) => StatusCode::CONFLICT,
             Self::NotApiWorkflow(_) | Self::NotConvertible(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -342,8 +342,8 @@ pub async fn get(
 }
 
 /// `PUT /api/workflows/{name}`: saves the body: an API-format workflow, one saved from
-/// ComfyUI's editor (converted with ComfyUI's node schemas), or a PNG or WebP ComfyUI made
-/// (the API workflow that made it, else its editor graph).
+/// ComfyUI's editor (converted with ComfyUI's node schemas), or a PNG, WebP or FLAC ComfyUI
+/// made (the API workflow that made it, else its editor graph).
 pub async fn put(
     State(library): State<Arc<Library>>,
     State(object_info): State<Arc<ObjectInfo>>,
@@ -365,13 +365,13 @@ pub async fn put(
         }
     }
     let json = if let Some(format) = Format::sniff(&text) {
-        let found = picture_workflow::read(format, text.freeze(), Body::from_stream(data))
+        let found = embedded_workflow::read(format, text.freeze(), Body::from_stream(data))
             .await
-            .map_err(|e| LibraryError::Picture(e).into_response())?;
+            .map_err(|e| LibraryError::Embedded(e).into_response())?;
         found
             .prompt
             .or(found.workflow)
-            .ok_or_else(|| LibraryError::NoWorkflowInPicture.into_response())?
+            .ok_or_else(|| LibraryError::NoEmbeddedWorkflow.into_response())?
             .into_bytes()
     } else {
         while let Some(chunk) = data.next().await {

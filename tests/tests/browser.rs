@@ -117,7 +117,7 @@ async fn a_picture_comfyui_made_opens_the_workflow_that_made_it() {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::library(&browser).await;
-    app::choose_file(&browser, &fixtures::path("pictures/comfyui_saved.webp")).await;
+    app::choose_file(&browser, &fixtures::path("embedded/comfyui_saved.webp")).await;
     let summary = browser
         .wait_for_text("workflow-summary", |t| !t.is_empty())
         .await;

@@ -235,10 +235,10 @@ async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
 }
 
 #[tokio::test]
-async fn a_picture_comfyui_made_is_saved_as_the_workflow_inside_it() {
+async fn a_picture_or_sound_comfyui_made_is_saved_as_the_workflow_inside_it() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
-    let picture = |name: &str| std::fs::read(fixtures::path(&format!("pictures/{name}"))).unwrap();
+    let picture = |name: &str| std::fs::read(fixtures::path(&format!("embedded/{name}"))).unwrap();
     let put = |name: &'static str, bytes: Vec<u8>| {
         let phone = phone.clone();
         async move {
@@ -255,6 +255,7 @@ async fn a_picture_comfyui_made_is_saved_as_the_workflow_inside_it() {
     for (file, prefix) in [
         ("comfyui_saved.png", "from_a_picture"),
         ("comfyui_saved.webp", "from_a_picture"),
+        ("comfyui_saved.flac", "from_a_picture"),
         ("graph_only.png", "ComfyUI"),
     ] {
         let saved = put("pictured", picture(file)).await;

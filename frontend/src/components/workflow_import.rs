@@ -45,7 +45,8 @@ async fn file_text(file: web_sys::File) -> Option<String> {
 pub fn WorkflowImport() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let name = RwSignal::new("Workflow".to_owned());
-    // A picture ComfyUI made goes to the relay as it is, which reads the workflow inside.
+    // A picture or sound ComfyUI made goes to the relay as it is, which reads the workflow
+    // inside.
     let picture = StoredValue::new(None::<web_sys::File>);
     let picture_name = RwSignal::new(None::<String>);
     // What will be saved, or why it cannot be. A workflow saved from ComfyUI's editor is
@@ -53,7 +54,7 @@ pub fn WorkflowImport() -> impl IntoView {
     let parsed = move || {
         if picture_name.with(Option::is_some) {
             return Some(Ok(
-                "A picture: the relay reads the workflow ComfyUI saved in it.".to_owned(),
+                "A picture or sound: the relay reads the workflow ComfyUI saved in it.".to_owned(),
             ));
         }
         text.with(|t| {
@@ -67,7 +68,7 @@ pub fn WorkflowImport() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let take_file = move |file: web_sys::File| {
         name.set(name_from_file(&file.name()));
-        if file.type_().starts_with("image/") {
+        if file.type_().starts_with("image/") || file.type_().starts_with("audio/") {
             picture_name.set(Some(file.name()));
             picture.set_value(Some(file));
             return;
@@ -128,7 +129,7 @@ pub fn WorkflowImport() -> impl IntoView {
         >
             <h2 id="import-heading">"Import a workflow"</h2>
             <p class="muted">
-                "A workflow as ComfyUI saves it, its Export (API), or a picture ComfyUI made. Paste it here, choose the file, or drop it on this card."
+                "A workflow as ComfyUI saves it, its Export (API), or a picture or sound ComfyUI made. Paste it here, choose the file, or drop it on this card."
             </p>
             <label for="workflow-json">"Workflow JSON"</label>
             <textarea
@@ -146,7 +147,7 @@ pub fn WorkflowImport() -> impl IntoView {
             ></textarea>
             <label class="button secondary file-button">
                 "Choose a file…"
-                <input type="file" accept=".json,application/json,image/png,image/webp" data-testid="workflow-file" on:change=on_choose />
+                <input type="file" accept=".json,application/json,image/png,image/webp,audio/flac" data-testid="workflow-file" on:change=on_choose />
             </label>
             {move || parsed().map(|result| match result {
                 Ok(summary) => view! {

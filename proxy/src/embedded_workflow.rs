@@ -1,11 +1,13 @@
-//! The workflow ComfyUI saves inside the pictures it makes, read as the picture streams in.
+//! The workflow ComfyUI saves inside the pictures and sounds it makes, read as the file
+//! streams in.
 //!
 //! ComfyUI's SaveImage writes PNG text chunks: `prompt` (the API-format workflow exactly as it
 //! ran) and `workflow` (the editor's graph); SaveAnimatedWEBP writes the same two into the
-//! WebP's EXIF, as ASCII tag 0x0110 `prompt:{...}` and 0x010F `workflow:{...}`. Other tools
-//! use iTXt or zTXt chunks, so those are read too. Only the chunks that can hold a workflow
-//! are kept, each at most [`MAX_TEXT_BYTES`]; pixel data streams past, so a large picture costs
-//! no memory.
+//! WebP's EXIF, as ASCII tag 0x0110 `prompt:{...}` and 0x010F `workflow:{...}`; SaveAudio
+//! writes them as FLAC Vorbis comments `prompt=...` and `workflow=...`. Other tools use iTXt or
+//! zTXt chunks, so those are read too. Only the parts that can hold a workflow are kept, each
+//! at most [`MAX_TEXT_BYTES`]; pixel and sound data stream past, so a large file costs no
+//! memory.
 
 use axum::body::{Body, BodyDataStream};
 use bytes::{Buf, Bytes, BytesMut};
@@ -13,18 +15,20 @@ use futures_util::StreamExt as _;
 
 /// The largest text chunk kept (a workflow's JSON).
 pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
-/// The largest picture read.
-pub const MAX_PICTURE_BYTES: u64 = 256 * 1024 * 1024;
+/// The largest file read.
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
 
-/// Which picture format a file's first bytes say it is.
+/// Which format a file's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// A PNG.
     Png,
     /// A WebP (RIFF container).
     Webp,
+    /// A FLAC sound.
+    Flac,
 }
 
 impl Format {
@@ -34,13 +38,15 @@ impl Format {
             Some(Self::Png)
         } else if head.len() >= 12 && &head[..4] == b"RIFF" && &head[8..12] == b"WEBP" {
             Some(Self::Webp)
+        } else if head.starts_with(b"fLaC") {
+            Some(Self::Flac)
         } else {
             None
         }
     }
 }
 
-/// What a picture holds, as JSON text.
+/// What a file holds, as JSON text.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Embedded {
     /// The API-format workflow that made it.
@@ -49,20 +55,20 @@ pub struct Embedded {
     pub workflow: Option<String>,
 }
 
-/// Why a picture's workflow could not be read.
+/// Why a file's workflow could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PictureError {
-    /// The picture's structure is broken.
-    #[error("This picture is damaged or cut short: {0}.")]
+pub enum EmbeddedError {
+    /// The file's structure is broken.
+    #[error("This file is damaged or cut short: {0}.")]
     Damaged(&'static str),
     /// A text chunk is larger than a workflow can be.
-    #[error("This picture holds a text larger than {} MB; it is not a workflow.", MAX_TEXT_BYTES >> 20)]
+    #[error("This file holds a text larger than {} MB; it is not a workflow.", MAX_TEXT_BYTES >> 20)]
     TextTooLarge,
-    /// The whole file is larger than a picture is read.
-    #[error("This picture is larger than {} MB.", MAX_PICTURE_BYTES >> 20)]
+    /// The whole file is larger than a file is read.
+    #[error("This file is larger than {} MB.", MAX_FILE_BYTES >> 20)]
     TooLarge,
     /// The body could not be read.
-    #[error("The picture did not arrive whole: {0}")]
+    #[error("The file did not arrive whole: {0}")]
     Body(String),
 }
 
@@ -76,17 +82,17 @@ struct Stream {
 
 impl Stream {
     /// Buffers `n` bytes; false if the body ends first.
-    async fn fill(&mut self, n: usize) -> Result<bool, PictureError> {
+    async fn fill(&mut self, n: usize) -> Result<bool, EmbeddedError> {
         while self.buffered.len() < n && !self.ended {
             match self.body.next().await {
                 Some(Ok(data)) => {
                     self.read += data.len() as u64;
-                    if self.read > MAX_PICTURE_BYTES {
-                        return Err(PictureError::TooLarge);
+                    if self.read > MAX_FILE_BYTES {
+                        return Err(EmbeddedError::TooLarge);
                     }
                     self.buffered.extend_from_slice(&data);
                 }
-                Some(Err(error)) => return Err(PictureError::Body(error.to_string())),
+                Some(Err(error)) => return Err(EmbeddedError::Body(error.to_string())),
                 None => self.ended = true,
             }
         }
@@ -94,18 +100,18 @@ impl Stream {
     }
 
     /// The next `n` bytes.
-    async fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, PictureError> {
+    async fn take(&mut self, n: usize, what: &'static str) -> Result<Bytes, EmbeddedError> {
         if !self.fill(n).await? {
-            return Err(PictureError::Damaged(what));
+            return Err(EmbeddedError::Damaged(what));
         }
         Ok(self.buffered.split_to(n).freeze())
     }
 
     /// Passes over the next `n` bytes without keeping them.
-    async fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), PictureError> {
+    async fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), EmbeddedError> {
         while n > 0 {
             if !self.fill(1).await? {
-                return Err(PictureError::Damaged(what));
+                return Err(EmbeddedError::Damaged(what));
             }
             let here = n.min(self.buffered.len() as u64) as usize;
             self.buffered.advance(here);
@@ -115,9 +121,9 @@ impl Stream {
     }
 }
 
-/// Reads the workflow out of a picture of `format` arriving as `body` (whose first bytes are
+/// Reads the workflow out of a file of `format` arriving as `body` (whose first bytes are
 /// `head`, already read to tell the format).
-pub async fn read(format: Format, head: Bytes, body: Body) -> Result<Embedded, PictureError> {
+pub async fn read(format: Format, head: Bytes, body: Body) -> Result<Embedded, EmbeddedError> {
     let mut stream = Stream {
         body: body.into_data_stream(),
         read: head.len() as u64,
@@ -127,10 +133,63 @@ pub async fn read(format: Format, head: Bytes, body: Body) -> Result<Embedded, P
     match format {
         Format::Png => read_png(&mut stream).await,
         Format::Webp => read_webp(&mut stream).await,
+        Format::Flac => read_flac(&mut stream).await,
     }
 }
 
-async fn read_png(stream: &mut Stream) -> Result<Embedded, PictureError> {
+async fn read_flac(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
+    stream.skip(4, "no fLaC marker").await?;
+    let mut found = Embedded::default();
+    // Metadata blocks, then the sound, which is not read.
+    loop {
+        let head = stream.take(4, "a metadata block is cut short").await?;
+        let (last, kind) = (head[0] & 0x80 != 0, head[0] & 0x7F);
+        let length = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+        if kind == 4 {
+            if length > MAX_TEXT_BYTES {
+                return Err(EmbeddedError::TextTooLarge);
+            }
+            let block = stream.take(length, "the comments are cut short").await?;
+            for (keyword, text) in vorbis_comments(&block)? {
+                found.keep(&keyword.to_ascii_lowercase(), text);
+            }
+        } else {
+            stream
+                .skip(length as u64, "a metadata block is cut short")
+                .await?;
+        }
+        if last {
+            return Ok(found);
+        }
+    }
+}
+
+/// A Vorbis comment block's `KEY=value` pairs (lengths little-endian, after a vendor string).
+fn vorbis_comments(block: &[u8]) -> Result<Vec<(String, String)>, EmbeddedError> {
+    let damaged = || EmbeddedError::Damaged("its comments are malformed");
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = block.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b) as usize)
+    };
+    let vendor = u32_at(0).ok_or_else(damaged)?;
+    let mut at = 4usize.checked_add(vendor).ok_or_else(damaged)?;
+    let count = u32_at(at).ok_or_else(damaged)?;
+    at += 4;
+    let mut comments = Vec::new();
+    for _ in 0..count {
+        let length = u32_at(at).ok_or_else(damaged)?;
+        let comment = block
+            .get(at + 4..(at + 4).saturating_add(length))
+            .ok_or_else(damaged)?;
+        at += 4 + length;
+        if let Some((key, value)) = String::from_utf8_lossy(comment).split_once('=') {
+            comments.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    Ok(comments)
+}
+
+async fn read_png(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
     stream
         .skip(PNG_SIGNATURE.len() as u64, "no signature")
         .await?;
@@ -144,7 +203,7 @@ async fn read_png(stream: &mut Stream) -> Result<Embedded, PictureError> {
         }
         if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt") {
             if length > MAX_TEXT_BYTES {
-                return Err(PictureError::TextTooLarge);
+                return Err(EmbeddedError::TextTooLarge);
             }
             let data = stream.take(length, "a text chunk is cut short").await?;
             if let Some((keyword, text)) = png_text(kind, &data)? {
@@ -158,8 +217,8 @@ async fn read_png(stream: &mut Stream) -> Result<Embedded, PictureError> {
 }
 
 /// A PNG text chunk's keyword and text (`None` for a compression it does not name).
-fn png_text(kind: &[u8], data: &[u8]) -> Result<Option<(String, String)>, PictureError> {
-    let damaged = PictureError::Damaged("a text chunk has no keyword");
+fn png_text(kind: &[u8], data: &[u8]) -> Result<Option<(String, String)>, EmbeddedError> {
+    let damaged = EmbeddedError::Damaged("a text chunk has no keyword");
     let split = data.iter().position(|&b| b == 0).ok_or(damaged)?;
     let (keyword, rest) = (latin1(&data[..split]), &data[split + 1..]);
     let text = match kind {
@@ -171,12 +230,12 @@ fn png_text(kind: &[u8], data: &[u8]) -> Result<Option<(String, String)>, Pictur
         _ => {
             // iTXt: compressed flag, method, language\0, translated keyword\0, UTF-8 text.
             let [flag, method, rest @ ..] = rest else {
-                return Err(PictureError::Damaged("an iTXt chunk is cut short"));
+                return Err(EmbeddedError::Damaged("an iTXt chunk is cut short"));
             };
             let mut parts = rest.splitn(3, |&b| b == 0);
             let text = parts
                 .nth(2)
-                .ok_or(PictureError::Damaged("an iTXt chunk is cut short"))?;
+                .ok_or(EmbeddedError::Damaged("an iTXt chunk is cut short"))?;
             let text = match (flag, method) {
                 (0, _) => text.to_vec(),
                 (1, 0) => inflate(text)?,
@@ -189,15 +248,15 @@ fn png_text(kind: &[u8], data: &[u8]) -> Result<Option<(String, String)>, Pictur
 }
 
 /// zlib data inflated, at most [`MAX_TEXT_BYTES`].
-fn inflate(compressed: &[u8]) -> Result<Vec<u8>, PictureError> {
+fn inflate(compressed: &[u8]) -> Result<Vec<u8>, EmbeddedError> {
     use std::io::Read as _;
     let mut out = Vec::new();
     flate2::read::ZlibDecoder::new(compressed)
         .take(MAX_TEXT_BYTES as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|_| PictureError::Damaged("a compressed text does not inflate"))?;
+        .map_err(|_| EmbeddedError::Damaged("a compressed text does not inflate"))?;
     if out.len() > MAX_TEXT_BYTES {
-        return Err(PictureError::TextTooLarge);
+        return Err(EmbeddedError::TextTooLarge);
     }
     Ok(out)
 }
@@ -206,7 +265,7 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
-async fn read_webp(stream: &mut Stream) -> Result<Embedded, PictureError> {
+async fn read_webp(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
     stream.skip(12, "no RIFF header").await?;
     let mut found = Embedded::default();
     while stream.fill(1).await? {
@@ -216,7 +275,7 @@ async fn read_webp(stream: &mut Stream) -> Result<Embedded, PictureError> {
         let padding = (length % 2) as u64;
         if &head[..4] == b"EXIF" {
             if length > MAX_TEXT_BYTES {
-                return Err(PictureError::TextTooLarge);
+                return Err(EmbeddedError::TextTooLarge);
             }
             let exif = stream.take(length, "the EXIF chunk is cut short").await?;
             for (keyword, text) in exif_texts(&exif)? {
@@ -233,8 +292,8 @@ async fn read_webp(stream: &mut Stream) -> Result<Embedded, PictureError> {
 }
 
 /// The `key:text` values of IFD0's ASCII tags 0x010F and 0x0110, where ComfyUI writes them.
-fn exif_texts(exif: &[u8]) -> Result<Vec<(String, String)>, PictureError> {
-    let damaged = || PictureError::Damaged("its EXIF is malformed");
+fn exif_texts(exif: &[u8]) -> Result<Vec<(String, String)>, EmbeddedError> {
+    let damaged = || EmbeddedError::Damaged("its EXIF is malformed");
     let tiff = exif.strip_prefix(b"Exif\0\0").unwrap_or(exif);
     let big_endian = match tiff.get(..2) {
         Some(b"MM") => true,
@@ -300,13 +359,13 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/pictures")
+            .join("../tests/fixtures/embedded")
             .join(name);
         std::fs::read(path).unwrap()
     }
 
-    async fn read_all(bytes: Vec<u8>) -> Result<Embedded, PictureError> {
-        let format = Format::sniff(&bytes).expect("a picture");
+    async fn read_all(bytes: Vec<u8>) -> Result<Embedded, EmbeddedError> {
+        let format = Format::sniff(&bytes).expect("a known format");
         read(format, Bytes::new(), Body::from(bytes)).await
     }
 
@@ -317,8 +376,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_prompt_and_the_graph_come_out_of_a_png_and_a_webp_comfyui_saved() {
-        for name in ["comfyui_saved.png", "comfyui_saved.webp"] {
+    async fn the_prompt_and_the_graph_come_out_of_a_png_a_webp_and_a_flac_comfyui_saved() {
+        for name in [
+            "comfyui_saved.png",
+            "comfyui_saved.webp",
+            "comfyui_saved.flac",
+        ] {
             let found = read_all(fixture(name)).await.unwrap();
             assert!(is_json_object(&found.prompt), "{name}: {found:?}");
             assert!(is_json_object(&found.workflow), "{name}: {found:?}");
@@ -387,7 +450,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn broken_pictures_are_named_never_a_panic() {
+    async fn broken_files_are_named_never_a_panic() {
         let png = fixture("comfyui_saved.png");
         let webp = fixture("comfyui_saved.webp");
         // Cut anywhere: an error or what was found before the cut, never a panic.
@@ -401,15 +464,19 @@ mod tests {
         for cut in (12..webp.len()).step_by(11) {
             let _ = read(Format::Webp, Bytes::new(), Body::from(webp[..cut].to_vec())).await;
         }
+        let flac = fixture("comfyui_saved.flac");
+        for cut in 4..flac.len().min(2000) {
+            let _ = read(Format::Flac, Bytes::new(), Body::from(flac[..cut].to_vec())).await;
+        }
         let cut_png = png[..png.len() - 30].to_vec();
         assert!(matches!(
             read_all(cut_png).await,
-            Err(PictureError::Damaged(_))
+            Err(EmbeddedError::Damaged(_))
         ));
         let mut huge = PNG_SIGNATURE.to_vec();
         huge.extend_from_slice(&(u32::MAX).to_be_bytes());
         huge.extend_from_slice(b"tEXt");
-        assert_eq!(read_all(huge).await, Err(PictureError::TextTooLarge));
+        assert_eq!(read_all(huge).await, Err(EmbeddedError::TextTooLarge));
     }
 
     #[test]
@@ -417,6 +484,7 @@ mod tests {
         assert_eq!(Format::sniff(PNG_SIGNATURE), Some(Format::Png));
         assert_eq!(Format::sniff(b"RIFF\0\0\0\0WEBPVP8X"), Some(Format::Webp));
         assert_eq!(Format::sniff(b"RIFF\0\0\0\0WAVEfmt "), None);
+        assert_eq!(Format::sniff(b"fLaC\0\0\0\x22"), Some(Format::Flac));
         assert_eq!(Format::sniff(b"{\"3\": {}}"), None);
     }
 }
