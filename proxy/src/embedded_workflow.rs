@@ -107,6 +107,14 @@ impl Stream {
         Ok(self.buffered.split_to(n).freeze())
     }
 
+    /// The next `n` bytes, a part that may hold a workflow: at most [`MAX_TEXT_BYTES`].
+    async fn take_text(&mut self, n: usize, what: &'static str) -> Result<Bytes, EmbeddedError> {
+        if n > MAX_TEXT_BYTES {
+            return Err(EmbeddedError::TextTooLarge);
+        }
+        self.take(n, what).await
+    }
+
     /// Passes over the next `n` bytes without keeping them.
     async fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), EmbeddedError> {
         while n > 0 {
@@ -146,10 +154,9 @@ async fn read_flac(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
         let (last, kind) = (head[0] & 0x80 != 0, head[0] & 0x7F);
         let length = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
         if kind == 4 {
-            if length > MAX_TEXT_BYTES {
-                return Err(EmbeddedError::TextTooLarge);
-            }
-            let block = stream.take(length, "the comments are cut short").await?;
+            let block = stream
+                .take_text(length, "the comments are cut short")
+                .await?;
             for (keyword, text) in vorbis_comments(&block)? {
                 found.keep(&keyword.to_ascii_lowercase(), text);
             }
@@ -202,10 +209,9 @@ async fn read_png(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
             return Ok(found);
         }
         if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt") {
-            if length > MAX_TEXT_BYTES {
-                return Err(EmbeddedError::TextTooLarge);
-            }
-            let data = stream.take(length, "a text chunk is cut short").await?;
+            let data = stream
+                .take_text(length, "a text chunk is cut short")
+                .await?;
             if let Some((keyword, text)) = png_text(kind, &data)? {
                 found.keep(&keyword, text);
             }
@@ -274,10 +280,9 @@ async fn read_webp(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
         // Chunks are padded to an even length.
         let padding = (length % 2) as u64;
         if &head[..4] == b"EXIF" {
-            if length > MAX_TEXT_BYTES {
-                return Err(EmbeddedError::TextTooLarge);
-            }
-            let exif = stream.take(length, "the EXIF chunk is cut short").await?;
+            let exif = stream
+                .take_text(length, "the EXIF chunk is cut short")
+                .await?;
             for (keyword, text) in exif_texts(&exif)? {
                 found.keep(&keyword, text);
             }

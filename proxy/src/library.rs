@@ -352,9 +352,7 @@ pub async fn put(
 ) -> Result<Json<SavedWorkflow>, Response> {
     // Refused before anything is read or asked of ComfyUI.
     library.writable().map_err(IntoResponse::into_response)?;
-    valid_name(&name)
-        .then_some(())
-        .ok_or_else(|| LibraryError::BadName.into_response())?;
+    library.path(&name).map_err(IntoResponse::into_response)?;
     let mut data = body.into_data_stream();
     let mut text = BytesMut::new();
     // Enough of the start to tell a picture from JSON.

@@ -48,11 +48,11 @@ pub fn WorkflowImport() -> impl IntoView {
     // A picture or sound ComfyUI made goes to the relay as it is, which reads the workflow
     // inside.
     let picture = StoredValue::new(None::<web_sys::File>);
-    let picture_name = RwSignal::new(None::<String>);
+    let picture_chosen = RwSignal::new(false);
     // What will be saved, or why it cannot be. A workflow saved from ComfyUI's editor is
     // converted by the relay when it is saved.
     let parsed = move || {
-        if picture_name.with(Option::is_some) {
+        if picture_chosen.get() {
             return Some(Ok(
                 "A picture or sound: the relay reads the workflow ComfyUI saved in it.".to_owned(),
             ));
@@ -69,11 +69,12 @@ pub fn WorkflowImport() -> impl IntoView {
     let take_file = move |file: web_sys::File| {
         name.set(name_from_file(&file.name()));
         if file.type_().starts_with("image/") || file.type_().starts_with("audio/") {
-            picture_name.set(Some(file.name()));
             picture.set_value(Some(file));
+            picture_chosen.set(true);
             return;
         }
-        picture_name.set(None);
+        picture.set_value(None);
+        picture_chosen.set(false);
         spawn_local(async move {
             if let Some(contents) = file_text(file).await {
                 text.set(contents);
@@ -102,10 +103,8 @@ pub fn WorkflowImport() -> impl IntoView {
     let saving = RwSignal::new(false);
     let failure = RwSignal::new(None::<String>);
     let save = move || {
-        let body = picture_name
-            .with_untracked(Option::is_some)
-            .then(|| picture.get_value())
-            .flatten()
+        let body = picture
+            .get_value()
             .map_or_else(|| JsValue::from(text.get_untracked()), JsValue::from);
         let name = name.get_untracked().trim().to_owned();
         task::submit(saving, async move {
@@ -141,7 +140,8 @@ pub fn WorkflowImport() -> impl IntoView {
                 placeholder="{ \"3\": { \"class_type\": \"KSampler\", … } }"
                 prop:value=move || text.get()
                 on:input=move |ev| {
-                    picture_name.set(None);
+                    picture.set_value(None);
+                    picture_chosen.set(false);
                     text.set(event_target_value(&ev));
                 }
             ></textarea>
