@@ -122,6 +122,11 @@ pub async fn workflow(name: &str) -> Result<Workflow, ApiError> {
     call(Request::get(&format!("/api/workflows/{}", segment(name))).build()).await
 }
 
+/// The API-format workflow job `id` ran, its values as they were sent.
+pub async fn job_workflow(id: &str) -> Result<Workflow, ApiError> {
+    call(Request::get(&format!("/api/jobs/{}/workflow", segment(id))).build()).await
+}
+
 /// Saves a workflow under `name` (replacing one of that name): `body` is API-format JSON, a
 /// workflow saved from ComfyUI's editor, or a picture ComfyUI made (a `File`); the relay
 /// converts the last two.

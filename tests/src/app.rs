@@ -124,12 +124,14 @@ pub async fn value_of(browser: &Browser, id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Chooses an option of a select.
+/// Chooses an option of a select, or of a searchable list (as picking a suggestion does:
+/// `input`, then `change`).
 pub async fn choose(browser: &Browser, id: &str, option: &str) {
     browser
         .eval(&format!(
             "const s = document.querySelector('[data-testid=\"{id}\"]');
              s.value = {};
+             s.dispatchEvent(new Event('input', {{bubbles: true}}));
              s.dispatchEvent(new Event('change', {{bubbles: true}}));",
             serde_json::to_string(option).expect("a JS string")
         ))

@@ -242,6 +242,20 @@ impl Browser {
         );
     }
 
+    /// Waits until `script` (a function body) returns `true`; `what` says what was awaited
+    /// when it never does.
+    pub async fn wait_until(&self, what: &str, script: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.eval(script).await == Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let shot = self.screenshot("failed-wait").await;
+        panic!("never {what} (screenshot: {})", shot.display());
+    }
+
     /// Sends a Chrome DevTools Protocol command (CPU throttling, emulated media, ...).
     pub async fn cdp(&self, command: &str, params: Value) -> Value {
         self.client

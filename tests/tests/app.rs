@@ -284,6 +284,85 @@ async fn a_node_comfyui_lacks_is_named_before_anything_is_queued() {
 }
 
 #[tokio::test]
+async fn a_model_this_comfyui_lacks_stays_named_until_one_it_has_is_chosen() {
+    let stack = app::spawn_stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    let mut workflow: Value = serde_json::from_str(fixtures::SD15_TXT2IMG).unwrap();
+    workflow["4"]["inputs"]["ckpt_name"] = json!("flux1-dev.safetensors");
+    app::import(&browser, Import::Paste(&workflow.to_string()), "flux").await;
+    let notice = browser
+        .wait_for_text("not-installed", |t| !t.is_empty())
+        .await;
+    assert!(
+        notice.contains("\"flux1-dev.safetensors\" (Load Checkpoint › ckpt_name)"),
+        "{notice}"
+    );
+    let shown = browser
+        .eval(
+            "const s = document.querySelector('[data-testid=\"input-4-ckpt_name\"]');
+               return [s.value, s.selectedOptions[0].textContent, s.options.length];",
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!([
+            "flux1-dev.safetensors",
+            "flux1-dev.safetensors (not installed here)",
+            2
+        ]),
+        "the saved name stays, marked, above what ComfyUI has"
+    );
+    assert_eq!(
+        browser
+            .wait_for_text("error-4-ckpt_name", |t| !t.is_empty())
+            .await,
+        "\"flux1-dev.safetensors\" is not installed here: choose one of the list"
+    );
+    browser
+        .screenshot_at("input-4-ckpt_name", "model-1-not-installed")
+        .await;
+    browser.tap("queue").await;
+    let refused = browser
+        .wait_for_text("queue-error", |t| !t.is_empty())
+        .await;
+    assert_eq!(refused, "1 input(s) need a valid value first.");
+    assert!(stack.comfyui.requests_to("POST", "/prompt").is_empty());
+
+    // 42 samplers: a list searched by typing, with every name suggested.
+    let sampler = browser
+        .eval(
+            "const s = document.querySelector('[data-testid=\"input-3-sampler_name\"]');
+               return [s.type, s.list.options.length, s.placeholder];",
+        )
+        .await;
+    assert_eq!(sampler, json!(["search", 42, "Search 42 choices"]));
+    app::type_into(&browser, "input-3-sampler_name", "warp").await;
+    assert_eq!(
+        browser
+            .wait_for_text("error-3-sampler_name", |t| !t.is_empty())
+            .await,
+        "\"warp\" is not installed here: choose one of the list"
+    );
+    app::choose(&browser, "input-3-sampler_name", "dpmpp_2m").await;
+    app::choose(&browser, "input-4-ckpt_name", testkit::comfyui::CHECKPOINT).await;
+    browser
+        .wait_until(
+            "the notice went away",
+            "return !document.querySelector('[data-testid=\"not-installed\"]');",
+        )
+        .await;
+    browser.tap("queue").await;
+    app::wait_for_job(&browser, "succeeded").await;
+    let sent = app::last_queued(&stack);
+    assert_eq!(
+        sent["4"]["inputs"]["ckpt_name"],
+        testkit::comfyui::CHECKPOINT
+    );
+    assert_eq!(sent["3"]["inputs"]["sampler_name"], "dpmpp_2m");
+    browser.close().await;
+}
+
+#[tokio::test]
 async fn pinned_inputs_come_first_and_the_last_values_are_remembered_on_the_device() {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
@@ -469,6 +548,68 @@ async fn the_gallery_opens_a_viewer_that_swipes_downloads_and_sends_an_image_to_
     browser
         .screenshot_at("input-1-image-thumb", "gallery-3-used-as-input")
         .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn remix_in_the_viewer_opens_the_workflow_with_the_values_that_made_the_picture() {
+    let stack = app::spawn_stack(1.0).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+    browser.tap("randomize-3-seed").await;
+    let mut runs = Vec::new();
+    for prompt in ["a red fox on the moon", "a blue whale"] {
+        app::type_into(&browser, "input-6-text", prompt).await;
+        browser.tap("queue").await;
+        browser
+            .wait_for_text("job-state", |t| t == "succeeded")
+            .await;
+        runs.push(app::last_queued(&stack));
+    }
+    assert_ne!(
+        runs[0]["3"]["inputs"]["seed"],
+        runs[1]["3"]["inputs"]["seed"]
+    );
+
+    // The fox is the older picture: second in the gallery, newest first.
+    browser.tap("tab-gallery").await;
+    browser.wait_for_text("gallery", |_| true).await;
+    browser
+        .eval("document.querySelectorAll('[data-testid=gallery-item]')[1].click();")
+        .await;
+    let caption = browser
+        .wait_for_text("viewer", |t| t.contains("Job #1"))
+        .await;
+    assert!(caption.contains("sd15"), "{caption}");
+    browser.screenshot("remix-1-viewer").await;
+    browser.tap("viewer-remix").await;
+    browser
+        .wait_for_text("workflow-title", |t| t == "sd15")
+        .await;
+    browser
+        .wait_until(
+            "the fox's prompt came back",
+            "return document.querySelector('[data-testid=\"input-6-text\"]')?.value === 'a red fox on the moon';",
+        )
+        .await;
+    let seed = runs[0]["3"]["inputs"]["seed"].to_string();
+    assert_eq!(app::value_of(&browser, "input-3-seed").await, seed);
+    let randomize = browser.by_test_id("randomize-3-seed").await;
+    assert_eq!(
+        randomize.prop("checked").await.unwrap().as_deref(),
+        Some("false"),
+        "the seed that made it is kept for the next run"
+    );
+    browser.screenshot_at("input-3-seed", "remix-2-form").await;
+    browser.tap("queue").await;
+    browser
+        .wait_for_text("job-state", |t| t == "succeeded")
+        .await;
+    assert_eq!(
+        app::last_queued(&stack),
+        runs[0],
+        "the same workflow, the same values"
+    );
     browser.close().await;
 }
 

@@ -704,3 +704,43 @@ async fn a_device_stars_and_deletes_its_finished_jobs_even_those_gone_from_memor
     }
     assert!(phone.jobs().await.iter().all(|j| j.id != requeued.id));
 }
+
+#[tokio::test]
+async fn the_workflow_a_job_ran_reads_back_with_its_values_for_its_device_only() {
+    let stack = spawn_stack_with(StackOptions {
+        relay_args: vec!["--max-finished-jobs=1".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let other = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let edited = json!([{"node_id": "2", "input": "steps", "value": 3}]);
+    let response = phone.submit(fixtures::INVERT_SLOW, edited).await;
+    assert_eq!(response.status(), 201);
+    let old: Job = response.json().await.unwrap();
+    events.wait_for(&old.id, LIMIT, finished).await;
+    let path = format!("/api/jobs/{}/workflow", old.id);
+    let ran: Value = phone.get_json(&path).await;
+    let mut expected: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
+    expected["2"]["inputs"]["steps"] = json!(3);
+    assert_eq!(ran, expected, "the graph as it ran, the edit in it");
+
+    // Once only the database keeps the job, it still reads back.
+    let newer = phone.submit_ok(fixtures::INVERT_SLOW).await.id;
+    events.wait_for(&newer, LIMIT, finished).await;
+    assert!(phone.jobs().await.iter().all(|j| j.id != old.id));
+    assert_eq!(phone.get_json::<Value>(&path).await, expected);
+
+    for (device, path) in [
+        (&other, path.as_str()),
+        (&phone, "/api/jobs/no-such-job/workflow"),
+    ] {
+        let refused = device.send(reqwest::Method::GET, path).await;
+        assert_eq!(
+            refused.status(),
+            404,
+            "{path}: another device's job is not found"
+        );
+    }
+}

@@ -6,6 +6,9 @@ use serde_json::Value;
 use super::image_input::ImageInput;
 use crate::model::form::{Field, FieldKind, parse, random_seed, text_of};
 
+/// From this many choices on, a list is searched by typing rather than scrolled.
+const SEARCHABLE_FROM: usize = 20;
+
 /// A field's state on the page.
 #[derive(Clone, Copy)]
 pub struct FieldState {
@@ -101,11 +104,34 @@ pub fn FieldInput(
             </label>
         }
         .into_any(),
+        FieldKind::Choice { options } if options.len() >= SEARCHABLE_FROM => {
+            // A long list (checkpoints, LoRAs): typed into, with the browser's own suggestions.
+            let list = format!("choices-{}-{}", field.node_id, field.name);
+            let placeholder = format!("Search {} choices", options.len());
+            let options = options.clone();
+            view! {
+                <input id=id.clone() data-testid=id.clone() type="search" list=list.clone() enterkeyhint="done"
+                    autocomplete="off" placeholder=placeholder aria-invalid=move || error.with(Option::is_some).to_string()
+                    prop:value=move || text.get()
+                    on:input=move |ev| { text.set(event_target_value(&ev)); state.server_error.set(None); } />
+                <datalist id=list>
+                    {options.into_iter().map(|option| view! { <option value=option></option> }).collect_view()}
+                </datalist>
+            }
+            .into_any()
+        }
         FieldKind::Choice { options } => {
             let options = options.clone();
+            let current = text.get_untracked();
+            // A saved value this ComfyUI does not list stays visible and marked, above the list.
+            let absent = (!current.is_empty() && !options.contains(&current)).then(|| {
+                let label = format!("{current} (not installed here)");
+                view! { <option value=current selected=true>{label}</option> }
+            });
             view! {
                 <select id=id.clone() data-testid=id.clone() prop:value=move || text.get()
                     on:change=move |ev| { text.set(event_target_value(&ev)); state.server_error.set(None); }>
+                    {absent}
                     {options.into_iter().map(|option| {
                         let selected = option == text.get_untracked();
                         let label = option.clone();

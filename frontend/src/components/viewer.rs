@@ -90,6 +90,14 @@ async fn use_as_input(
     Ok(())
 }
 
+/// Opens workflow `name` with the values job `id` ran with.
+async fn remix(id: String, name: String) -> Result<(), String> {
+    let ran = api::job_workflow(&id).await.map_err(|e| e.to_string())?;
+    storage::update(&name, |memory| memory.remix(&ran));
+    crate::go(&Route::Workflow(name));
+    Ok(())
+}
+
 /// The viewer, over the page, showing `shots[open]`.
 #[component]
 pub fn Viewer(
@@ -172,6 +180,16 @@ pub fn Viewer(
                         }
                     }>"Share"</button>
                 })}
+                {move || current().and_then(|shot| shot.workflow_name.map(|name| view! {
+                    <button class="button secondary" data-testid="viewer-remix" on:click=move |_| {
+                        let (id, name) = (shot.job_id.clone(), name.clone());
+                        spawn_local(async move {
+                            if let Err(message) = remix(id, name).await {
+                                failure.set(Some(message));
+                            }
+                        });
+                    }>"Remix"</button>
+                }))}
                 <button class="button secondary" data-testid="viewer-next" aria-label="Next" on:click=move |_| turn(true)>"›"</button>
             </div>
             <div class="viewer-use" hidden=move || picture().is_none()>

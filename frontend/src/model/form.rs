@@ -203,6 +203,24 @@ pub fn missing_classes(workflow: &Workflow, schemas: &BTreeMap<String, NodeSchem
         .collect()
 }
 
+/// The values of `groups` that name a choice this ComfyUI does not list (a model file the
+/// workflow was made with, not installed here), each as `"value" (node title › input)`;
+/// `text` is what a field holds now.
+pub fn not_installed(groups: &[Group], text: impl Fn(&Field) -> String) -> Vec<String> {
+    groups
+        .iter()
+        .flat_map(|group| group.fields.iter().map(move |field| (group, field)))
+        .filter_map(|(group, field)| {
+            let FieldKind::Choice { options } = &field.kind else {
+                return None;
+            };
+            let value = text(field);
+            (!value.is_empty() && !options.contains(&value))
+                .then(|| format!("\"{value}\" ({} › {})", group.title, field.name))
+        })
+        .collect()
+}
+
 /// Reads what the user typed into a field as the value to send, or says what is wrong.
 pub fn parse(kind: &FieldKind, text: &str) -> Result<Value, String> {
     let trimmed = text.trim();
@@ -216,8 +234,12 @@ pub fn parse(kind: &FieldKind, text: &str) -> Result<Value, String> {
         FieldKind::Choice { options } => {
             if options.iter().any(|o| o == text) {
                 Ok(Value::from(text))
-            } else {
+            } else if text.is_empty() {
                 Err("choose one of the list".to_owned())
+            } else {
+                Err(format!(
+                    "\"{text}\" is not installed here: choose one of the list"
+                ))
             }
         }
         FieldKind::Seed { min, max } => {
@@ -378,6 +400,38 @@ mod tests {
         );
         assert!(parse(kind("3.sampler_name"), "warp").is_err());
         assert_eq!(parse(&FieldKind::Boolean, "true"), Ok(Value::Bool(true)));
+    }
+
+    #[test]
+    fn a_saved_choice_this_comfyui_does_not_list_is_named_not_installed() {
+        // The recorded ComfyUI had no checkpoint installed.
+        let groups = groups(&sd15(), &schemas());
+        let original = |field: &Field| text_of(&field.original);
+        assert_eq!(
+            not_installed(&groups, original),
+            ["\"v1-5-pruned-emaonly.safetensors\" (Load Checkpoint › ckpt_name)"]
+        );
+        let ckpt = groups
+            .iter()
+            .flat_map(|g| &g.fields)
+            .find(|f| f.name == "ckpt_name");
+        assert_eq!(
+            parse(&ckpt.unwrap().kind, "v1-5-pruned-emaonly.safetensors"),
+            Err(
+                "\"v1-5-pruned-emaonly.safetensors\" is not installed here: choose one of the list"
+                    .to_owned()
+            )
+        );
+        let sampler = |field: &Field| match field.name.as_str() {
+            "sampler_name" => "warp_drive".to_owned(),
+            "ckpt_name" => String::new(),
+            _ => original(field),
+        };
+        assert_eq!(
+            not_installed(&groups, sampler),
+            ["\"warp_drive\" (KSampler › sampler_name)"],
+            "what is typed now counts; an empty choice is not a missing file"
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use shared::comfy::Output;
 pub struct Shot {
     /// What the job made.
     pub output: Output,
+    /// The job's id.
+    pub job_id: String,
     /// The job's number.
     pub job_number: i64,
     /// Whether the job is starred.
@@ -24,6 +26,7 @@ pub fn shots(jobs: &[Job]) -> Vec<Shot> {
             if !shots.iter().any(|s| s.output == *output) {
                 shots.push(Shot {
                     output: output.clone(),
+                    job_id: job.id.clone(),
                     job_number: job.number,
                     starred: job.starred,
                     workflow_name: job.workflow_name.clone(),

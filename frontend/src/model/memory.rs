@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shared::workflow::{Workflow, is_link};
+
+use super::form::key;
 
 /// One workflow's memory.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,21 @@ impl Memory {
         serde_json::to_string(self).expect("memory serialises")
     }
 
+    /// Takes the values `ran` was queued with, as Remix does: every literal input as it was
+    /// sent, seeds included and none drawn anew until asked.
+    pub fn remix(&mut self, ran: &Workflow) {
+        self.values.clear();
+        self.randomize.clear();
+        for (node_id, node) in ran.nodes_in_display_order() {
+            for (input, value) in &node.inputs {
+                if !is_link(value) {
+                    // Inserted one by one: collecting would sort, a copy of the algorithm more.
+                    self.values.insert(key(node_id, input), value.clone());
+                }
+            }
+        }
+    }
+
     /// Pins or unpins a field.
     pub fn toggle_pin(&mut self, key: &str) {
         if !self.pinned.remove(key) {
@@ -48,6 +66,35 @@ impl Memory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remix_takes_every_value_the_job_ran_with_and_draws_no_seed() {
+        let mut memory = Memory::default();
+        memory.values.insert("9.gone".into(), Value::from(1));
+        memory.randomize.insert("3.seed".into());
+        memory.toggle_pin("6.text");
+        let ran = Workflow::parse(
+            r#"{"3": {"class_type": "KSampler", "inputs": {"seed": 18446744073709551615, "model": ["4", 0]}},
+                "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox", "clip": ["4", 1]}}}"#,
+        )
+        .unwrap();
+        memory.remix(&ran);
+        let values: Vec<(&str, &Value)> =
+            memory.values.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(
+            values,
+            [
+                ("3.seed", &Value::from(u64::MAX)),
+                ("6.text", &Value::from("a fox"))
+            ],
+            "links are not values; what the job did not have is forgotten"
+        );
+        assert!(memory.randomize.is_empty(), "the seed stays as it ran");
+        assert!(
+            memory.pinned.contains("6.text"),
+            "pins are the device's, not the job's"
+        );
+    }
 
     #[test]
     fn memory_round_trips_and_garbage_is_forgotten() {

@@ -194,6 +194,25 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
         });
     };
 
+    // Saved values this ComfyUI does not list (models the workflow was made with), named
+    // until each is changed to one it has.
+    let groups = loaded.groups.clone();
+    let not_installed = move || {
+        let states = all.get_value();
+        let text = |field: &form::Field| {
+            states
+                .iter()
+                .find(|s| s.field.with_value(|f| f.key == field.key))
+                .map(|s| s.text.get())
+                .unwrap_or_default()
+        };
+        let named = form::not_installed(&groups, text);
+        (!named.is_empty()).then(|| view! {
+            <p class="error card" data-testid="not-installed" role="alert">
+                {format!("Not installed here: {}. Choose what this ComfyUI has, or install them.", named.join(", "))}
+            </p>
+        })
+    };
     let missing = loaded.missing.clone();
     let blocked = !missing.is_empty();
     let upload_limit = loaded.upload_limit;
@@ -225,6 +244,7 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
                 )}
             </p>
         })}
+        {not_installed}
         <section class="card" aria-labelledby="pinned-heading" data-testid="pinned" hidden=move || !has_pins()>
             <h2 id="pinned-heading">"Pinned"</h2>
             {pinned_groups}

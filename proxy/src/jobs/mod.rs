@@ -534,6 +534,16 @@ impl Jobs {
         }
     }
 
+    /// The API-format workflow a job of `device` ran, every value as it was sent (a seed drawn
+    /// for the run included). Another device's job is not found, as with [`Self::get`].
+    pub fn workflow(&self, device: &DeviceId, id: &str) -> Result<Workflow, JobsError> {
+        match self.owned_record(device, id) {
+            Ok(record) => Ok(record.prompt().prompt.clone()),
+            Err(JobsError::NotYours(id)) => Err(JobsError::NotFound(id)),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Stars or unstars a job of `device`.
     pub fn star(&self, device: &DeviceId, id: &str, starred: bool) -> Result<Job, JobsError> {
         let mut record = self.owned_record(device, id)?;

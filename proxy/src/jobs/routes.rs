@@ -3,7 +3,8 @@
 //! - `POST /api/jobs` `{workflow, values}` → 201 with the job
 //! - `GET /api/jobs` → this device's jobs, newest first
 //! - `GET /api/jobs/history?before&limit&state&workflow&text` → a page of every job it kept
-//! - `GET /api/jobs/{id}[?wait=SECONDS]` (a long poll until it ends), `GET /api/jobs/{id}/preview`
+//! - `GET /api/jobs/{id}[?wait=SECONDS]` (a long poll until it ends), `GET /api/jobs/{id}/preview`,
+//!   `GET /api/jobs/{id}/workflow` (the API-format workflow it ran, for Remix)
 //! - `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/requeue`, `POST /api/interrupt` (the
 //!   device's running job), `POST /api/jobs/{id}/move`, `POST /api/jobs/{id}/star`
 //! - `DELETE /api/jobs/{id}` (a finished job)
@@ -42,6 +43,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/jobs/{id}", routing::get(get).delete(delete))
         .route("/api/jobs/history", routing::get(history))
         .route("/api/jobs/{id}/preview", routing::get(preview))
+        .route("/api/jobs/{id}/workflow", routing::get(workflow))
         .route("/api/jobs/{id}/cancel", routing::post(cancel))
         .route("/api/jobs/{id}/requeue", routing::post(requeue))
         .route("/api/jobs/{id}/move", routing::post(move_job))
@@ -169,6 +171,15 @@ pub async fn get(
         // A long poll must not hold up the relay's shutdown.
         () = state.shutdown.cancelled() => state.jobs.get(&device, &id).map(Json),
     }
+}
+
+/// `GET /api/jobs/{id}/workflow`: the API-format workflow the job ran, its values as sent.
+pub async fn workflow(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<Json<Workflow>, JobsError> {
+    state.jobs.workflow(&device, &id).map(Json)
 }
 
 /// `POST /api/interrupt`: interrupts the device's job that is running now.
