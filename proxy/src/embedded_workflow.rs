@@ -4,10 +4,12 @@
 //! ComfyUI's SaveImage writes PNG text chunks: `prompt` (the API-format workflow exactly as it
 //! ran) and `workflow` (the editor's graph); SaveAnimatedWEBP writes the same two into the
 //! WebP's EXIF, as ASCII tag 0x0110 `prompt:{...}` and 0x010F `workflow:{...}`; SaveAudio
-//! writes them as FLAC Vorbis comments `prompt=...` and `workflow=...`. Other tools use iTXt or
-//! zTXt chunks, so those are read too. Only the parts that can hold a workflow are kept, each
-//! at most [`MAX_TEXT_BYTES`]; pixel and sound data stream past, so a large file costs no
-//! memory.
+//! writes them as FLAC Vorbis comments `prompt=...` and `workflow=...`; SaveVideo writes them
+//! as MP4 metadata keys (`moov/udta/meta`, ffmpeg's `use_metadata_tags`), SaveWEBM as Matroska
+//! simple tags `PROMPT` and `WORKFLOW`, and VideoHelperSuite as one `comment` holding both.
+//! Other tools use iTXt or zTXt chunks, so those are read too. Only the parts that can hold a
+//! workflow are kept, each at most [`MAX_TEXT_BYTES`]; pixel, sound and video data stream past,
+//! so a large file costs no memory.
 
 use axum::body::{Body, BodyDataStream};
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,6 +21,7 @@ pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+const EBML_MAGIC: &[u8; 4] = b"\x1a\x45\xdf\xa3";
 
 /// Which format a file's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,10 @@ pub enum Format {
     Webp,
     /// A FLAC sound.
     Flac,
+    /// An MP4 or QuickTime video (ISO base media boxes).
+    Mp4,
+    /// A WebM or Matroska video (EBML elements).
+    Matroska,
 }
 
 impl Format {
@@ -40,6 +47,10 @@ impl Format {
             Some(Self::Webp)
         } else if head.starts_with(b"fLaC") {
             Some(Self::Flac)
+        } else if head.get(4..8) == Some(b"ftyp") {
+            Some(Self::Mp4)
+        } else if head.starts_with(EBML_MAGIC) {
+            Some(Self::Matroska)
         } else {
             None
         }
@@ -115,6 +126,16 @@ impl Stream {
         self.take(n, what).await
     }
 
+    /// How many bytes of the file have been consumed.
+    fn position(&self) -> u64 {
+        self.read - self.buffered.len() as u64
+    }
+
+    /// Whether the file has ended here.
+    async fn at_end(&mut self) -> Result<bool, EmbeddedError> {
+        Ok(!self.fill(1).await?)
+    }
+
     /// Passes over the next `n` bytes without keeping them.
     async fn skip(&mut self, mut n: u64, what: &'static str) -> Result<(), EmbeddedError> {
         while n > 0 {
@@ -142,7 +163,175 @@ pub async fn read(format: Format, head: Bytes, body: Body) -> Result<Embedded, E
         Format::Png => read_png(&mut stream).await,
         Format::Webp => read_webp(&mut stream).await,
         Format::Flac => read_flac(&mut stream).await,
+        Format::Mp4 => read_mp4(&mut stream).await,
+        Format::Matroska => read_matroska(&mut stream).await,
     }
+}
+
+/// MP4 boxes: `moov/udta/meta` holds `keys` (the names, for ffmpeg's `use_metadata_tags`) and
+/// `ilst`, whose items are named by a key's 1-based index or an iTunes code (`©cmt`, the
+/// comment), each holding a `data` box. Everything else, the frames above all, is skipped.
+async fn read_mp4(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
+    const CUT: &str = "a box is cut short";
+    let mut found = Embedded::default();
+    let mut keys: Vec<String> = Vec::new();
+    // The boxes entered, innermost last, each with where it ends.
+    let mut parents: Vec<([u8; 4], u64)> = Vec::new();
+    loop {
+        let start = stream.position();
+        parents.retain(|&(_, end)| end > start);
+        if stream.at_end().await? {
+            return Ok(found);
+        }
+        let head = stream.take(8, CUT).await?;
+        let kind: [u8; 4] = [head[4], head[5], head[6], head[7]];
+        let size = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+            1 => u64::from_be_bytes(stream.take(8, CUT).await?[..].try_into().expect("8 bytes")),
+            // To the end of the file: nothing after it to look for.
+            0 if !matches!(kind, MP4_MOOV | MP4_UDTA | MP4_META) => return Ok(found),
+            0 => u64::MAX - start,
+            size => u64::from(size),
+        };
+        let end = start.saturating_add(size);
+        let inside = end
+            .checked_sub(stream.position())
+            .ok_or(EmbeddedError::Damaged("a box is smaller than its header"))?;
+        if parents
+            .last()
+            .is_some_and(|&(_, parent_end)| end > parent_end)
+        {
+            return Err(EmbeddedError::Damaged("a box overruns the box it is in"));
+        }
+        let parent = parents.last().map(|&(kind, _)| kind);
+        let grandparent = parents.iter().rev().nth(1).map(|&(kind, _)| kind);
+        match (grandparent, parent, kind) {
+            (_, None, MP4_MOOV) | (_, Some(MP4_MOOV), MP4_UDTA) | (_, Some(MP4_META), MP4_ILST) => {
+                parents.push((kind, end));
+            }
+            (_, Some(MP4_UDTA), MP4_META) => {
+                // A full box in MP4 (version and flags first), a plain one in QuickTime.
+                if stream.fill(8).await? && &stream.buffered[4..8] != b"hdlr" {
+                    stream.skip(4, CUT).await?;
+                }
+                parents.push((kind, end));
+            }
+            (_, Some(MP4_META), MP4_KEYS) => {
+                keys = mp4_keys(&stream.take_text(inside as usize, CUT).await?)?;
+            }
+            (_, Some(MP4_ILST), _) => parents.push((kind, end)),
+            (Some(MP4_ILST), Some(item), MP4_DATA) => {
+                let data = stream.take_text(inside as usize, CUT).await?;
+                let name = match item {
+                    [0xA9, b'c', b'm', b't'] => Some("comment"),
+                    index => (u32::from_be_bytes(index) as usize)
+                        .checked_sub(1)
+                        .and_then(|i| keys.get(i))
+                        .map(String::as_str),
+                };
+                // Type and locale, then the value.
+                if let (Some(name), Some(value)) = (name, data.get(8..)) {
+                    found.keep(
+                        &name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(value).into(),
+                    );
+                }
+            }
+            _ => stream.skip(inside, CUT).await?,
+        }
+    }
+}
+
+const MP4_MOOV: [u8; 4] = *b"moov";
+const MP4_UDTA: [u8; 4] = *b"udta";
+const MP4_META: [u8; 4] = *b"meta";
+const MP4_KEYS: [u8; 4] = *b"keys";
+const MP4_ILST: [u8; 4] = *b"ilst";
+const MP4_DATA: [u8; 4] = *b"data";
+
+/// A `keys` box's names: version and flags, a count, then each as size, namespace, name.
+fn mp4_keys(data: &[u8]) -> Result<Vec<String>, EmbeddedError> {
+    let damaged = || EmbeddedError::Damaged("its metadata keys are malformed");
+    let u32_at = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(b) as usize)
+    };
+    let count = u32_at(4).ok_or_else(damaged)?;
+    let mut at = 8;
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let size = u32_at(at).ok_or_else(damaged)?;
+        let name = data
+            .get(at + 8..at.saturating_add(size))
+            .ok_or_else(damaged)?;
+        keys.push(String::from_utf8_lossy(name).into_owned());
+        at += size.max(8);
+    }
+    Ok(keys)
+}
+
+/// Matroska elements: the `Segment`, its `Tags`, each `Tag` and `SimpleTag` are entered, a
+/// `TagName` and the `TagString` after it kept; everything else, clusters of frames above
+/// all, is skipped. A cluster of unknown size (a live stream) ends the reading.
+async fn read_matroska(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
+    const CUT: &str = "an element is cut short";
+    const SEGMENT: u64 = 0x1853_8067;
+    const TAGS: u64 = 0x1254_C367;
+    const TAG: u64 = 0x7373;
+    const SIMPLE_TAG: u64 = 0x67C8;
+    const TAG_NAME: u64 = 0x45A3;
+    const TAG_STRING: u64 = 0x4487;
+    let mut found = Embedded::default();
+    let mut name: Option<String> = None;
+    while !stream.at_end().await? {
+        let id = ebml_number(stream, 4, false).await?;
+        let size = ebml_number(stream, 8, true).await?;
+        match id {
+            SEGMENT | TAGS | TAG => {}
+            SIMPLE_TAG => name = None,
+            TAG_NAME | TAG_STRING => {
+                let size = usize::try_from(size).map_err(|_| EmbeddedError::TextTooLarge)?;
+                let text = stream.take_text(size, CUT).await?;
+                let text = String::from_utf8_lossy(&text).into_owned();
+                if id == TAG_NAME {
+                    name = Some(text.to_ascii_lowercase());
+                } else if let Some(name) = name.take() {
+                    found.keep(&name, text);
+                }
+            }
+            _ if size == u64::MAX => return Ok(found),
+            _ => stream.skip(size, CUT).await?,
+        }
+    }
+    Ok(found)
+}
+
+/// An EBML variable-length number of at most `max_length` bytes: an element id as written
+/// (its length marker kept), or a size without its marker (`u64::MAX` for "unknown").
+async fn ebml_number(
+    stream: &mut Stream,
+    max_length: u32,
+    is_size: bool,
+) -> Result<u64, EmbeddedError> {
+    let first = stream.take(1, "an element is cut short").await?[0];
+    let length = first.leading_zeros() + 1;
+    if length > max_length {
+        return Err(EmbeddedError::Damaged("an element's header is malformed"));
+    }
+    let rest = stream
+        .take(length as usize - 1, "an element is cut short")
+        .await?;
+    let marker = if is_size { 0x80u8 >> (length - 1) } else { 0 };
+    let mut number = u64::from(first & !marker);
+    let mut all_ones = number == u64::from(!marker & (0xFFu8 >> (length - 1)));
+    for &byte in &rest[..] {
+        number = number << 8 | u64::from(byte);
+        all_ones &= byte == 0xFF;
+    }
+    Ok(if is_size && all_ones {
+        u64::MAX
+    } else {
+        number
+    })
 }
 
 async fn read_flac(stream: &mut Stream) -> Result<Embedded, EmbeddedError> {
@@ -353,6 +542,21 @@ impl Embedded {
         match keyword {
             "prompt" => self.prompt = Some(text),
             "workflow" => self.workflow = Some(text),
+            // VideoHelperSuite: {"prompt": "<the JSON as a string>", "workflow": {...}}.
+            "comment" => {
+                let Ok(serde_json::Value::Object(both)) = serde_json::from_str(&text) else {
+                    return;
+                };
+                for (keyword, value) in both {
+                    let text = match value {
+                        serde_json::Value::String(text) => text,
+                        value => value.to_string(),
+                    };
+                    if keyword != "comment" {
+                        self.keep(&keyword, text);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -381,11 +585,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_prompt_and_the_graph_come_out_of_a_png_a_webp_and_a_flac_comfyui_saved() {
+    async fn the_prompt_and_the_graph_come_out_of_every_kind_of_file_comfyui_saves() {
         for name in [
             "comfyui_saved.png",
             "comfyui_saved.webp",
             "comfyui_saved.flac",
+            "comfyui_saved.mp4",
+            "comfyui_saved.webm",
+            "videohelpersuite_saved.mp4",
         ] {
             let found = read_all(fixture(name)).await.unwrap();
             assert!(is_json_object(&found.prompt), "{name}: {found:?}");
@@ -469,9 +676,22 @@ mod tests {
         for cut in (12..webp.len()).step_by(11) {
             let _ = read(Format::Webp, Bytes::new(), Body::from(webp[..cut].to_vec())).await;
         }
-        let flac = fixture("comfyui_saved.flac");
-        for cut in 4..flac.len().min(2000) {
-            let _ = read(Format::Flac, Bytes::new(), Body::from(flac[..cut].to_vec())).await;
+        for (name, format) in [
+            ("comfyui_saved.flac", Format::Flac),
+            ("comfyui_saved.mp4", Format::Mp4),
+            ("comfyui_saved.webm", Format::Matroska),
+            ("videohelpersuite_saved.mp4", Format::Mp4),
+        ] {
+            let file = fixture(name);
+            for cut in 0..file.len() {
+                let _ = read(format, Bytes::new(), Body::from(file[..cut].to_vec())).await;
+            }
+            // A flipped byte anywhere: the same.
+            for at in 0..file.len() {
+                let mut flipped = file.clone();
+                flipped[at] ^= 0xFF;
+                let _ = read(format, Bytes::new(), Body::from(flipped)).await;
+            }
         }
         let cut_png = png[..png.len() - 30].to_vec();
         assert!(matches!(
@@ -484,12 +704,53 @@ mod tests {
         assert_eq!(read_all(huge).await, Err(EmbeddedError::TextTooLarge));
     }
 
+    #[tokio::test]
+    async fn a_video_whose_metadata_sits_after_its_frames_is_read_past_them() {
+        // The moov after a large mdat (a 64-bit size), as SaveVideo writes it without faststart.
+        let mp4 = fixture("comfyui_saved.mp4");
+        let mdat_at = mp4.windows(4).position(|w| w == b"mdat").unwrap() - 4;
+        let mdat_size = u32::from_be_bytes(mp4[mdat_at..mdat_at + 4].try_into().unwrap());
+        let frames = 64 * 1024 * 1024u64;
+        let mut large = mp4[..mdat_at].to_vec();
+        large.extend_from_slice(&1u32.to_be_bytes());
+        large.extend_from_slice(b"mdat");
+        large.extend_from_slice(&(16 + frames).to_be_bytes());
+        let pieces = futures_util::stream::iter(
+            std::iter::once(Bytes::from(large))
+                .chain((0..frames / 65536).map(|_| Bytes::from(vec![0u8; 65536])))
+                .chain(std::iter::once(Bytes::copy_from_slice(
+                    &mp4[mdat_at + mdat_size as usize..],
+                )))
+                .map(Ok::<_, std::io::Error>),
+        );
+        let found = read(Format::Mp4, Bytes::new(), Body::from_stream(pieces))
+            .await
+            .unwrap();
+        assert_eq!(found, read_all(mp4).await.unwrap());
+        assert!(is_json_object(&found.prompt));
+    }
+
+    #[tokio::test]
+    async fn a_video_comment_that_is_not_the_workflow_is_no_workflow() {
+        let mut found = Embedded::default();
+        found.keep("comment", "made on a phone".to_owned());
+        found.keep("comment", "{\"title\": \"x\"}".to_owned());
+        assert_eq!(found, Embedded::default());
+        found.keep("comment", "{\"prompt\": {\"1\": {}}}".to_owned());
+        assert_eq!(found.prompt.as_deref(), Some("{\"1\":{}}"));
+    }
+
     #[test]
     fn formats_are_told_by_their_first_bytes() {
         assert_eq!(Format::sniff(PNG_SIGNATURE), Some(Format::Png));
         assert_eq!(Format::sniff(b"RIFF\0\0\0\0WEBPVP8X"), Some(Format::Webp));
         assert_eq!(Format::sniff(b"RIFF\0\0\0\0WAVEfmt "), None);
         assert_eq!(Format::sniff(b"fLaC\0\0\0\x22"), Some(Format::Flac));
+        assert_eq!(Format::sniff(b"\0\0\0\x20ftypisom"), Some(Format::Mp4));
+        assert_eq!(
+            Format::sniff(b"\x1a\x45\xdf\xa3\x9f"),
+            Some(Format::Matroska)
+        );
         assert_eq!(Format::sniff(b"{\"3\": {}}"), None);
     }
 }

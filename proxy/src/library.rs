@@ -76,13 +76,13 @@ pub enum LibraryError {
     /// An editor-format workflow that cannot be converted (nodes this ComfyUI lacks, say).
     #[error("{0}")]
     NotConvertible(ConvertError),
-    /// A picture or sound whose workflow cannot be read.
+    /// A picture, sound or video whose workflow cannot be read.
     #[error("{0}")]
     Embedded(EmbeddedError),
-    /// A picture or sound without a workflow inside.
+    /// A picture, sound or video without a workflow inside.
     #[error(
-        "This file holds no workflow. ComfyUI saves one inside the PNG, WebP and FLAC files it \
-         makes, unless it runs with --disable-metadata or the file was edited since."
+        "This file holds no workflow. ComfyUI saves one inside the PNG, WebP, FLAC, MP4 and \
+         WebM files it makes, unless it runs with --disable-metadata or the file was edited since."
     )]
     NoEmbeddedWorkflow,
     /// The operator manages the library on disk.

@@ -235,7 +235,7 @@ async fn a_locked_relay_takes_values_for_saved_workflows_and_refuses_graphs() {
 }
 
 #[tokio::test]
-async fn a_picture_or_sound_comfyui_made_is_saved_as_the_workflow_inside_it() {
+async fn a_picture_sound_or_video_comfyui_made_is_saved_as_the_workflow_inside_it() {
     let stack = spawn_stack().await;
     let phone = Device::new(&stack.relay_url()).await;
     let picture = |name: &str| std::fs::read(fixtures::path(&format!("embedded/{name}"))).unwrap();
@@ -256,6 +256,9 @@ async fn a_picture_or_sound_comfyui_made_is_saved_as_the_workflow_inside_it() {
         ("comfyui_saved.png", "from_a_picture"),
         ("comfyui_saved.webp", "from_a_picture"),
         ("comfyui_saved.flac", "from_a_picture"),
+        ("comfyui_saved.mp4", "from_a_picture"),
+        ("comfyui_saved.webm", "from_a_picture"),
+        ("videohelpersuite_saved.mp4", "from_a_picture"),
         ("graph_only.png", "ComfyUI"),
     ] {
         let saved = put("pictured", picture(file)).await;

@@ -45,7 +45,7 @@ async fn file_text(file: web_sys::File) -> Option<String> {
 pub fn WorkflowImport() -> impl IntoView {
     let text = RwSignal::new(String::new());
     let name = RwSignal::new("Workflow".to_owned());
-    // A picture or sound ComfyUI made goes to the relay as it is, which reads the workflow
+    // A picture, sound or video ComfyUI made goes to the relay as it is, which reads the workflow
     // inside.
     let picture = StoredValue::new(None::<web_sys::File>);
     let picture_chosen = RwSignal::new(false);
@@ -54,7 +54,8 @@ pub fn WorkflowImport() -> impl IntoView {
     let parsed = move || {
         if picture_chosen.get() {
             return Some(Ok(
-                "A picture or sound: the relay reads the workflow ComfyUI saved in it.".to_owned(),
+                "A picture, sound or video: the relay reads the workflow ComfyUI saved in it."
+                    .to_owned(),
             ));
         }
         text.with(|t| {
@@ -68,7 +69,11 @@ pub fn WorkflowImport() -> impl IntoView {
     let dragging = RwSignal::new(false);
     let take_file = move |file: web_sys::File| {
         name.set(name_from_file(&file.name()));
-        if file.type_().starts_with("image/") || file.type_().starts_with("audio/") {
+        let kind = file.type_();
+        if ["image/", "audio/", "video/"]
+            .iter()
+            .any(|media| kind.starts_with(media))
+        {
             picture.set_value(Some(file));
             picture_chosen.set(true);
             return;
@@ -128,7 +133,7 @@ pub fn WorkflowImport() -> impl IntoView {
         >
             <h2 id="import-heading">"Import a workflow"</h2>
             <p class="muted">
-                "A workflow as ComfyUI saves it, its Export (API), or a picture or sound ComfyUI made. Paste it here, choose the file, or drop it on this card."
+                "A workflow as ComfyUI saves it, its Export (API), or a picture, sound or video ComfyUI made. Paste it here, choose the file, or drop it on this card."
             </p>
             <label for="workflow-json">"Workflow JSON"</label>
             <textarea
@@ -147,7 +152,7 @@ pub fn WorkflowImport() -> impl IntoView {
             ></textarea>
             <label class="button secondary file-button">
                 "Choose a file…"
-                <input type="file" accept=".json,application/json,image/png,image/webp,audio/flac" data-testid="workflow-file" on:change=on_choose />
+                <input type="file" accept=".json,application/json,image/png,image/webp,audio/flac,video/mp4,video/webm" data-testid="workflow-file" on:change=on_choose />
             </label>
             {move || parsed().map(|result| match result {
                 Ok(summary) => view! {

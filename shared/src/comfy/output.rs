@@ -5,8 +5,9 @@
 //! SaveVideo's mp4 and SaveWEBM's webm there too; sounds under `audio`; PreviewAny's texts
 //! under `text`; SaveLatent's files under `latents`. Custom nodes add keys of their own
 //! (VideoHelperSuite's `gifs`): any list of `{filename, subfolder, type}` is a file, and its
-//! name says what it is. Lists of anything else (Preview3D's `result`, a camera's settings) are
-//! left out.
+//! name says what it is. Preview3D's `result` is `[path, camera]`, the path a 3D model's under
+//! `output/` (as ComfyUI's frontend loads it): offered as a download. Lists of anything else (a
+//! camera's settings) are left out.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,15 @@ const VIDEO: [&str; 6] = ["mp4", "webm", "mov", "mkv", "m4v", "avi"];
 const AUDIO: [&str; 7] = ["flac", "mp3", "wav", "ogg", "opus", "m4a", "aac"];
 /// File endings of pictures.
 const PICTURE: [&str; 8] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "avif", "apng"];
+/// File endings of the 3D models Preview3D shows.
+const MODEL_3D: [&str; 6] = ["glb", "gltf", "obj", "fbx", "stl", "ply"];
+
+/// A file name's ending, lower case.
+fn ending(name: &str) -> String {
+    name.rsplit_once('.')
+        .map(|(_, ending)| ending.to_ascii_lowercase())
+        .unwrap_or_default()
+}
 
 impl Output {
     /// The file to fetch with `/view`; texts have none.
@@ -68,11 +78,7 @@ impl Output {
 
     /// A file named in an output list other than `images` and `audio`: what its name says.
     fn by_name(file: ImageRef) -> Self {
-        let ending = file
-            .filename
-            .rsplit_once('.')
-            .map(|(_, ending)| ending.to_ascii_lowercase())
-            .unwrap_or_default();
+        let ending = ending(&file.filename);
         let is = |endings: &[&str]| endings.contains(&ending.as_str());
         if is(&VIDEO) {
             Self::Video(file)
@@ -83,6 +89,20 @@ impl Output {
         } else {
             Self::File(file)
         }
+    }
+
+    /// Preview3D's model, `subfolder/name` under `output/`, as a download; `None` for a path
+    /// that is no 3D model.
+    fn model_3d(path: &str) -> Option<Self> {
+        if !MODEL_3D.contains(&ending(path).as_str()) {
+            return None;
+        }
+        let (subfolder, filename) = path.rsplit_once('/').unwrap_or(("", path));
+        Some(Self::File(ImageRef {
+            filename: filename.to_owned(),
+            subfolder: subfolder.to_owned(),
+            kind: "output".to_owned(),
+        }))
     }
 
     /// A text output, cut to [`MAX_TEXT_CHARS`].
@@ -123,6 +143,12 @@ impl NodeOutput {
             for item in items {
                 let output = match (key.as_str(), item) {
                     ("text", serde_json::Value::String(text)) => Output::text(text),
+                    ("result", serde_json::Value::String(path)) => {
+                        let Some(model) = Output::model_3d(path) else {
+                            continue;
+                        };
+                        model
+                    }
                     (_, serde_json::Value::Object(_)) => {
                         let Ok(file) = serde_json::from_value::<ImageRef>(item.clone()) else {
                             continue;
@@ -199,7 +225,7 @@ mod tests {
                 ],
             ),
             ("latent", &[("file", "rec_latent_00001_.latent")]),
-            ("preview3d", &[]),
+            ("preview3d", &[("file", "rec_cube.obj")]),
         ];
         for (kind, expected) in cases {
             let found: Vec<(String, String)> = kinds(kind)
@@ -238,8 +264,24 @@ mod tests {
         }))
         .unwrap();
         let outputs = output.outputs();
-        assert!(matches!(&outputs[..], [Output::Video(a), Output::Image(b)]
-            if a.filename == "clip_00001.mp4" && b.filename == "loop_00001.GIF"));
+        assert!(
+            matches!(&outputs[..], [Output::Video(a), Output::Image(b), Output::File(model)]
+            if a.filename == "clip_00001.mp4" && b.filename == "loop_00001.GIF"
+                && model.filename == "model.glb" && model.subfolder == "3d" && model.kind == "output")
+        );
+    }
+
+    #[test]
+    fn a_preview3d_result_that_is_no_model_is_left_out() {
+        for result in [
+            serde_json::json!(["notes.txt", null]),
+            serde_json::json!([{"position": {"x": 0}}]),
+            serde_json::json!([]),
+        ] {
+            let output: NodeOutput =
+                serde_json::from_value(serde_json::json!({ "result": result })).unwrap();
+            assert_eq!(output.outputs(), [], "{result}");
+        }
     }
 
     #[test]
