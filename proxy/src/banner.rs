@@ -2,18 +2,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// The URLs that reach a relay listening on `listen`: loopback first, then every non-loopback
-/// IPv4 address of this machine when it listens on all interfaces.
-pub fn urls(listen: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
+use crate::tls::Tls;
+
+/// The URLs (`scheme://`) that reach a relay listening on `listen`: loopback first, then
+/// every non-loopback IPv4 address of this machine when it listens on all interfaces.
+pub fn urls(scheme: &str, listen: SocketAddr, interfaces: &[IpAddr]) -> Vec<String> {
     let port = listen.port();
     if !listen.ip().is_unspecified() {
-        return vec![format!("http://{listen}")];
+        return vec![format!("{scheme}://{listen}")];
     }
     let lan = interfaces
         .iter()
         .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
-        .map(|ip| format!("http://{ip}:{port}"));
-    std::iter::once(format!("http://{}:{port}", Ipv4Addr::LOCALHOST))
+        .map(|ip| format!("{scheme}://{ip}:{port}"));
+    std::iter::once(format!("{scheme}://{}:{port}", Ipv4Addr::LOCALHOST))
         .chain(lan)
         .collect()
 }
@@ -36,10 +38,13 @@ pub fn qr_code(text: &str) -> Option<String> {
     )
 }
 
-/// Prints the banner to stdout, for the person who started the relay: where to open it, and,
-/// when devices must pair, the pairing link with its QR code.
-pub fn print(listen: SocketAddr, pairing_path: Option<&str>) {
-    let urls = urls(listen, &interface_addresses());
+/// Prints the banner to stdout, for the person who started the relay: where to open it; with
+/// its own certificate authority, the page that tells phones how to trust it; and, when
+/// devices must pair, the pairing link with its QR code.
+pub fn print(listen: SocketAddr, pairing_path: Option<&str>, tls: Option<&Tls>) {
+    let interfaces = interface_addresses();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let urls = urls(scheme, listen, &interfaces);
     println!("Comfy Relay is running. Open it at:");
     for (index, url) in urls.iter().enumerate() {
         let label = if index == 0 {
@@ -51,6 +56,17 @@ pub fn print(listen: SocketAddr, pairing_path: Option<&str>) {
     }
     if listen.ip().is_unspecified() && urls.len() == 1 {
         println!("  (no LAN address found: is this machine on a network?)");
+    }
+    if tls.is_some_and(|tls| tls.authority().is_some()) {
+        let plain = self::urls("http", listen, &interfaces);
+        let page = format!("{}/tls", plain.last().map_or("", String::as_str));
+        println!();
+        println!("HTTPS uses this relay's own certificate authority. On each phone, once, open");
+        println!("this page (plain HTTP) and follow its steps to trust it:");
+        println!("  {page}");
+        if let Some(qr) = qr_code(&page) {
+            println!("{qr}");
+        }
     }
     let Some(path) = pairing_path else {
         return;
@@ -82,7 +98,7 @@ mod tests {
             .map(|ip| ip.parse().unwrap())
             .collect();
         assert_eq!(
-            urls("0.0.0.0:8189".parse().unwrap(), &interfaces),
+            urls("http", "0.0.0.0:8189".parse().unwrap(), &interfaces),
             [
                 "http://127.0.0.1:8189",
                 "http://192.168.1.20:8189",
@@ -108,8 +124,8 @@ mod tests {
     #[test]
     fn listening_on_one_address_lists_only_it() {
         assert_eq!(
-            urls("127.0.0.1:9000".parse().unwrap(), &[]),
-            ["http://127.0.0.1:9000"]
+            urls("https", "127.0.0.1:9000".parse().unwrap(), &[]),
+            ["https://127.0.0.1:9000"]
         );
     }
 }

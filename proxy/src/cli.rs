@@ -90,7 +90,11 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     if !state.auth.required && !config.listen.ip().is_loopback() {
         tracing::warn!("--no-auth: anyone who reaches this relay can use ComfyUI through it");
     }
-    banner::print(listener.local_addr()?, pairing.as_deref());
+    banner::print(
+        listener.local_addr()?,
+        pairing.as_deref(),
+        state.tls.as_deref(),
+    );
     crate::run(listener, state, shutdown::signal())
         .await
         .context("the server stopped with an error")

@@ -111,6 +111,21 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_LISTEN", default_value = "0.0.0.0:8189")]
     pub listen: SocketAddr,
 
+    /// Serve HTTPS with the relay's own certificate authority (`local`), made once in the data
+    /// directory; phones trust it once (the relay's /tls page says how). Plain HTTP on the same
+    /// port then redirects to HTTPS.
+    #[arg(long, env = "COMFY_RELAY_TLS", value_enum, default_value_t = TlsMode::Off)]
+    pub tls: TlsMode,
+
+    /// Serve HTTPS with this certificate chain (PEM), one the operator has (from Tailscale or
+    /// mkcert, say); reloaded when the file changes.
+    #[arg(long, env = "COMFY_RELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "COMFY_RELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// ComfyUI's base URL. Without it the relay uses http://127.0.0.1:8188, or
     /// http://127.0.0.1:8000 (the desktop app) when only that one answers.
     #[arg(long, env = "COMFY_RELAY_COMFYUI_URL")]
@@ -236,6 +251,15 @@ fn default_data_dir() -> PathBuf {
             || PathBuf::from("comfy-relay-data"),
             |base| base.join("comfy-relay"),
         )
+}
+
+/// Where the relay's HTTPS certificate comes from, without `--tls-cert`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMode {
+    /// Plain HTTP.
+    Off,
+    /// The relay's own certificate authority.
+    Local,
 }
 
 /// ComfyUI's `extra_data.preview_method`.

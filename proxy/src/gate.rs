@@ -31,6 +31,8 @@ pub struct Checks {
     pub host_names: Arc<HostNames>,
     /// The largest request body any route reads.
     pub body_cap: u64,
+    /// Whether cookies are marked `Secure` (HTTPS is on).
+    pub secure_cookies: bool,
 }
 
 /// The router behind the checks: a body over the cap is refused (413) and every other is
@@ -63,6 +65,7 @@ impl Gate {
         let span = log::request_span(&request);
         let admitted = admit(&self.checks, request);
         let mut router = self.router.clone();
+        let secure_cookies = self.checks.secure_cookies;
         let answer = async move {
             let started = Instant::now();
             let mut response = match admitted {
@@ -74,6 +77,9 @@ impl Gate {
                 Err(refused) => *refused,
             };
             limits::no_sniff(&mut response);
+            if secure_cookies {
+                crate::tls::secure_cookies(&mut response);
+            }
             log::answered(&response, started.elapsed());
             Ok(response)
         };

@@ -36,6 +36,7 @@ mod server;
 mod shutdown;
 mod spa;
 mod state;
+mod tls;
 mod upload;
 pub mod upstream;
 mod ws_relay;
@@ -73,6 +74,7 @@ fn public_routes() -> Router<AppState> {
             get(device_links::confirm_link).post(device_links::follow_link),
         )
         .route("/api/session", get(auth::session))
+        .merge(tls::routes())
         .fallback(spa::serve)
 }
 
@@ -92,13 +94,24 @@ pub fn app(state: AppState) -> App {
     let protected = relay_routes()
         .merge(comfy_routes::router(&state.allowed_routes))
         .route_layer(auth::RequireDevice);
-    let checks = gate::Checks {
-        auth: state.auth.clone(),
-        host_names: state.host_names.clone(),
-        body_cap: largest_body(&state),
-    };
+    let checks = checks(&state);
     let routes = public_routes().merge(protected).with_state(state);
     gate::Gate::new(checks, routes)
+}
+
+/// What plain HTTP connections get once HTTPS is on: [`tls::plain_router`] behind the same
+/// checks.
+fn plain_app(state: AppState) -> App {
+    gate::Gate::new(checks(&state), tls::plain_router().with_state(state))
+}
+
+fn checks(state: &AppState) -> gate::Checks {
+    gate::Checks {
+        auth: state.auth.clone(),
+        host_names: state.host_names.clone(),
+        body_cap: largest_body(state),
+        secure_cookies: state.tls.is_some(),
+    }
 }
 
 /// Serves `app(state)` on `listener`, with the background tasks that watch ComfyUI and revoked
@@ -140,13 +153,20 @@ pub async fn run(
         token.clone(),
     ));
     let connections = Arc::clone(&state.connections);
-    let serving = tasks.clone();
+    let tls = state.tls.clone().map(|tls| {
+        tasks.spawn(tls.clone().keep_current(token.clone()));
+        (tls.acceptor(), plain_app(state.clone()))
+    });
+    let serving = server::Serving {
+        app: app(state),
+        tls,
+    };
     let server = tokio::spawn(server::serve(
         listener,
-        app(state),
+        serving,
         connections,
         token.clone(),
-        serving,
+        tasks.clone(),
     ));
     shutdown.await;
     // Upgraded sockets and open connections watch this token: tell them to close.

@@ -25,6 +25,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -186,12 +187,21 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write).await;
 }
 
-/// Serves `app` on `listener` until `shutdown` is cancelled, then lets open requests finish
+/// What the relay serves on its port.
+pub struct Serving {
+    /// The app.
+    pub app: crate::App,
+    /// With HTTPS on: what takes the handshakes (the app is then served over TLS only), and
+    /// what plain HTTP connections get instead.
+    pub tls: Option<(TlsAcceptor, crate::App)>,
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then lets open requests finish
 /// (connections are told to close once idle); returns once the listener is closed. The tasks
 /// serving connections are tracked by `tasks`.
 pub async fn serve(
     listener: TcpListener,
-    app: crate::App,
+    serving: Serving,
     connections: Arc<Connections>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -199,6 +209,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let http = Arc::new(http);
     loop {
         let (stream, address) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -221,28 +232,65 @@ pub async fn serve(
                 continue;
             }
         };
-        let service = ConnectionService {
-            app: app.clone(),
-            slot,
+        let (http, shutdown) = (Arc::clone(&http), shutdown.clone());
+        let Some((acceptor, plain)) = serving.tls.clone() else {
+            let service = ConnectionService {
+                app: serving.app.clone(),
+                slot,
+            };
+            tasks.spawn(serve_connection(http, stream, service, shutdown));
+            continue;
         };
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let shutdown = shutdown.clone();
+        let app = serving.app.clone();
         tasks.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %address, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            // The first byte says what the client speaks; it must come as soon as headers must.
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await;
+            if !matches!(peeked, Ok(Ok(1))) {
+                return;
             }
-            let _ = connection.await;
+            if first[0] != crate::tls::HANDSHAKE_RECORD {
+                let service = ConnectionService { app: plain, slot };
+                return serve_connection(http, stream, service, shutdown).await;
+            }
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+            match handshake.await {
+                Ok(Ok(stream)) => {
+                    let service = ConnectionService { app, slot };
+                    serve_connection(http, stream, service, shutdown).await;
+                }
+                Ok(Err(error)) => tracing::debug!(%error, %address, "a TLS handshake failed"),
+                Err(_) => tracing::debug!(%address, "a TLS handshake took too long"),
+            }
         });
     }
+}
+
+/// Serves one connection's requests until it ends, or until `shutdown` (then once the request
+/// in hand is answered).
+async fn serve_connection<S>(
+    http: Arc<hyper::server::conn::http1::Builder>,
+    stream: S,
+    service: ConnectionService,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let address = service.slot.address;
+    let connection = http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!(%error, %address, "connection ended with an error");
+            }
+            return;
+        }
+        () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
 }
 
 /// What serves one connection's requests: each carries the connection's slot into the app.

@@ -18,6 +18,7 @@ use crate::library::Library;
 use crate::object_info::ObjectInfo;
 use crate::same_origin::HostNames;
 use crate::server::{ConnectionLimits, Connections};
+use crate::tls::Tls;
 use crate::upstream::Upstream;
 
 /// Shared by every request and background task; a clone is one reference count (axum clones
@@ -69,6 +70,8 @@ pub struct Shared {
     pub object_info: Arc<ObjectInfo>,
     /// The team's saved workflows.
     pub library: Arc<Library>,
+    /// HTTPS, when it is on.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ impl AppState {
                 config.locked_workflows,
                 config.auto_run.clone(),
             )),
+            tls: Tls::from_config(config)?,
             http,
             upstream,
             probe_interval: config.probe_interval(),
