@@ -113,7 +113,7 @@ async fn tapping_the_open_pages_tab_keeps_what_is_being_typed() {
 }
 
 #[tokio::test]
-async fn a_picture_comfyui_made_opens_the_workflow_that_made_it() {
+async fn a_picture_or_a_video_comfyui_made_opens_the_workflow_that_made_it() {
     let stack = app::spawn_stack(1.0).await;
     let browser = app::open(Viewport::Phone, &stack).await;
     app::library(&browser).await;
@@ -133,6 +133,22 @@ async fn a_picture_comfyui_made_opens_the_workflow_that_made_it() {
     )
     .unwrap();
     assert_eq!(saved["2"]["inputs"]["filename_prefix"], "from_a_picture");
+
+    // SaveVideo's MP4 goes to the relay as it is, which reads the metadata after the frames.
+    let saved_path = stack.data_dir.path().join("workflows/comfyui_saved.json");
+    std::fs::remove_file(&saved_path).unwrap();
+    app::library(&browser).await;
+    app::choose_file(&browser, &fixtures::path("embedded/comfyui_saved.mp4")).await;
+    browser
+        .wait_for_text("workflow-summary", |t| t.contains("video"))
+        .await;
+    browser.tap("save-workflow").await;
+    browser
+        .wait_for_text("workflow-title", |t| t == "comfyui_saved")
+        .await;
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved_path).unwrap()).unwrap();
+    assert_eq!(saved["1"]["class_type"], "EmptyImage");
     browser.close().await;
 }
 
