@@ -126,6 +126,26 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Who runs this relay, as push services want to know (a `mailto:` or `https:` URL); sent
+    /// with every notification.
+    #[arg(
+        long,
+        env = "COMFY_RELAY_PUSH_CONTACT",
+        default_value = "mailto:comfy-relay@localhost"
+    )]
+    pub push_contact: String,
+
+    /// Also trust this certificate authority (PEM) when sending notifications to a push
+    /// service.
+    #[arg(long, env = "COMFY_RELAY_PUSH_CA")]
+    pub push_ca: Option<PathBuf>,
+
+    /// Let notifications go to a push service on this machine or the LAN (a self-hosted one).
+    /// Without it, push services must be on the internet, so a paired device cannot make the
+    /// relay post to ComfyUI or anything else on its network.
+    #[arg(long, env = "COMFY_RELAY_PUSH_ALLOW_PRIVATE")]
+    pub push_allow_private: bool,
+
     /// ComfyUI's base URL. Without it the relay uses http://127.0.0.1:8188, or
     /// http://127.0.0.1:8000 (the desktop app) when only that one answers.
     #[arg(long, env = "COMFY_RELAY_COMFYUI_URL")]

@@ -30,6 +30,7 @@ mod limits;
 mod log;
 mod object_info;
 mod prompt;
+mod push;
 mod raw;
 mod same_origin;
 mod server;
@@ -61,6 +62,7 @@ fn relay_routes() -> Router<AppState> {
     jobs::routes::router()
         .merge(library::router())
         .merge(automation::router())
+        .merge(push::router())
         .route("/api/health", get(health::health))
         .route("/api/device/link", post(device_links::create_link))
 }
@@ -147,6 +149,13 @@ pub async fn run(
     ));
     tasks.spawn(jobs::Jobs::dispatch(state.jobs.clone(), token.clone()));
     tasks.spawn(jobs::Jobs::keep_pruning(state.jobs.clone(), token.clone()));
+    tasks.spawn(push::deliver(
+        state.push.clone(),
+        state.jobs.registry.ended(),
+        state.auth.clone(),
+        tasks.clone(),
+        token.clone(),
+    ));
     tasks.spawn(device_sockets::close_revoked(
         state.sockets.clone(),
         state.auth.clone(),

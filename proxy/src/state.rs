@@ -16,6 +16,7 @@ use crate::device_sockets::DeviceSockets;
 use crate::jobs::Jobs;
 use crate::library::Library;
 use crate::object_info::ObjectInfo;
+use crate::push::Push;
 use crate::same_origin::HostNames;
 use crate::server::{ConnectionLimits, Connections};
 use crate::tls::Tls;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub library: Arc<Library>,
     /// HTTPS, when it is on.
     pub tls: Option<Arc<Tls>>,
+    /// Notifications to the devices' browsers when their jobs end.
+    pub push: Arc<Push>,
 }
 
 impl AppState {
@@ -105,6 +108,7 @@ impl AppState {
                 config.auto_run.clone(),
             )),
             tls: Tls::from_config(config)?,
+            push: Arc::new(Push::new(config)?),
             http,
             upstream,
             probe_interval: config.probe_interval(),
@@ -140,4 +144,5 @@ parts!(
     device_links: Arc<DeviceLinks>,
     library: Arc<Library>,
     object_info: Arc<ObjectInfo>,
+    push: Arc<Push>,
 );

@@ -316,6 +316,132 @@ pub struct MoveJob {
     pub position: u32,
 }
 
+/// `GET /api/push`: what a browser needs to subscribe this device to notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushInfo {
+    /// The relay's VAPID public key (uncompressed P-256 point, base64url without padding): the
+    /// `applicationServerKey` of `PushManager.subscribe`.
+    pub public_key: String,
+    /// How many browsers this device has subscribed.
+    pub subscriptions: usize,
+}
+
+/// `PUT /api/push/subscription`: a browser's push subscription, as
+/// `PushSubscription.toJSON()` gives it (its `expirationTime` is ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    /// Where the push service takes messages for this browser (an `https` URL).
+    pub endpoint: String,
+    /// The browser's keys, which messages are encrypted to.
+    pub keys: PushKeys,
+}
+
+/// The keys of a [`PushSubscription`], base64url.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushKeys {
+    /// The browser's P-256 public key (65 bytes once decoded).
+    pub p256dh: String,
+    /// The shared authentication secret (16 bytes once decoded).
+    pub auth: String,
+}
+
+/// What the relay pushes when one of a device's jobs ends, encrypted for each of its browsers;
+/// the service worker shows it as a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushMessage {
+    /// "Done: portrait", "Failed in KSampler: portrait".
+    pub title: String,
+    /// A line more: what it made, or why it failed.
+    pub body: String,
+    /// The job, so one notification per job replaces an older one.
+    pub job: String,
+    /// The page a tap opens.
+    pub url: String,
+    /// A picture the job made (a `/view` URL on the relay), when it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// The longest a notification's line runs, in characters.
+const MAX_NOTIFICATION_LINE: usize = 200;
+
+impl PushMessage {
+    /// What to tell of a job that ended: "Done", "Failed in NODE" or "Lost", with its workflow
+    /// and what it made or why it failed; nothing for one its device cancelled, or still going.
+    /// The relay pushes it; the open app shows the same when it is in the background.
+    pub fn ended(job: &Job) -> Option<Self> {
+        let name = job
+            .workflow_name
+            .clone()
+            .unwrap_or_else(|| format!("job {}", job.number));
+        let name = cut(&name);
+        let (title, body) = match job.state {
+            JobState::Succeeded => (format!("Done: {name}"), made(&job.outputs)),
+            JobState::Failed => {
+                let error = job.error.as_ref();
+                let title = match error.and_then(|e| e.node_type.as_deref()) {
+                    Some(node) => format!("Failed in {}: {name}", cut(node)),
+                    None => format!("Failed: {name}"),
+                };
+                (title, cut(error.map_or("", |e| e.message.as_str())))
+            }
+            JobState::Lost => (
+                format!("Lost: {name}"),
+                "ComfyUI forgot it (it restarted): queue it again.".to_owned(),
+            ),
+            JobState::Queued | JobState::Running | JobState::Interrupted => return None,
+        };
+        let image = job.outputs.iter().find_map(|output| match output {
+            Output::Image(file) | Output::Animated(file) => {
+                Some(format!("/view?{}", file.view_query()))
+            }
+            _ => None,
+        });
+        Some(Self {
+            title,
+            body,
+            job: job.id.clone(),
+            url: "/#/jobs".to_owned(),
+            image,
+        })
+    }
+}
+
+/// What a finished job made, in a line.
+fn made(outputs: &[Output]) -> String {
+    let mut counts = [0; 5];
+    for output in outputs {
+        counts[match output {
+            Output::Image(_) | Output::Animated(_) => 0,
+            Output::Video(_) => 1,
+            Output::Audio(_) => 2,
+            Output::Text(_) => 3,
+            Output::File(_) => 4,
+        }] += 1;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(["picture", "video", "sound", "text", "file"])
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, kind)| format!("{n} {kind}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if parts.is_empty() {
+        "Finished.".to_owned()
+    } else {
+        format!("Made {}.", parts.join(", "))
+    }
+}
+
+/// `text` cut to [`MAX_NOTIFICATION_LINE`] characters.
+fn cut(text: &str) -> String {
+    if text.chars().count() <= MAX_NOTIFICATION_LINE {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(MAX_NOTIFICATION_LINE - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// A text message on `GET /api/events`. Previews come as binary frames, exactly as ComfyUI
 /// sends them with metadata (the metadata's `prompt_id` is the job id).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -421,6 +547,81 @@ pub struct InputProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::comfy::ImageRef;
+
+    fn job(state: JobState, outputs: Vec<Output>, error: Option<JobError>) -> Job {
+        Job {
+            id: "j1".to_owned(),
+            number: 7,
+            workflow_name: Some("portrait".to_owned()),
+            state,
+            queue_position: None,
+            held: false,
+            progress: 1.0,
+            current_node: None,
+            nodes: Vec::new(),
+            has_preview: false,
+            outputs,
+            error,
+            created_at: 0,
+            finished_at: Some(1),
+            starred: false,
+        }
+    }
+
+    fn file(name: &str) -> ImageRef {
+        ImageRef {
+            filename: name.to_owned(),
+            subfolder: "a b".to_owned(),
+            kind: "output".to_owned(),
+        }
+    }
+
+    #[test]
+    fn each_ending_is_told_once_and_a_cancelled_job_not_at_all() {
+        let done = PushMessage::ended(&job(
+            JobState::Succeeded,
+            vec![
+                Output::Video(file("clip.mp4")),
+                Output::Image(file("a.png")),
+                Output::Image(file("b.png")),
+                Output::Text("hi".to_owned()),
+            ],
+            None,
+        ))
+        .unwrap();
+        assert_eq!(done.title, "Done: portrait");
+        assert_eq!(done.body, "Made 2 pictures, 1 video, 1 text.");
+        assert_eq!(
+            done.image.as_deref(),
+            Some("/view?filename=a.png&subfolder=a%20b&type=output")
+        );
+        assert_eq!((done.job.as_str(), done.url.as_str()), ("j1", "/#/jobs"));
+
+        let failed = JobError {
+            message: "CUDA out of memory".to_owned(),
+            node_id: Some("3".to_owned()),
+            node_type: Some("KSampler".to_owned()),
+            traceback: Vec::new(),
+        };
+        let failed = PushMessage::ended(&job(JobState::Failed, Vec::new(), Some(failed))).unwrap();
+        assert_eq!(failed.title, "Failed in KSampler: portrait");
+        assert_eq!(failed.body, "CUDA out of memory");
+        assert_eq!(failed.image, None);
+
+        let mut lost = job(JobState::Lost, Vec::new(), None);
+        lost.workflow_name = None;
+        assert_eq!(PushMessage::ended(&lost).unwrap().title, "Lost: job 7");
+        assert_eq!(
+            PushMessage::ended(&job(JobState::Succeeded, Vec::new(), None))
+                .unwrap()
+                .body,
+            "Finished."
+        );
+        for state in [JobState::Interrupted, JobState::Queued, JobState::Running] {
+            assert_eq!(PushMessage::ended(&job(state, Vec::new(), None)), None);
+        }
+    }
 
     #[test]
     fn a_job_states_name_is_how_it_is_serialised() {

@@ -9,6 +9,8 @@
 //! - [`device`]: a device speaking the jobs API and following its event socket.
 //! - [`client`]: a WebSocket client that speaks as a browser would.
 //! - [`fixtures`]: recorded workflows and test images.
+//! - [`push_service`]: a Web Push service double over HTTPS, and a browser's keys to read what
+//!   it received.
 //! - [`relay_process`]: the real `comfy-relay` binary as a child process, for benchmarks.
 
 pub mod app;
@@ -17,5 +19,6 @@ pub mod client;
 pub mod comfyui;
 pub mod device;
 pub mod fixtures;
+pub mod push_service;
 pub mod relay_process;
 pub mod stack;

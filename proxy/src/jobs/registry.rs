@@ -22,7 +22,7 @@ use shared::comfy::{
     HistoryEntry, ImageRef, PreviewMetadata, PromptRequest, ServerMessage, with_metadata,
 };
 use shared::progress::{Outcome, RunProgress};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 
 use super::fair::{FairQueue, moved};
 use super::hub::Hub;
@@ -425,7 +425,12 @@ pub struct Registry {
     next_number: AtomicI64,
     /// Woken when a job ComfyUI had ends: there is room for a held one.
     freed: Notify,
+    /// Every job that ends, with its device, for whoever listens (notifications).
+    ended: broadcast::Sender<(DeviceId, Job)>,
 }
+
+/// How many ended jobs wait for a slow listener before it misses some.
+const ENDED_BACKLOG: usize = 256;
 
 impl Registry {
     /// A registry publishing to `hub`, keeping at most `max_finished` finished jobs in memory
@@ -452,6 +457,7 @@ impl Registry {
             next_number: AtomicI64::new(store.next_number()?),
             store,
             freed: Notify::new(),
+            ended: broadcast::channel(ENDED_BACKLOG).0,
         };
         registry.reposition_locked(&mut registry.lock());
         Ok(registry)
@@ -465,6 +471,11 @@ impl Registry {
     /// Woken when a job ComfyUI had ends.
     pub fn freed(&self) -> &Notify {
         &self.freed
+    }
+
+    /// Hears of every job that ends from now on, with its device.
+    pub fn ended(&self) -> broadcast::Receiver<(DeviceId, Job)> {
+        self.ended.subscribe()
     }
 
     /// The job database.
@@ -517,6 +528,8 @@ impl Registry {
             inner.running = Some(id.to_owned());
         }
         if !was_finished && snapshot.state.is_finished() {
+            // Nobody listening is no error.
+            let _ = self.ended.send((device.clone(), snapshot.clone()));
             if inner.running.as_deref() == Some(id) {
                 inner.running = None;
             }

@@ -42,6 +42,16 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long before its end a local certificate is issued again.
 const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
+/// The cryptography of every TLS connection the relay makes or takes: ring's.
+#[expect(
+    deprecated,
+    reason = "ring lacks post-quantum key exchange; aws-lc-rs, which has it, would add a C \
+              library build to every clean build"
+)]
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// The relay's HTTPS: the acceptor, the certificate it presents now, and where that comes from.
 pub struct Tls {
     acceptor: TlsAcceptor,
@@ -145,13 +155,7 @@ impl Tls {
             _ => return Ok(None),
         };
         let current = Arc::new(CurrentCertificate(RwLock::new(Arc::new(first))));
-        #[expect(
-            deprecated,
-            reason = "ring lacks post-quantum key exchange; aws-lc-rs, which has it, would add a \
-                      C library build to every clean build"
-        )]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        let mut server = rustls::ServerConfig::builder_with_provider(crypto_provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(current.clone());
