@@ -105,13 +105,18 @@ build_app() {
     trunk build --release --offline --minify)
   local script integrity
   for script in "$ROOT"/dist/*.js; do
-    terser "$script" --module --compress --mangle --output "$script.min"
-    integrity="sha384-$(openssl dgst -sha384 -binary "$script.min" | openssl base64 -A)"
-    sed -i "s|href=/$(basename "$script") integrity=sha384-[A-Za-z0-9+/=]*|href=/$(basename "$script") integrity=$integrity|" "$ROOT/dist/index.html"
-    grep -q "integrity=$integrity" "$ROOT/dist/index.html" || { echo "no integrity for $script in dist/index.html" >&2; return 1; }
+    if [ "$(basename "$script")" = sw.js ]; then
+      # The service worker: a classic script, loaded by name (no hash, no integrity).
+      terser "$script" --compress --mangle --output "$script.min"
+    else
+      terser "$script" --module --compress --mangle --output "$script.min"
+      integrity="sha384-$(openssl dgst -sha384 -binary "$script.min" | openssl base64 -A)"
+      sed -i "s|href=/$(basename "$script") integrity=sha384-[A-Za-z0-9+/=]*|href=/$(basename "$script") integrity=$integrity|" "$ROOT/dist/index.html"
+      grep -q "integrity=$integrity" "$ROOT/dist/index.html" || { echo "no integrity for $script in dist/index.html" >&2; return 1; }
+    fi
     mv "$script.min" "$script"
   done
-  find "$ROOT/dist" -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.svg' \) \
+  find "$ROOT/dist" -type f \( -name '*.wasm' -o -name '*.js' -o -name '*.css' -o -name '*.html' -o -name '*.svg' -o -name '*.webmanifest' \) \
     -exec brotli --force --best --keep {} + \
     -exec gzip --force --best --keep {} +
 }

@@ -17,6 +17,15 @@ use shared::comfy::BinaryFrame;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `index.html`'s notifier: tells of a job that ended while the page is in the background
+    /// and notifications are allowed, with the relay's words for it (the relay's push says the
+    /// same when the app is closed).
+    #[wasm_bindgen(js_name = comfyRelayNotify, catch)]
+    fn notify(job: &str) -> Result<(), wasm_bindgen::JsValue>;
+}
+
 /// The socket's state, shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connection {
@@ -117,6 +126,14 @@ impl Events {
             Event::Job { job } => {
                 if job.state.is_finished() {
                     self.forget_previews(|id| id == job.id);
+                    let ended_now = self.jobs.with_untracked(|jobs| {
+                        jobs.iter()
+                            .any(|j| j.id == job.id && !j.state.is_finished())
+                    });
+                    if ended_now {
+                        // Without the page's notifier (an older cached page) nothing is shown.
+                        let _ = notify(&job.id);
+                    }
                 }
                 self.jobs
                     .update(|jobs| match jobs.iter_mut().find(|j| j.id == job.id) {

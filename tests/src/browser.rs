@@ -109,6 +109,11 @@ fn free_port() -> u16 {
 impl Browser {
     /// Starts chromedriver and a headless Chromium at `viewport`.
     pub async fn launch(viewport: Viewport) -> Self {
+        Self::launch_with(viewport, &[]).await
+    }
+
+    /// Starts chromedriver and a headless Chromium at `viewport` with more Chromium flags.
+    pub async fn launch_with(viewport: Viewport, flags: &[String]) -> Self {
         let chromedriver = program("CHROMEDRIVER", "/usr/bin/chromedriver");
         let chromium = program("CHROMIUM", "/usr/bin/chromium");
         let port = free_port();
@@ -137,6 +142,7 @@ impl Browser {
             "--disable-dev-shm-usage".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        args.extend(flags.iter().cloned());
         let mut options = json!({ "binary": chromium, "args": [] });
         match viewport {
             Viewport::Phone | Viewport::SmallPhone => {
@@ -273,6 +279,18 @@ impl Browser {
             .execute(script, vec![])
             .await
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+    }
+
+    /// Runs `body` as an async function in the page (it may `await`) and returns its result.
+    pub async fn eval_async(&self, body: &str) -> Value {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             (async () => {{ {body} }})().then(done, (e) => done('failed: ' + e));"
+        );
+        self.client
+            .execute_async(&script, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{body}"))
     }
 
     /// Scrolls `data-testid="id"` to the middle of the screen, then saves a screenshot.

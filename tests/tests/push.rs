@@ -102,9 +102,19 @@ async fn a_job_that_ends_is_pushed_encrypted_and_signed_to_each_browser_of_its_d
     assert_eq!(job.state, JobState::Succeeded);
     let received = service.wait_for(2, LIMIT).await;
     assert_eq!(received.len(), 2, "one message per browser of the phone");
-    // The other device's browser hears nothing of the phone's job.
+    // The other device's browser hears nothing of the phone's job, nor may it ask.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(service.received().iter().all(|r| r.name != "other"));
+    let path = format!("/api/jobs/{}/notification", job.id);
+    let theirs = other.send(reqwest::Method::GET, &path).await.status();
+    let job_path = format!("/api/jobs/{}", job.id);
+    assert_eq!(
+        theirs,
+        other.send(reqwest::Method::GET, &job_path).await.status()
+    );
+    assert!(theirs.is_client_error(), "{theirs}");
+    let path = "/api/jobs/no-such-job/notification";
+    assert_eq!(phone.send(reqwest::Method::GET, path).await.status(), 404);
 
     for message in &received {
         let browser = match message.name.as_str() {
@@ -144,6 +154,11 @@ async fn a_job_that_ends_is_pushed_encrypted_and_signed_to_each_browser_of_its_d
 
         let plain = browser.decrypt(&message.body).unwrap();
         let pushed: PushMessage = serde_json::from_slice(&plain).unwrap();
+        // The open app in the background shows the same words without a push.
+        let told: PushMessage = phone
+            .get_json(&format!("/api/jobs/{}/notification", job.id))
+            .await;
+        assert_eq!(told, pushed);
         assert_eq!(pushed.job, job.id);
         assert!(pushed.title.starts_with("Done: "), "{pushed:?}");
         assert_eq!(pushed.body, "Made 1 picture.");

@@ -5,6 +5,8 @@
 //! - `GET /api/push` → the relay's public key and how many browsers the device subscribed
 //! - `PUT /api/push/subscription` `PushSubscription.toJSON()` → subscribes this browser
 //! - `DELETE /api/push/subscription` → forgets every subscription of the device
+//! - `GET /api/jobs/{id}/notification` → what is pushed of the device's job that ended (the
+//!   open app in the background shows it without a push; 404 for a job that tells nothing)
 //!
 //! A subscription names a URL the relay will post to, so it is checked as the door it is:
 //! only `https` to a named host, and the sender's resolver refuses every loopback, private
@@ -23,8 +25,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Extension, Json, Router};
 use rustls::pki_types::CertificateDer;
@@ -335,12 +338,34 @@ fn is_public(ip: IpAddr) -> bool {
 
 /// The notification routes.
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/api/push", get(info)).route(
-        "/api/push/subscription",
-        put(subscribe)
-            .layer(DefaultBodyLimit::max(MAX_SUBSCRIPTION_BYTES))
-            .delete(unsubscribe),
-    )
+    Router::new()
+        .route("/api/push", get(info))
+        .route(
+            "/api/push/subscription",
+            put(subscribe)
+                .layer(DefaultBodyLimit::max(MAX_SUBSCRIPTION_BYTES))
+                .delete(unsubscribe),
+        )
+        .route("/api/jobs/{id}/notification", get(notification))
+}
+
+/// `GET /api/jobs/{id}/notification`.
+async fn notification(
+    State(state): State<AppState>,
+    Extension(device): Extension<DeviceId>,
+    Path(id): Path<String>,
+) -> Result<Json<PushMessage>, Response> {
+    let job = state
+        .jobs
+        .get(&device, &id)
+        .map_err(IntoResponse::into_response)?;
+    message(&job).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("job {id} has not ended, or was cancelled: nothing to tell"),
+        )
+        .into_response()
+    })
 }
 
 /// `GET /api/push`.
