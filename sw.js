@@ -7,7 +7,8 @@
 //   fetched. Pairing, device links and /tls always go to the relay.
 // - The relay's own GET API (workflows, kept jobs, node schemas, the session): from the
 //   network, the device's last answer kept; the kept answer only when the relay cannot be
-//   reached. Pictures, ComfyUI's routes, sockets and every change pass by untouched.
+//   reached or has not answered within NETWORK_WAIT. Pictures, ComfyUI's routes, sockets and
+//   every change pass by untouched.
 // - Online, the app asks for the kept jobs older than the live ones its socket gives it; with
 //   the relay out of reach it has no socket and asks for the newest. So the newest page is
 //   kept too, fetched beside a page asked "before" (at most every FIRST_PAGE_EVERY).
@@ -56,35 +57,33 @@ async function asset(request) {
 }
 
 async function page(request) {
+  return networkOrKept(request, "/", async (cache, response) => {
+    if (!response.headers.get("content-type")?.startsWith("text/html")) return;
+    await cache.put("/", response.clone());
+    await dropUnnamed(cache, await response.clone().text());
+  });
+}
+
+function api(request) {
+  return networkOrKept(request, request, async (cache, response) => {
+    await cache.put(request, response.clone());
+    keepNewestJobs(cache, new URL(request.url));
+  });
+}
+
+// The network's answer (kept by `keep` when good); the answer kept under `key` when the
+// network fails or has not answered within NETWORK_WAIT (a relay out of reach may never
+// refuse); the network's failure when nothing is kept.
+async function networkOrKept(request, key, keep) {
   const cache = await caches.open(CACHE);
   const fetched = fetch(request).then(async (response) => {
-    if (response.ok && response.headers.get("content-type")?.startsWith("text/html")) {
-      await cache.put("/", response.clone());
-      await dropUnnamed(cache, await response.clone().text());
-    }
+    if (response.ok) await keep(cache, response);
     return response;
   });
   const waited = new Promise((resolve) => setTimeout(resolve, NETWORK_WAIT));
   const first = await Promise.race([fetched.catch(() => null), waited]);
   if (first) return first;
-  const kept = await cache.match("/");
-  return kept || fetched;
-}
-
-async function api(request) {
-  const cache = await caches.open(CACHE);
-  try {
-    const response = await fetch(request);
-    if (response.ok) {
-      await cache.put(request, response.clone());
-      keepNewestJobs(cache, new URL(request.url));
-    }
-    return response;
-  } catch (unreachable) {
-    const kept = await cache.match(request);
-    if (kept) return kept;
-    throw unreachable;
-  }
+  return (await cache.match(key)) || fetched;
 }
 
 function keepNewestJobs(cache, url) {

@@ -126,10 +126,21 @@ impl Events {
             Event::Job { job } => {
                 if job.state.is_finished() {
                     self.forget_previews(|id| id == job.id);
-                    let ended_now = self.jobs.with_untracked(|jobs| {
+                    let known = self.jobs.with_untracked(|jobs| {
                         jobs.iter()
-                            .any(|j| j.id == job.id && !j.state.is_finished())
+                            .find(|j| j.id == job.id)
+                            .map(|j| j.state.is_finished())
                     });
+                    // Seen unfinished, or first heard of as it ends (before the answer that
+                    // queued it came); not an old job starred again.
+                    let ended_now = known.map_or_else(
+                        || {
+                            job.finished_at.is_some_and(|at| {
+                                (js_sys::Date::now() as u64).abs_diff(at) < 120_000
+                            })
+                        },
+                        |finished| !finished,
+                    );
                     if ended_now {
                         // Without the page's notifier (an older cached page) nothing is shown.
                         let _ = notify(&job.id);

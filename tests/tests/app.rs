@@ -431,6 +431,31 @@ async fn every_kind_of_output_shows_as_what_it_is_and_the_gallery_filters_by_kin
         shown[4][2], "hello\nworld",
         "the text as the node showed it"
     );
+    let origin = stack.relay_url();
+    browser
+        .cdp(
+            "Browser.grantPermissions",
+            json!({ "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": origin }),
+        )
+        .await;
+    let copy = browser.find("[data-copy]").await;
+    browser
+        .eval("document.querySelector('[data-copy]').scrollIntoView({ block: 'center' })")
+        .await;
+    copy.click().await.unwrap();
+    browser
+        .wait_until(
+            "the copy button says it copied",
+            "return document.querySelector('[data-copy]').textContent === 'Copied'",
+        )
+        .await;
+    let copied = browser
+        .eval_async("return await navigator.clipboard.readText();")
+        .await;
+    assert_eq!(
+        copied, "hello\nworld",
+        "Copy puts the text on the clipboard"
+    );
     assert!(
         shown[5][2]
             .as_str()

@@ -107,7 +107,7 @@ async fn over_https_the_app_installs_and_opens_with_its_last_jobs_when_the_relay
     let shown = browser
         .eval_async(
             "const worker = await navigator.serviceWorker.ready;
-             for (let i = 0; i < 100; i++) {
+             for (let i = 0; i < 200; i++) {
                const shown = await worker.getNotifications();
                if (shown.length) return shown.map((n) => [n.title, n.body, n.tag]);
                await new Promise((r) => setTimeout(r, 100));
@@ -147,5 +147,36 @@ async fn over_https_the_app_installs_and_opens_with_its_last_jobs_when_the_relay
         "Live"
     );
     browser.screenshot("offline-jobs").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn on_plain_http_the_app_says_what_https_would_add() {
+    let stack = spawn_stack_with(StackOptions {
+        static_dir: Some(dist_dir()),
+        relay_args: vec!["--allowed-host=relay.test".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    // A name, not loopback: a page the browser does not count as a secure context.
+    let browser = Browser::launch_with(
+        Viewport::Phone,
+        &[format!(
+            "--host-resolver-rules=MAP relay.test {}",
+            stack.relay_addr.ip()
+        )],
+    )
+    .await;
+    let url = format!("http://relay.test:{}/", stack.relay_addr.port());
+    browser.goto(&url).await;
+    browser.wait_for_text("connection", |t| t == "Live").await;
+    assert_eq!(browser.eval("return isSecureContext").await, false);
+    browser
+        .wait_until(
+            "the page says what HTTPS would add",
+            "return document.getElementById('page-hint-text').textContent.includes('need HTTPS')",
+        )
+        .await;
+    browser.screenshot("plain-http-hint").await;
     browser.close().await;
 }

@@ -35,8 +35,10 @@ pub fn full(output: &Output, class: &str, test_id: &str, linked: bool) -> String
     let media = output.media();
     let (tag, flags, class, file) = match output {
         Output::Text(text) => {
+            // index.html's click handler copies the text before a `data-copy` button.
             return format!(
-                "<pre class=\"output-text\" data-testid=\"{test_id}\" data-media=\"text\">{}</pre>",
+                "<pre class=\"output-text\" data-testid=\"{test_id}\" data-media=\"text\">{}</pre>\
+                 <button type=\"button\" class=\"button small secondary\" data-copy>Copy</button>",
                 escape(text)
             );
         }
@@ -146,7 +148,7 @@ mod tests {
                 Output::Text("a\nb".into()),
                 true,
                 "<pre class=\"output-text\" data-testid=\"job-output\" data-media=\"text\">",
-                ">a\nb</pre>",
+                ">a\nb</pre><button type=\"button\" class=\"button small secondary\" data-copy>Copy</button>",
             ),
         ];
         for (output, linked, start, holds) in cases {
