@@ -35,6 +35,24 @@ pub fn mark(name: &str) {
     }
 }
 
+/// Brings the first element matching `css` on screen at `block` (the middle for an input,
+/// the top for a card that may be taller than the screen), opening the section that folds it,
+/// and focuses it: what Queue just did, shown where the thumb is.
+pub fn reveal(css: &str, block: web_sys::ScrollLogicalPosition) {
+    let Some(element) = document().query_selector(css).ok().flatten() else {
+        return;
+    };
+    if let Ok(Some(section)) = element.closest("details") {
+        let _ = section.set_attribute("open", "");
+    }
+    let options = web_sys::ScrollIntoViewOptions::new();
+    options.set_block(block);
+    element.scroll_into_view_with_scroll_into_view_options(&options);
+    if let Ok(element) = element.dyn_into::<web_sys::HtmlElement>() {
+        let _ = element.focus();
+    }
+}
+
 /// Opens a page (through the URL's hash, so the back button works).
 pub fn go(route: &Route) {
     let _ = window().location().set_hash(&route.hash());
@@ -56,6 +74,8 @@ pub fn App() -> impl IntoView {
         let now = current_route();
         if route.with_untracked(|open| *open != now) {
             route.set(now);
+            // A page opens at its top, not where the last one was scrolled to.
+            window().scroll_to_with_x_and_y(0.0, 0.0);
         }
     });
     let _ =

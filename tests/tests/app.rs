@@ -715,3 +715,82 @@ async fn a_locked_relay_runs_saved_workflows_by_name_only() {
     );
     browser.close().await;
 }
+
+/// A script that says whether the first element matching `css` is wholly on screen.
+fn on_screen(css: &str) -> String {
+    format!(
+        "const e = document.querySelector('{css}');
+         if (!e) return false;
+         const r = e.getBoundingClientRect();
+         return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;"
+    )
+}
+
+#[tokio::test]
+async fn after_queue_the_first_bad_input_or_the_new_job_is_on_screen_and_a_tab_opens_at_its_top() {
+    let stack = app::spawn_stack(0.05).await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    app::import(&browser, Import::Paste(fixtures::SD15_TXT2IMG), "sd15").await;
+
+    // A bad value far above where the thumb is: Queue brings it to the middle, focused.
+    app::type_into(&browser, "input-3-steps", "lots").await;
+    browser
+        .eval("scrollTo(0, document.body.scrollHeight)")
+        .await;
+    browser
+        .wait_until(
+            "the bad input is off screen",
+            &format!(
+                "return !(() => {{ {} }})()",
+                on_screen("[data-testid=\"input-3-steps\"]")
+            ),
+        )
+        .await;
+    browser.tap("queue").await;
+    browser
+        .wait_until(
+            "the bad input is focused on screen",
+            &format!(
+                "return document.activeElement?.dataset.testid === 'input-3-steps' && (() => {{ {} }})()",
+                on_screen("[data-testid=\"input-3-steps\"]")
+            ),
+        )
+        .await;
+    browser.screenshot("queue-1-bad-input").await;
+
+    // A good one, queued from the top of the page: the new job's card is brought on screen
+    // (its top above the Queue and tab bars).
+    app::type_into(&browser, "input-3-steps", "20").await;
+    for run in 1..=3 {
+        browser.eval("scrollTo(0, 0)").await;
+        browser.tap("queue").await;
+        browser
+            .wait_until(
+                "the new job's card starts on screen",
+                "const card = document.querySelector('[data-testid=job]');
+                 const top = card ? card.getBoundingClientRect().top : -1;
+                 return document.querySelector('[data-testid=queue]').textContent === 'Queue'
+                     && top >= 0 && top < innerHeight - 200;",
+            )
+            .await;
+        if run == 1 {
+            browser.screenshot("queue-2-new-job").await;
+        }
+        app::wait_for_job(&browser, "succeeded").await;
+    }
+
+    // A long page scrolled down, then another tab: it opens at its top.
+    browser
+        .eval("scrollTo(0, document.body.scrollHeight)")
+        .await;
+    browser.tap("tab-jobs").await;
+    browser
+        .wait_until(
+            "the jobs page is long and open at its top",
+            "return document.querySelectorAll('[data-testid=job]').length >= 3
+                 && document.documentElement.scrollHeight > 1.5 * innerHeight
+                 && scrollY === 0",
+        )
+        .await;
+    browser.close().await;
+}

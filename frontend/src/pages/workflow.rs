@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use leptos::prelude::*;
 use shared::api::InputEdit;
 use shared::workflow::Workflow;
+use web_sys::ScrollLogicalPosition;
 
 use crate::api::{self, ApiError};
 use crate::components::field::{FieldInput, FieldState};
@@ -13,6 +14,9 @@ use crate::components::job_card::JobCard;
 use crate::events::Events;
 use crate::model::form::{self, Group};
 use crate::{storage, task};
+
+/// The first input whose value is refused, else the message saying why Queue did nothing.
+const FIRST_PROBLEM: &str = "[aria-invalid=true], [data-testid=queue-error]";
 
 /// What the page needs before it can show the form.
 #[derive(Clone)]
@@ -127,6 +131,14 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
         });
     });
 
+    let latest = Memo::new(move |_| {
+        let name = workflow_name.get_value();
+        events.jobs.with(|jobs| {
+            jobs.iter()
+                .find(|j| j.workflow_name.as_deref() == Some(&name))
+                .map(|j| j.id.clone())
+        })
+    });
     let problem = RwSignal::new(None::<String>);
     let queueing = RwSignal::new(false);
     let queue = move || {
@@ -157,11 +169,23 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
                 problem.set(Some(format!(
                     "{invalid} input(s) need a valid value first."
                 )));
+                gloo_timers::future::sleep(std::time::Duration::ZERO).await;
+                crate::reveal(FIRST_PROBLEM, ScrollLogicalPosition::Center);
                 return;
             }
             match api::submit_job(&name, edits.clone()).await {
-                Ok(_) => {
+                Ok(job) => {
                     problem.set(None);
+                    // The new job's card replaces the last one once the relay says so (at
+                    // once, or within a moment): then it is shown where the thumb is.
+                    for _ in 0..40 {
+                        if latest.get_untracked().as_deref() == Some(job.id.as_str()) {
+                            break;
+                        }
+                        gloo_timers::future::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    gloo_timers::future::sleep(std::time::Duration::ZERO).await;
+                    crate::reveal("[data-testid=job]", ScrollLogicalPosition::Start);
                     storage::update(&name, |memory| {
                         memory.values = edits
                             .into_iter()
@@ -189,6 +213,8 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
                     } else {
                         unplaced.join("\n")
                     }));
+                    gloo_timers::future::sleep(std::time::Duration::ZERO).await;
+                    crate::reveal(FIRST_PROBLEM, ScrollLogicalPosition::Center);
                 }
             }
         });
@@ -227,14 +253,6 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
         .iter()
         .map(|g| group_view(g, &states, upload_limit, |s| !s.pinned.get()))
         .collect_view();
-    let latest = Memo::new(move |_| {
-        let name = workflow_name.get_value();
-        events.jobs.with(|jobs| {
-            jobs.iter()
-                .find(|j| j.workflow_name.as_deref() == Some(&name))
-                .map(|j| j.id.clone())
-        })
-    });
     view! {
         {blocked.then(|| view! {
             <p class="error card" data-testid="missing-nodes" role="alert">
