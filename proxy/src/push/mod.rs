@@ -9,9 +9,10 @@
 //!   open app in the background shows it without a push; 404 for a job that tells nothing)
 //!
 //! A subscription names a URL the relay will post to, so it is checked as the door it is:
-//! only `https` to a named host, and the sender's resolver refuses every loopback, private
-//! and link-local address, so a paired device cannot point the relay at ComfyUI or anything
-//! else on its network (`--push-allow-private` lifts that for a push service on the LAN).
+//! only `https` to a named host, and the sender resolves the name itself and connects only to
+//! internet addresses (never loopback, private or link-local ones), so a paired device cannot
+//! point the relay at ComfyUI or anything else on its network (`--push-allow-private` lifts
+//! that for a push service on the LAN).
 //! Subscriptions are removed with their device's pairing and when the push service answers
 //! 404 or 410 (the browser unsubscribed).
 
@@ -61,7 +62,7 @@ pub struct Push {
     vapid: Vapid,
     subscriptions: Subscriptions,
     client: PushClient,
-    sending: Arc<Semaphore>,
+    sending: Semaphore,
 }
 
 impl Push {
@@ -73,7 +74,7 @@ impl Push {
             vapid: Vapid::load_or_create(&dir, config.push_contact.clone())?,
             subscriptions: Subscriptions::open(&dir)?,
             client: PushClient::new(config)?,
-            sending: Arc::new(Semaphore::new(MAX_SENDING)),
+            sending: Semaphore::new(MAX_SENDING),
         })
     }
 
@@ -85,12 +86,14 @@ impl Push {
         }
     }
 
-    /// Tells each browser `device` subscribed that `job` ended. Waits for none of them.
+    /// Tells each browser `device` subscribed that `job` ended. Waits for none of them; a push
+    /// still under way when `cancel` fires (the relay stops) is dropped.
     fn notify(
         self: &Arc<Self>,
         device: &DeviceId,
         job: &Job,
         tasks: &tokio_util::task::TaskTracker,
+        cancel: &CancellationToken,
     ) {
         let Some(message) = message(job) else {
             return;
@@ -99,11 +102,17 @@ impl Push {
         for subscription in self.subscriptions.of(device) {
             let push = Arc::clone(self);
             let plaintext = plaintext.clone();
+            let cancel = cancel.clone();
             tasks.spawn(async move {
-                let Ok(_permit) = push.sending.clone().acquire_owned().await else {
-                    return;
+                let sent = async {
+                    if let Ok(_permit) = push.sending.acquire().await {
+                        push.send(&subscription, &plaintext).await;
+                    }
                 };
-                push.send(&subscription, &plaintext).await;
+                tokio::select! {
+                    () = sent => {}
+                    () = cancel.cancelled() => {}
+                }
             });
         }
     }
@@ -178,7 +187,7 @@ pub async fn deliver(
             _ = revocations.tick() => push.forget_revoked(&auth),
             end = ended.recv() => match end {
                 Ok((device, job)) if auth.still_allowed(&device) => {
-                    push.notify(&device, &job, &tasks);
+                    push.notify(&device, &job, &tasks, &cancel);
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
