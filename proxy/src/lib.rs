@@ -126,6 +126,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let token = state.shutdown.clone();
     let tasks = state.tasks.clone();
+    // Listening before the follower starts: a job it finds ended at start-up is pushed too.
+    let ended = state.jobs.registry.ended();
     let (upstream, client, interval, jobs) = (
         state.upstream.clone(),
         state.http.clone(),
@@ -151,7 +153,7 @@ pub async fn run(
     tasks.spawn(jobs::Jobs::keep_pruning(state.jobs.clone(), token.clone()));
     tasks.spawn(push::deliver(
         state.push.clone(),
-        state.jobs.registry.ended(),
+        ended,
         state.auth.clone(),
         tasks.clone(),
         token.clone(),

@@ -317,32 +317,14 @@ impl PushClient {
     }
 }
 
-/// Whether `ip` is on the internet rather than this machine or its networks.
+/// Whether `ip` is on the internet: not this machine or its networks (the ranges the local
+/// authority certifies), nor an address no service has.
 fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_multicast()
-                // 100.64.0.0/10: carrier-grade NAT, and Tailscale's addresses.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80)
-            }
-        },
-    }
+    let ip = ip.to_canonical();
+    !(crate::tls::local_ca::is_private(ip)
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast() || v4.is_documentation()))
 }
 
 /// The notification routes.
@@ -394,15 +376,14 @@ async fn subscribe(
     let bad = |message: String| ApiError::new(StatusCode::BAD_REQUEST, message);
     crate::limits::check_json_shape(&body).map_err(|e| bad(e.to_string()))?;
     let sent: PushSubscription = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-    let subscription = Subscription::check(&device, sent).map_err(|e| match e {
-        subscriptions::SubscriptionError::Io(_) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-        _ => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    let subscription = Subscription::check(&device, sent)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    push.subscriptions.add(subscription).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the subscription could not be kept: {e}"),
+        )
     })?;
-    push.subscriptions
-        .add(subscription)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     tracing::info!(
         device = device.short(),
         "a browser subscribed to notifications"

@@ -32,9 +32,6 @@ pub enum SubscriptionError {
     /// The P-256 key is not a point on the curve.
     #[error("keys.p256dh is not a P-256 public key")]
     Curve,
-    /// The file could not be written.
-    #[error("the subscription could not be kept: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// One browser's subscription, checked.
@@ -158,8 +155,8 @@ impl Subscriptions {
     }
 
     /// Keeps `subscription` (again, if its endpoint was known: a browser's keys can change);
-    /// a device's oldest goes past [`MAX_PER_DEVICE`]. Returns how many the device has.
-    pub fn add(&self, subscription: Subscription) -> Result<usize, SubscriptionError> {
+    /// a device's oldest goes past [`MAX_PER_DEVICE`].
+    pub fn add(&self, subscription: Subscription) -> std::io::Result<()> {
         let mut kept = self.lock();
         kept.retain(|s| s.endpoint != subscription.endpoint);
         let device = subscription.device.clone();
@@ -172,8 +169,7 @@ impl Subscriptions {
                 .expect("the device has some");
             kept.remove(oldest);
         }
-        self.save(&kept)?;
-        Ok(of_device.min(MAX_PER_DEVICE))
+        self.save(&kept)
     }
 
     /// A device's subscriptions.

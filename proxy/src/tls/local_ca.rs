@@ -27,7 +27,9 @@ pub const SERVER_VALIDITY: Duration = Duration::days(397);
 /// The LAN domains the authority may certify (each with the names below it).
 const LAN_DOMAINS: [&str; 5] = ["local", "lan", "home.arpa", "internal", "localhost"];
 
-/// The address ranges the authority may certify.
+/// This machine and its networks: loopback, the private ranges, carrier-grade NAT (Tailscale),
+/// link-local and unique-local addresses. The authority certifies only these; push services
+/// are never reached on them.
 fn private_ranges() -> Vec<(IpAddr, u8)> {
     let v4 = |a, b, prefix| (IpAddr::from([a, b, 0, 0]), prefix);
     vec![
@@ -43,7 +45,7 @@ fn private_ranges() -> Vec<(IpAddr, u8)> {
     ]
 }
 
-/// Whether the authority may certify `ip`.
+/// Whether `ip` is in [`private_ranges`]: one the authority may certify.
 pub fn is_private(ip: IpAddr) -> bool {
     private_ranges().into_iter().any(|(range, prefix)| {
         let (ip, range) = match (ip, range) {
