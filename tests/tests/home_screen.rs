@@ -129,6 +129,15 @@ async fn over_https_the_app_installs_and_opens_with_its_last_jobs_when_the_relay
         .eval("return document.querySelectorAll('[data-testid=job]').length")
         .await;
 
+    // The worker keeps the newest page of kept jobs beside the page the app asked for, in the
+    // background: the relay stops once it has (as it would for a phone open a moment longer).
+    browser
+        .wait_until(
+            "the worker kept the newest page of jobs",
+            "return caches.open('comfy-relay-shell').then((cache) => cache.keys()).then((keys) =>
+                 keys.some((r) => r.url.includes('/api/jobs/history?') && !r.url.includes('before=')));",
+        )
+        .await;
     stack.shut_down_relay().await;
     browser.client.refresh().await.unwrap();
     browser.tap("tab-jobs").await;
