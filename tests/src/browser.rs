@@ -208,19 +208,28 @@ impl Browser {
     /// Scrolls `data-testid="id"` to the middle of the screen (clear of the fixed action bar, as
     /// a person would) and taps it.
     pub async fn tap(&self, id: &str) {
-        let element = self.by_test_id(id).await;
-        self.scroll_to(id).await;
-        element
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("cannot tap {id}: {e}"));
+        self.tap_css(&format!("[data-testid=\"{id}\"]")).await;
     }
 
-    async fn scroll_to(&self, id: &str) {
-        self.eval(&format!(
-            "document.querySelector('[data-testid=\"{id}\"]').scrollIntoView({{block: 'center'}});"
-        ))
-        .await;
+    /// Brings the element matching `css` to the middle of the screen and taps it. A tap that
+    /// something else would receive (a picture above loaded and pushed the element under the
+    /// tab bar) is tried again once the page has settled, as a person would.
+    pub async fn tap_css(&self, css: &str) {
+        let element = self.find(css).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.scroll_to_css(css).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::ElementClickIntercepted
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot tap {css}: {e}"),
+            }
+        }
     }
 
     /// Waits until the text of `data-testid="id"` satisfies `condition`; returns it.
@@ -295,8 +304,16 @@ impl Browser {
 
     /// Scrolls `data-testid="id"` to the middle of the screen, then saves a screenshot.
     pub async fn screenshot_at(&self, id: &str, name: &str) -> PathBuf {
-        self.scroll_to(id).await;
+        self.scroll_to_css(&format!("[data-testid=\"{id}\"]")).await;
         self.screenshot(name).await
+    }
+
+    async fn scroll_to_css(&self, css: &str) {
+        self.eval(&format!(
+            "document.querySelector({}).scrollIntoView({{block: 'center'}});",
+            serde_json::to_string(css).unwrap()
+        ))
+        .await;
     }
 
     /// Saves a screenshot as `target/browser-artifacts/{viewport}-{name}.png`.

@@ -438,11 +438,7 @@ async fn every_kind_of_output_shows_as_what_it_is_and_the_gallery_filters_by_kin
             json!({ "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"], "origin": origin }),
         )
         .await;
-    let copy = browser.find("[data-copy]").await;
-    browser
-        .eval("document.querySelector('[data-copy]').scrollIntoView({ block: 'center' })")
-        .await;
-    copy.click().await.unwrap();
+    browser.tap_css("[data-copy]").await;
     browser
         .wait_until(
             "the copy button says it copied",
@@ -491,24 +487,18 @@ async fn every_kind_of_output_shows_as_what_it_is_and_the_gallery_filters_by_kin
         ("video", json!(["video"])),
     ] {
         browser
-            .find(&format!(
+            .tap_css(&format!(
                 "[data-testid=gallery-kinds] label:has([value='{kind}'])"
             ))
-            .await
-            .click()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(browser.eval(shown_tiles).await, shown, "{kind}");
     }
     browser
         .screenshot_at("gallery", "outputs-3-only-videos")
         .await;
     browser
-        .find("[data-testid=gallery-item][data-media=video]")
-        .await
-        .click()
-        .await
-        .unwrap();
+        .tap_css("[data-testid=gallery-item][data-media=video]")
+        .await;
     let player = browser.by_test_id("viewer-image").await;
     assert_eq!(player.prop("tagName").await.unwrap().unwrap(), "VIDEO");
     browser

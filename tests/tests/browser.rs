@@ -628,13 +628,7 @@ async fn the_jobs_page_scrolls_searches_stars_and_deletes_through_every_kept_job
     // The oldest fox is long gone from the relay's memory: starred from its card all the same.
     let oldest_fox = foxes.last().unwrap().clone();
     let star = format!("[data-job-id=\"{oldest_fox}\"] [data-testid=\"job-star\"]");
-    browser
-        .eval(&format!(
-            "document.querySelector({}).scrollIntoView({{block: 'center'}});",
-            serde_json::to_string(&star).unwrap()
-        ))
-        .await;
-    browser.find(&star).await.click().await.unwrap();
+    browser.tap_css(&star).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while browser.find(&star).await.text().await.unwrap() != "★ Starred" {
         assert!(

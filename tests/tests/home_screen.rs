@@ -84,12 +84,7 @@ async fn over_https_the_app_installs_and_opens_with_its_last_jobs_when_the_relay
             serde_json::json!({ "permissions": ["notifications"], "origin": url.trim_end_matches('/') }),
         )
         .await;
-    browser
-        .find("#page-hint-action")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.tap_css("#page-hint-action").await;
     browser
         .wait_until(
             "the page says notifications come only while it is open",
