@@ -311,7 +311,7 @@ impl Browser {
     async fn scroll_to_css(&self, css: &str) {
         self.eval(&format!(
             "document.querySelector({}).scrollIntoView({{block: 'center'}});",
-            serde_json::to_string(css).unwrap()
+            serde_json::to_string(css).expect("a string serialises")
         ))
         .await;
     }
