@@ -127,8 +127,10 @@ pub enum JobState {
     Succeeded,
     /// A node raised.
     Failed,
-    /// Interrupted, or cancelled before it started.
+    /// Stopped while it ran.
     Interrupted,
+    /// Taken off the queue before it started.
+    Cancelled,
     /// ComfyUI forgot it (it restarted); it can be queued again.
     Lost,
 }
@@ -147,6 +149,7 @@ impl JobState {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
+            Self::Cancelled => "cancelled",
             Self::Lost => "lost",
         }
     }
@@ -164,6 +167,8 @@ pub enum NodeRun {
     Running,
     /// Done.
     Finished,
+    /// It raised: the job failed here.
+    Failed,
 }
 
 /// One node of a job, with its progress.
@@ -389,7 +394,9 @@ impl PushMessage {
                 format!("Lost: {name}"),
                 "ComfyUI forgot it (it restarted): queue it again.".to_owned(),
             ),
-            JobState::Queued | JobState::Running | JobState::Interrupted => return None,
+            JobState::Queued | JobState::Running | JobState::Interrupted | JobState::Cancelled => {
+                return None;
+            }
         };
         let image = job.outputs.iter().find_map(|output| match output {
             Output::Image(file) | Output::Animated(file) => {

@@ -1,8 +1,11 @@
 //! Folding ComfyUI's execution events into one run's progress and result.
 //!
 //! ComfyUI reports progress per node (`progress_state`, or `executing` + `progress` on older
-//! versions); a run's overall progress is the mean over the nodes that will actually run, that
-//! is every node of the workflow minus those `execution_cached` skips. The run ends with
+//! versions). A run's overall progress is the mean over the nodes that will actually run (every
+//! node of the workflow minus those `execution_cached` skips, which count as done), each
+//! weighted by its `steps` when the workflow gives them as a value: a sampler's steps are most
+//! of a run's time, so a sampler 60% through is not a run 20% through. The weights are known
+//! before the run starts, so the figure never runs backwards. The run ends with
 //! `execution_success`, `execution_error`, `execution_interrupted`, or `executing {node: null}`
 //! for its prompt id, never with an empty queue.
 
@@ -11,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::comfy::{NodeState, Output, ServerMessage};
+use crate::workflow::{Node, Workflow};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +39,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunProgress {
     prompt_id: String,
-    node_count: usize,
+    /// Every node of the workflow, with its share of the run's time.
+    weights: BTreeMap<String, f64>,
     started: bool,
     cached: BTreeSet<String>,
     node_fraction: BTreeMap<String, f64>,
@@ -45,11 +50,15 @@ pub struct RunProgress {
 }
 
 impl RunProgress {
-    /// Starts following `prompt_id`, a run of a workflow with `node_count` nodes.
-    pub fn new(prompt_id: impl Into<String>, node_count: usize) -> Self {
+    /// Starts following `prompt_id`, a run of `workflow`.
+    pub fn new(prompt_id: impl Into<String>, workflow: &Workflow) -> Self {
         Self {
             prompt_id: prompt_id.into(),
-            node_count,
+            weights: workflow
+                .nodes_in_display_order()
+                .into_iter()
+                .map(|(id, node)| (id.to_owned(), weight(node)))
+                .collect(),
             started: false,
             cached: BTreeSet::new(),
             node_fraction: BTreeMap::new(),
@@ -160,14 +169,19 @@ impl RunProgress {
         if self.outcome == Some(Outcome::Succeeded) {
             return 1.0;
         }
-        let to_run = self.node_count.saturating_sub(self.cached.len()).max(1);
         // Not `sum()`: an empty float sum is -0.0, which JSON would carry as "-0.0".
-        let done = self
-            .node_fraction
-            .iter()
-            .filter(|(node, _)| !self.cached.contains(*node))
-            .fold(0.0, |done, (_, fraction)| done + fraction);
-        (done / to_run as f64).min(1.0)
+        let (mut done, mut to_run) = (0.0, 0.0);
+        for (node, weight) in &self.weights {
+            if !self.cached.contains(node) {
+                done += weight * self.node_fraction(node);
+                to_run += weight;
+            }
+        }
+        if to_run > 0.0 {
+            (done / to_run).min(1.0)
+        } else {
+            0.0
+        }
     }
 
     /// The node running now.
@@ -175,8 +189,11 @@ impl RunProgress {
         self.current_node.as_deref()
     }
 
-    /// Step progress of a node, 0 to 1.
+    /// Step progress of a node, 0 to 1; a cached node is done.
     pub fn node_fraction(&self, node_id: &str) -> f64 {
+        if self.cached.contains(node_id) {
+            return 1.0;
+        }
         self.node_fraction.get(node_id).copied().unwrap_or(0.0)
     }
 
@@ -196,6 +213,15 @@ impl RunProgress {
     }
 }
 
+/// A node's share of a run's time: its `steps` when given as a value, else one.
+fn weight(node: &Node) -> f64 {
+    node.inputs
+        .get("steps")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|steps| *steps > 0)
+        .map_or(1.0, |steps| steps as f64)
+}
+
 fn ratio(value: f64, max: f64) -> f64 {
     if max > 0.0 { value / max } else { 0.0 }
 }
@@ -205,9 +231,25 @@ mod tests {
     use super::*;
     use crate::comfy::fixtures;
 
+    /// The workflow the transcripts ran: LoadImage, SlowProgress (4 steps), ImageInvert,
+    /// SaveImage.
+    fn recorded_workflow() -> Workflow {
+        Workflow::parse(&fixtures::workflow_text("invert_slow")).unwrap()
+    }
+
+    fn workflow(nodes: serde_json::Value) -> Workflow {
+        Workflow::from_value(nodes).unwrap()
+    }
+
+    fn apply(run: &mut RunProgress, texts: &[&str]) {
+        for text in texts {
+            run.apply(&ServerMessage::parse(text).unwrap());
+        }
+    }
+
     /// Replays one recorded transcript into a tracker and returns every fraction seen.
-    fn replay(transcript: &str, prompt_id: &str, nodes: usize) -> (RunProgress, Vec<f64>) {
-        let mut run = RunProgress::new(prompt_id, nodes);
+    fn replay(transcript: &str, prompt_id: &str) -> (RunProgress, Vec<f64>) {
+        let mut run = RunProgress::new(prompt_id, &recorded_workflow());
         let mut seen = vec![run.fraction()];
         for (name, frame) in fixtures::ws_text_frames() {
             if name == transcript {
@@ -223,7 +265,6 @@ mod tests {
         let (run, seen) = replay(
             "run_success_preview_metadata.jsonl",
             "99994df8-911a-42a4-994f-8b78e1d36f71",
-            4,
         );
         assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
         assert!(
@@ -247,11 +288,62 @@ mod tests {
         let (run, seen) = replay(
             "run_partially_cached.jsonl",
             "009cf607-5be0-41e4-9597-a352dd9e4744",
-            4,
         );
         assert_eq!(run.cached_nodes().len(), 3);
         assert_eq!(run.fraction(), 1.0);
         assert!(seen.contains(&0.0));
+        for node in run.cached_nodes() {
+            assert_eq!(
+                run.node_fraction(node),
+                1.0,
+                "a cached node is done, not at 0%"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_run_never_shows_less_overall_than_its_working_node_has_done_of_the_run() {
+        let mut run =
+            RunProgress::new("99994df8-911a-42a4-994f-8b78e1d36f71", &recorded_workflow());
+        for (name, frame) in fixtures::ws_text_frames() {
+            if name == "run_success_preview_metadata.jsonl" {
+                run.apply(&ServerMessage::parse(&frame.to_string()).unwrap());
+                // SlowProgress is 4 of the run's 7 weighted steps.
+                let floor = run.node_fraction("2") * 4.0 / 7.0;
+                assert!(
+                    run.fraction() >= floor - 1e-9,
+                    "{} < {floor}",
+                    run.fraction()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_samplers_steps_weigh_in_the_overall_figure_from_the_start() {
+        let mut run = RunProgress::new(
+            "p",
+            &workflow(serde_json::json!({
+                "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "a.safetensors"}},
+                "2": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "steps": 20}},
+                "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0]}},
+            })),
+        );
+        apply(
+            &mut run,
+            &[
+                r#"{"type":"executing","data":{"node":"1","prompt_id":"p"}}"#,
+                r#"{"type":"executing","data":{"node":"2","prompt_id":"p"}}"#,
+            ],
+        );
+        // The loader done, the sampler not begun: 1 of 22, not 1 of 3.
+        assert_eq!(run.fraction(), 1.0 / 22.0);
+        apply(
+            &mut run,
+            &[r#"{"type":"progress","data":{"value":12,"max":20,"prompt_id":"p","node":"2"}}"#],
+        );
+        assert_eq!(run.node_fraction("2"), 0.6);
+        assert_eq!(run.fraction(), 13.0 / 22.0);
     }
 
     #[test]
@@ -259,7 +351,6 @@ mod tests {
         let (run, _) = replay(
             "run_execution_error.jsonl",
             "69deaee4-15fa-482c-adc6-fbc748d8bf50",
-            4,
         );
         let Some(Outcome::Failed {
             node_id,
@@ -285,21 +376,26 @@ mod tests {
         let (run, _) = replay(
             "run_interrupted_global.jsonl",
             "c8cb1f6b-8a78-415f-931e-02c529b97481",
-            4,
         );
         assert_eq!(run.outcome(), Some(&Outcome::Interrupted));
     }
 
     #[test]
     fn messages_about_other_prompts_are_ignored() {
-        let (run, seen) = replay("run_success_preview_metadata.jsonl", "someone-else", 4);
+        let (run, seen) = replay("run_success_preview_metadata.jsonl", "someone-else");
         assert!(!run.started());
         assert!(seen.iter().all(|f| *f == 0.0));
     }
 
     #[test]
     fn legacy_executing_and_progress_alone_drive_progress() {
-        let mut run = RunProgress::new("p", 2);
+        let mut run = RunProgress::new(
+            "p",
+            &workflow(serde_json::json!({
+                "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+                "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
+            })),
+        );
         for text in [
             r#"{"type":"executing","data":{"node":"1","prompt_id":"p"}}"#,
             r#"{"type":"progress","data":{"value":5,"max":10,"prompt_id":"p","node":"1"}}"#,

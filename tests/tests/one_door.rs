@@ -184,7 +184,7 @@ async fn a_raw_queue_deletion_of_the_devices_own_job_cancels_it_instead_of_leavi
         .await;
     assert_eq!(deleted.status(), 200);
     let second = phone.long_poll(&second.id, 10.0).await;
-    assert_eq!(second.state, JobState::Interrupted, "{second:?}");
+    assert_eq!(second.state, JobState::Cancelled, "{second:?}");
     let first = phone.long_poll(&first.id, 60.0).await;
     assert_eq!(first.state, JobState::Succeeded);
 }

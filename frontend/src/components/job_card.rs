@@ -41,6 +41,7 @@ pub fn status_line(job: &Job) -> String {
         },
         JobState::Succeeded => "Done".to_owned(),
         JobState::Interrupted => "Interrupted".to_owned(),
+        JobState::Cancelled => "Cancelled before it started".to_owned(),
         JobState::Failed => match job.error.as_ref().and_then(|e| e.node_id.as_deref()) {
             Some(node) => format!("Failed in {}", title(node)),
             None => "Failed".to_owned(),
@@ -55,7 +56,7 @@ fn state_class(state: JobState) -> &'static str {
         JobState::Running => "pill pill-live",
         JobState::Succeeded => "pill pill-ok",
         JobState::Failed | JobState::Lost => "pill pill-bad",
-        JobState::Interrupted => "pill pill-muted",
+        JobState::Interrupted | JobState::Cancelled => "pill pill-muted",
     }
 }
 
@@ -65,6 +66,7 @@ fn node_state(state: NodeRun) -> &'static str {
         NodeRun::Cached => "cached",
         NodeRun::Running => "running",
         NodeRun::Finished => "finished",
+        NodeRun::Failed => "failed",
     }
 }
 
@@ -74,6 +76,7 @@ fn node_mark(state: NodeRun) -> &'static str {
         NodeRun::Cached => "⟲",
         NodeRun::Running => "▶",
         NodeRun::Finished => "✓",
+        NodeRun::Failed => "✗",
     }
 }
 
@@ -320,6 +323,14 @@ mod tests {
             traceback: Vec::new(),
         });
         assert_eq!(status_line(&failed), "Failed in KSampler");
+    }
+
+    #[test]
+    fn a_job_cancelled_while_it_waited_is_named_once() {
+        let cancelled = job(JobState::Cancelled);
+        assert_eq!(status_line(&cancelled), "Cancelled before it started");
+        assert_eq!(cancelled.state.name(), "cancelled");
+        assert_eq!(status_line(&job(JobState::Interrupted)), "Interrupted");
     }
 
     #[test]

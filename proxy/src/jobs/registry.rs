@@ -89,7 +89,7 @@ impl JobRecord {
             .collect();
         let created_at = now_ms();
         Self {
-            run: RunProgress::new(id.clone(), prompt.prompt.len()),
+            run: RunProgress::new(id.clone(), &prompt.prompt),
             id,
             number,
             device,
@@ -117,7 +117,7 @@ impl JobRecord {
     /// The same job under `id`, the one an old ComfyUI that ignores a given prompt id runs it
     /// under.
     pub fn renamed(mut self, id: String) -> Self {
-        self.run = RunProgress::new(id.clone(), self.prompt.prompt.len());
+        self.run = RunProgress::new(id.clone(), &self.prompt.prompt);
         self.id = id;
         self
     }
@@ -238,15 +238,7 @@ impl JobRecord {
 
     /// Ends it as cancelled while it waited, before any of it ran.
     pub fn cancel_unstarted(&mut self) {
-        self.finish(
-            JobState::Interrupted,
-            Some(JobError {
-                message: "Cancelled before it started.".to_owned(),
-                node_id: None,
-                node_type: None,
-                traceback: Vec::new(),
-            }),
-        );
+        self.finish(JobState::Cancelled, None);
     }
 
     /// Ends it from ComfyUI's history entry (after a reconnect missed its end events), by
@@ -300,6 +292,7 @@ impl JobRecord {
     /// The job as reported to devices.
     pub fn snapshot(&self) -> Job {
         let succeeded = self.state == JobState::Succeeded;
+        let failed_node = self.error.as_ref().and_then(|e| e.node_id.as_deref());
         let nodes = self
             .nodes
             .iter()
@@ -311,6 +304,8 @@ impl JobRecord {
                 };
                 let state = if self.run.cached_nodes().contains(&node.id) {
                     NodeRun::Cached
+                } else if failed_node == Some(node.id.as_str()) {
+                    NodeRun::Failed
                 } else if self.run.current_node() == Some(node.id.as_str()) {
                     NodeRun::Running
                 } else if fraction >= 1.0 {
@@ -976,6 +971,7 @@ mod tests {
         ));
         assert_eq!(job.state, JobState::Running);
         assert_eq!(job.nodes[0].state, NodeRun::Cached);
+        assert_eq!(job.nodes[0].fraction, 1.0, "a cached node is done");
     }
 
     #[test]
@@ -1014,6 +1010,11 @@ mod tests {
         assert_eq!(error.message, "OSError in SaveImage: disk full");
         assert_eq!(error.traceback, ["line 1"]);
         assert_eq!(error.node_id.as_deref(), Some("2"));
+        let states: Vec<_> = job.nodes.iter().map(|n| (n.id.as_str(), n.state)).collect();
+        assert!(
+            states.contains(&("2", NodeRun::Failed)),
+            "the failing node is marked, not left pending: {states:?}"
+        );
     }
 
     #[test]

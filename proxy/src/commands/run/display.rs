@@ -38,7 +38,7 @@ impl Display {
             .collect();
         Self {
             bar,
-            progress: RunProgress::new(prompt_id, workflow.len()),
+            progress: RunProgress::new(prompt_id, workflow),
             titles,
             steps: HashMap::new(),
             announced: None,
