@@ -208,12 +208,18 @@ pub async fn image(
         image_target(&workflow, &image_nodes, query.node.as_deref())?;
     }
     let multipart = upload::multipart_form(&state, request).await?;
-    let (uploaded, fields) = upload::stream_image(&state, &device, multipart, |fields| {
-        let node = fields.node.as_deref().or(query.node.as_deref());
-        image_target(&workflow, &image_nodes, node)
-            .map(drop)
-            .map_err(|e| UploadError::WrongNode(e.to_string()))
-    })
+    let (uploaded, fields) = upload::stream_image(
+        &state,
+        &device,
+        upload::UploadRoute::Image,
+        multipart,
+        |fields| {
+            let node = fields.node.as_deref().or(query.node.as_deref());
+            image_target(&workflow, &image_nodes, node)
+                .map(drop)
+                .map_err(|e| UploadError::WrongNode(e.to_string()))
+        },
+    )
     .await?;
     let node = fields.node.as_deref().or(query.node.as_deref());
     let (node_id, input) = image_target(&workflow, &image_nodes, node)?;

@@ -10,20 +10,21 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, any, get, on, post};
+use axum::{Extension, Router};
 
 use crate::comfy::ComfyClient;
 use crate::comfy_path::{self, Segment};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::upload::UploadRoute;
 use crate::{http_relay, object_info, prompt, raw, upload, ws_relay};
 
 /// ComfyUI's routes the relay refuses, by path prefix, with the reason.
-const BLOCKED: [(&str, &str); 11] = [
+const BLOCKED: [(&str, &str); 10] = [
     (
         "/manager",
         "ComfyUI-Manager can install and run code on the ComfyUI machine",
@@ -52,10 +53,6 @@ const BLOCKED: [(&str, &str); 11] = [
     ("/settings", "it reads and changes ComfyUI's settings"),
     ("/free", "it unloads models and frees memory for everyone"),
     ("/internal", "it hands out ComfyUI's logs and files"),
-    (
-        "/upload/mask",
-        "it writes into ComfyUI's folders without the relay's checks",
-    ),
 ];
 
 /// ComfyUI's other roots, whose unlisted sub-routes are refused as unknown.
@@ -216,11 +213,16 @@ pub fn router(allowed: &[AllowedRoute]) -> Router<AppState> {
     let mut router = Router::new();
     router = both(router, "/prompt", fixed("/prompt").post(prompt::queue));
     // The upload enforces its own limit, on the stream.
-    router = both(
-        router,
-        "/upload/image",
-        post(upload::upload_image).layer(DefaultBodyLimit::disable()),
-    );
+    for route in [UploadRoute::Image, UploadRoute::Mask] {
+        let upload = move |State(state), Extension(device), request: Request| {
+            upload::upload(route, state, device, request)
+        };
+        router = both(
+            router,
+            route.path(),
+            post(upload).layer(DefaultBodyLimit::disable()),
+        );
+    }
     router = both(router, "/view", get(raw::view));
     router = both(
         router,

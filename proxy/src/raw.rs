@@ -247,8 +247,19 @@ fn output() -> String {
     "output".to_owned()
 }
 
-/// `GET /view`: a file the device's prompts made or it uploaded (or, from the input folder, one
-/// a saved workflow names, or any with `--share-inputs`).
+/// Whether `device` may have ComfyUI open `file` for it (`/view`, the picture under a mask): a
+/// file its prompts made or it uploaded, or from the input folder one a saved workflow names,
+/// or any with `--share-inputs`. Judged on the file ComfyUI will really open, whatever folder
+/// the reference states.
+pub(crate) fn may_open(state: &AppState, device: &DeviceId, file: ImageRef) -> bool {
+    let file = file.as_comfyui_opens();
+    // The library is read only for an input picture the device was not given.
+    state.jobs.may_view(device, &file)
+        || (file.kind == "input"
+            && (state.share_inputs || state.library.names_value(&file.load_image_value())))
+}
+
+/// `GET /view`: a file the device may open ([`may_open`]).
 pub async fn view(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
@@ -260,16 +271,12 @@ pub async fn view(
         subfolder: query.subfolder.clone(),
         kind: query.kind.clone(),
     };
-    // The library is read only for an input picture the device was not given.
-    let allowed = state.jobs.may_view(&device, &file)
-        || (file.kind == "input"
-            && (state.share_inputs || state.library.names_value(&file.load_image_value())));
-    if !allowed {
+    if !may_open(&state, &device, file) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
                 "This device may only view files its own jobs made or it uploaded; \"{}\" is not one.",
-                file.filename.chars().take(120).collect::<String>()
+                query.filename.chars().take(120).collect::<String>()
             ),
         )
         .into_response();

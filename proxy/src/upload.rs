@@ -13,16 +13,22 @@
 //!   subfolder names and the `input` type, and never overwrites (ComfyUI renames instead).
 //!
 //! The image goes to ComfyUI as a new multipart body written while the browser's is read.
+//!
+//! A mask (`/upload/mask`) is such an image with an `original_ref`: the picture it is painted
+//! over, which ComfyUI opens from any of its folders and saves again, with the mask as its
+//! alpha channel, into the input folder the device may then view. So the original must be a
+//! file the device may open itself ([`crate::raw::may_open`]), judged on the folder ComfyUI will
+//! really open: otherwise a mask would copy another device's picture into the device's hands.
 
 use std::io;
 
+use axum::Json;
 use axum::extract::multipart::{Field, Multipart, MultipartError};
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use bytes::Bytes;
-use shared::comfy::UploadedImage;
+use shared::comfy::{MaskOriginal, UploadedImage};
 
 use crate::device::DeviceId;
 use crate::error::{ApiError, RelayError, error_chain};
@@ -35,6 +41,25 @@ pub const FORM_OVERHEAD: u64 = 64 * 1024;
 const MAX_NAME: usize = 100;
 /// Chunks in flight between the browser's body and ComfyUI's: the memory an upload costs.
 const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Where an upload goes in ComfyUI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadRoute {
+    /// `/upload/image`: a picture.
+    Image,
+    /// `/upload/mask`: a mask over a picture ComfyUI has (`original_ref`).
+    Mask,
+}
+
+impl UploadRoute {
+    /// ComfyUI's path for it, which the relay answers too.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Image => "/upload/image",
+            Self::Mask => "/upload/mask",
+        }
+    }
+}
 
 /// An image format ComfyUI reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +118,9 @@ pub enum UploadError {
     /// The form names a node the picture cannot go into.
     #[error("{0}")]
     WrongNode(String),
+    /// The mask is over a picture the device may not open.
+    #[error("{0}")]
+    NotYours(String),
     /// ComfyUI answered something else than the upload.
     #[error("ComfyUI refused the upload (status {status}): {text}")]
     ComfyUi {
@@ -116,6 +144,7 @@ impl IntoResponse for UploadError {
             Self::NotAnImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BadForm(_) => StatusCode::BAD_REQUEST,
             Self::WrongNode(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotYours(_) => StatusCode::FORBIDDEN,
             Self::ComfyUi { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
@@ -223,7 +252,12 @@ pub struct FormFields {
     subfolder: String,
     /// The node to put the picture into (the automation API's `node` field).
     pub node: Option<String>,
+    /// A mask's picture.
+    original: Option<MaskOriginal>,
 }
+
+/// The longest `original_ref` read: a file name, a subfolder and a type, as JSON.
+const MAX_ORIGINAL_REF: usize = 1024;
 
 /// The longest text field read (a subfolder, a node id or title).
 const MAX_TEXT_FIELD: usize = 256;
@@ -256,8 +290,22 @@ async fn small_text(field: Field<'_>) -> Result<String, UploadError> {
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-async fn option(options: &mut FormFields, field: Field<'_>) -> Result<(), UploadError> {
+async fn option(
+    route: UploadRoute,
+    options: &mut FormFields,
+    field: Field<'_>,
+) -> Result<(), UploadError> {
     match field.name().unwrap_or_default() {
+        "original_ref" if route == UploadRoute::Mask => {
+            let text = capped(field, MAX_ORIGINAL_REF).await?;
+            let original = serde_json::from_slice(&text).map_err(|error| {
+                UploadError::BadForm(format!(
+                    "\"original_ref\" must name the picture under the mask, as \
+                     {{\"filename\": ..., \"subfolder\": ..., \"type\": ...}}: {error}"
+                ))
+            })?;
+            options.original = Some(original);
+        }
         "subfolder" => options.subfolder = safe_subfolder(&small_text(field).await?)?,
         "node" => options.node = Some(small_text(field).await?.trim().to_owned()),
         "type" => {
@@ -276,13 +324,35 @@ async fn option(options: &mut FormFields, field: Field<'_>) -> Result<(), Upload
 }
 
 async fn trailing_options(
+    route: UploadRoute,
     multipart: &mut Multipart,
     options: &mut FormFields,
 ) -> Result<(), UploadError> {
     while let Some(field) = multipart.next_field().await.map_err(bad_form)? {
-        option(options, field).await?;
+        option(route, options, field).await?;
     }
     Ok(())
+}
+
+/// Checks a mask's picture, once the form has named it (`required` once the form has ended).
+fn check_original(
+    state: &AppState,
+    device: &DeviceId,
+    options: &FormFields,
+    required: bool,
+) -> Result<(), UploadError> {
+    match &options.original {
+        Some(original) if !crate::raw::may_open(state, device, original.file()) => {
+            Err(UploadError::NotYours(format!(
+                "A mask may only go over a picture this device may view; \"{}\" is not one.",
+                original.filename.chars().take(120).collect::<String>()
+            )))
+        }
+        None if required => Err(UploadError::BadForm(
+            "A mask needs \"original_ref\": the picture it is painted over.".to_owned(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The multipart framing written to ComfyUI.
@@ -302,7 +372,19 @@ impl Form {
 
     fn tail(&self, options: &FormFields) -> Bytes {
         let mut tail = String::from("\r\n");
-        for (name, value) in [("type", "input"), ("subfolder", options.subfolder.as_str())] {
+        // As stated: ComfyUI reads a folder mark in it as the relay judged it.
+        let original = options
+            .original
+            .as_ref()
+            .map(|original| serde_json::to_string(original).expect("a mask's original serialises"));
+        let fields = [("type", "input"), ("subfolder", options.subfolder.as_str())]
+            .into_iter()
+            .chain(
+                original
+                    .as_deref()
+                    .map(|original| ("original_ref", original)),
+            );
+        for (name, value) in fields {
             tail.push_str(&format!(
                 "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
                 self.boundary
@@ -313,12 +395,13 @@ impl Form {
     }
 }
 
-/// Reads the browser's form and streams its image to ComfyUI's `/upload/image`, with the
-/// form's other fields. `before_image` sees the fields that came before the image and may
-/// refuse the upload before any of it reaches ComfyUI.
+/// Reads the browser's form and streams its image to ComfyUI's `route`, with the form's other
+/// fields. `before_image` sees the fields that came before the image and may refuse the upload
+/// before any of it reaches ComfyUI.
 pub async fn stream_image(
     state: &AppState,
     device: &DeviceId,
+    route: UploadRoute,
     mut multipart: Multipart,
     before_image: impl FnOnce(&FormFields) -> Result<(), UploadError>,
 ) -> Result<(UploadedImage, FormFields), UploadError> {
@@ -334,9 +417,10 @@ pub async fn stream_image(
         if field.name() == Some("image") && field.file_name().is_some() {
             break field;
         }
-        option(&mut options, field).await?;
+        option(route, &mut options, field).await?;
     };
     before_image(&options)?;
+    check_original(state, device, &options, false)?;
     let mut head = Vec::new();
     while head.len() < 16 {
         match image.chunk().await.map_err(bad_form)? {
@@ -354,9 +438,10 @@ pub async fn stream_image(
         boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let url = state.upstream.url_for("/upload/image");
+    let url = state.upstream.url_for(route.path());
     let content_type = format!("multipart/form-data; boundary={}", form.boundary);
     let send = state.jobs.comfy.upload(
+        route.path(),
         &content_type,
         reqwest::Body::wrap_stream(receiver_stream(rx)),
     );
@@ -392,7 +477,10 @@ pub async fn stream_image(
     }
     if refused.is_none() && answered.is_none() {
         // Fields after the image, then the end of the form.
-        match trailing_options(&mut multipart, &mut options).await {
+        let complete = trailing_options(route, &mut multipart, &mut options)
+            .await
+            .and_then(|()| check_original(state, device, &options, route == UploadRoute::Mask));
+        match complete {
             Ok(()) => {
                 let _ = tx.send(Ok(form.tail(&options))).await;
             }
@@ -453,15 +541,23 @@ pub async fn multipart_form(state: &AppState, request: Request) -> Result<Multip
         .map_err(|e| UploadError::BadForm(format!("The upload is not a form: {}", e.body_text())))
 }
 
-/// `POST /upload/image` (and `/api/upload/image`): checked and streamed to ComfyUI.
-pub async fn upload_image(
-    State(state): State<AppState>,
-    Extension(device): Extension<DeviceId>,
+/// `POST /upload/image` and `/upload/mask` (both also under `/api`): checked and streamed to
+/// ComfyUI. A mask goes over a picture the device may view; ComfyUI saves that picture with the
+/// mask as its alpha channel into the input folder.
+pub async fn upload(
+    route: UploadRoute,
+    state: AppState,
+    device: DeviceId,
     request: Request,
 ) -> Result<Json<UploadedImage>, UploadError> {
     let multipart = multipart_form(&state, request).await?;
-    let (uploaded, _) = stream_image(&state, &device, multipart, |_| Ok(())).await?;
-    tracing::info!(name = %uploaded.name, subfolder = %uploaded.subfolder, "uploaded an image");
+    let (uploaded, _) = stream_image(&state, &device, route, multipart, |_| Ok(())).await?;
+    tracing::info!(
+        name = %uploaded.name,
+        subfolder = %uploaded.subfolder,
+        route = route.path(),
+        "uploaded"
+    );
     Ok(Json(uploaded))
 }
 

@@ -42,6 +42,25 @@ fn multipart_body(boundary: &str, fields: &[(&str, &str)], file: Option<(&str, &
     body
 }
 
+/// Posts a multipart `body` whose parts are separated by `boundary`.
+async fn post_form(
+    device: &Device,
+    path: &str,
+    boundary: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    device
+        .request(Method::POST, path)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// One attack or bad input.
 struct Case {
     name: &'static str,
@@ -782,16 +801,8 @@ async fn uploads_are_stored_under_a_safe_name_and_an_oversized_stream_costs_no_m
         &[("subfolder", "team"), ("overwrite", "true")],
         Some(("../../evil.PNG", fixtures::PHONE_PNG)),
     );
-    let stored: Value = phone
-        .request(Method::POST, "/upload/image")
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
-        .body(body)
-        .send()
+    let stored: Value = post_form(&phone, "/upload/image", boundary, body)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -866,4 +877,123 @@ async fn an_operator_can_allow_a_blocked_route_by_name() {
     assert_eq!(stack.comfyui.requests_to("GET", "/internal/logs").len(), 1);
     let still_blocked = phone.send(Method::POST, "/internal/logs").await;
     assert_eq!(still_blocked.status(), 403, "the rule names a method");
+}
+
+/// A mask's form as ComfyUI's own editor sends it: the mask, then `original_ref`; or with
+/// `original_ref` first.
+fn mask_form(boundary: &str, original_ref: Option<&str>, first: bool) -> Vec<u8> {
+    let field = original_ref.map(|value| {
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"original_ref\"\r\n\r\n{value}\r\n"
+        )
+    });
+    let mut body = Vec::new();
+    if first && let Some(field) = &field {
+        body.extend(field.bytes());
+    }
+    body.extend(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"clipspace-mask.png\"\r\nContent-Type: image/png\r\n\r\n").bytes(),
+    );
+    body.extend_from_slice(fixtures::PHONE_PNG);
+    body.extend(b"\r\n");
+    if !first && let Some(field) = &field {
+        body.extend(field.bytes());
+    }
+    body.extend(format!("--{boundary}--\r\n").bytes());
+    body
+}
+
+#[tokio::test]
+async fn a_mask_goes_only_over_a_picture_the_device_may_view_whatever_folder_its_name_marks() {
+    // With every input picture shared, a folder mark in a name must not reach the outputs.
+    let stack = spawn_guarded_stack(TOKEN, &["--share-inputs"], 1.0).await;
+    let (phone, laptop) = (pair(&stack).await, pair(&stack).await);
+    let upload = multipart_body("u", &[], Some(("photo.png", fixtures::PHONE_PNG)));
+    let uploaded: Value = post_form(&phone, "/upload/image", "u", upload)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = laptop.submit_ok(fixtures::INVERT_SLOW).await;
+    let job = laptop.long_poll(&job.id, 30.0).await;
+    let Some(shared::comfy::Output::Image(made)) = job.outputs.first().cloned() else {
+        panic!("the laptop's job made a picture: {job:?}");
+    };
+    let laptops = |kind: &str, mark: &str| {
+        json!({"filename": format!("{}{mark}", made.filename), "subfolder": made.subfolder, "type": kind})
+            .to_string()
+    };
+    let photo = json!({"filename": uploaded["name"], "subfolder": "", "type": "input"}).to_string();
+
+    // (who, original_ref, before the mask, status, words of the answer)
+    let cases: Vec<(&Device, Option<String>, bool, u16, &str)> = vec![
+        (&phone, Some(photo.clone()), false, 200, "clipspace-mask"),
+        (&phone, Some(photo.clone()), true, 200, "clipspace-mask"),
+        (&phone, Some(laptops("output", "")), true, 403, "may view"),
+        (&phone, Some(laptops("output", "")), false, 403, "may view"),
+        (
+            &phone,
+            Some(laptops("input", " [output]")),
+            false,
+            403,
+            "may view",
+        ),
+        // `type` defaults to output, as ComfyUI reads it.
+        (
+            &phone,
+            Some(json!({"filename": made.filename}).to_string()),
+            true,
+            403,
+            "may view",
+        ),
+        (&phone, None, false, 400, "original_ref"),
+        (
+            &phone,
+            Some("photo.png".to_owned()),
+            true,
+            400,
+            "original_ref",
+        ),
+        (
+            &laptop,
+            Some(laptops("input", " [output]")),
+            false,
+            200,
+            "clipspace-mask",
+        ),
+    ];
+    for (i, (device, original, first, status, says)) in cases.into_iter().enumerate() {
+        let stored_before = stack.comfyui.mask_originals().len();
+        let form = mask_form("m", original.as_deref(), first);
+        let response = post_form(device, "/upload/mask", "m", form).await;
+        assert_eq!(response.status(), status, "case {i}: {original:?}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains(says), "case {i}: {text}");
+        let stored = stack.comfyui.mask_originals();
+        if status == 200 {
+            // ComfyUI got the reference as it was sent, and the device may view the result.
+            let sent: Value = serde_json::from_str(original.as_deref().unwrap()).unwrap();
+            assert_eq!(stored.last(), Some(&sent), "case {i}");
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            let view = format!(
+                "/view?filename={}&subfolder=&type=input",
+                answer["name"].as_str().unwrap()
+            );
+            assert_eq!(
+                device.send(Method::GET, &view).await.status(),
+                200,
+                "case {i}"
+            );
+        } else {
+            assert_eq!(stored.len(), stored_before, "case {i}: nothing stored");
+        }
+    }
+
+    // `/view` judges a marked name by the folder ComfyUI opens too.
+    let marked = format!(
+        "/view?filename={}%20%5Boutput%5D&subfolder={}&type=input",
+        made.filename, made.subfolder
+    );
+    assert_eq!(phone.send(Method::GET, &marked).await.status(), 403);
+    assert_eq!(laptop.send(Method::GET, &marked).await.status(), 200);
 }

@@ -297,15 +297,17 @@ impl ComfyClient {
         Ok(response.map(|body| Body::new(SilenceGuard::new(body, target, self.timeout, lease))))
     }
 
-    /// Streams a multipart form (`content_type` names its boundary) to `/upload/image`. No
-    /// deadline on the answer: ComfyUI answers once the whole picture has arrived, which from a
-    /// phone on slow Wi-Fi may take minutes; a ComfyUI that stops answering still ends it.
+    /// Streams a multipart form (`content_type` names its boundary) to `path` (`/upload/image`
+    /// or `/upload/mask`). No deadline on the answer: ComfyUI answers once the whole picture
+    /// has arrived, which from a phone on slow Wi-Fi may take minutes; a ComfyUI that stops
+    /// answering still ends it.
     pub async fn upload(
         &self,
+        path: &str,
         content_type: &str,
         body: reqwest::Body,
     ) -> Result<reqwest::Response, RelayError> {
-        let url = self.upstream.url_for("/upload/image");
+        let url = self.upstream.url_for(path);
         let request = self
             .request_to(Method::POST, url.clone())
             .header(reqwest::header::CONTENT_TYPE, content_type)

@@ -151,7 +151,37 @@ impl PromptRejected {
     }
 }
 
-/// `POST /upload/image` → 200: where ComfyUI stored the file.
+/// The `original_ref` field of `POST /upload/mask` (JSON): the picture a mask is painted over,
+/// which ComfyUI opens and saves again with the mask as its alpha channel. ComfyUI reads `type`
+/// as `output` when it is missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskOriginal {
+    /// File name (a folder mark such as ` [output]` included, as ComfyUI reads it).
+    pub filename: String,
+    /// Folder inside the type's directory.
+    #[serde(default)]
+    pub subfolder: String,
+    /// `input`, `temp` or `output`.
+    #[serde(rename = "type", default = "output_type")]
+    pub kind: String,
+}
+
+fn output_type() -> String {
+    "output".to_owned()
+}
+
+impl MaskOriginal {
+    /// The file it names, as stated.
+    pub fn file(&self) -> ImageRef {
+        ImageRef {
+            filename: self.filename.clone(),
+            subfolder: self.subfolder.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// `POST /upload/image` (and `/upload/mask`) → 200: where ComfyUI stored the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadedImage {
     /// The stored name; may differ from the one sent (`phone (1).png`).

@@ -344,6 +344,28 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
+    /// The file ComfyUI really opens for this reference. A name ending in `[output]`, `[input]`
+    /// or `[temp]` (as LoadImage values may, `x.png [output]`) means that folder whatever the
+    /// `type` says, and ComfyUI cuts the mark and the character before it
+    /// (`folder_paths.annotated_filepath`, used by `/view` and `/upload/mask`). Who may reach
+    /// a file is decided on this form; ComfyUI is sent the reference as it came, which it reads
+    /// the same way.
+    pub fn as_comfyui_opens(mut self) -> Self {
+        for (mark, kind) in [
+            ("[output]", "output"),
+            ("[input]", "input"),
+            ("[temp]", "temp"),
+        ] {
+            if self.filename.ends_with(mark) {
+                let keep = self.filename.chars().count().saturating_sub(mark.len() + 1);
+                self.filename = self.filename.chars().take(keep).collect();
+                kind.clone_into(&mut self.kind);
+                break;
+            }
+        }
+        self
+    }
+
     /// The value a LoadImage `image` input takes to load this file: `subfolder/name`, or the
     /// name alone.
     pub fn load_image_value(&self) -> String {
@@ -439,6 +461,57 @@ pub struct ExecutionInterrupted {
 mod tests {
     use super::*;
     use crate::comfy::fixtures;
+
+    fn file(filename: &str, kind: &str) -> ImageRef {
+        ImageRef {
+            filename: filename.into(),
+            subfolder: String::new(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn a_folder_mark_in_the_name_is_the_folder_comfyui_opens() {
+        for (stated, opened) in [
+            (file("a.png [output]", "input"), file("a.png", "output")),
+            (file("a.png [temp]", "output"), file("a.png", "temp")),
+            (file("a.png [input]", "output"), file("a.png", "input")),
+            // ComfyUI cuts the character before the mark whatever it is, and only one mark.
+            (file("a.png[output]", "input"), file("a.pn", "output")),
+            (
+                file("a [input] [output]", "temp"),
+                file("a [input]", "output"),
+            ),
+            (file("[output]", "input"), file("", "output")),
+            (file("a.png", "input"), file("a.png", "input")),
+            (file("é.png [temp]", "input"), file("é.png", "temp")),
+        ] {
+            assert_eq!(stated.clone().as_comfyui_opens(), opened, "{stated:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_name_is_judged_as_a_folder_it_does_not_open(
+            base in "[a-zA-Z0-9 ._\\[\\]é-]{0,24}",
+            mark in 0usize..4,
+            stated in proptest::sample::select(vec!["input", "output", "temp", ""]),
+        ) {
+            let marks = [("", ""), (" [output]", "output"), (" [input]", "input"), (" [temp]", "temp")];
+            let (suffix, folder) = marks[mark];
+            let opened = file(&format!("{base}{suffix}"), stated).as_comfyui_opens();
+            if suffix.is_empty() {
+                // A name that happens to end in a mark opens that mark's folder.
+                let folder = [("[output]", "output"), ("[input]", "input"), ("[temp]", "temp")]
+                    .iter()
+                    .find(|(m, _)| base.ends_with(m))
+                    .map_or(stated, |(_, folder)| *folder);
+                proptest::prop_assert_eq!(opened.kind.as_str(), folder);
+            } else {
+                proptest::prop_assert_eq!(opened, file(&base, folder));
+            }
+        }
+    }
 
     #[test]
     fn every_recorded_text_frame_parses_and_serialises_back_to_the_same_json() {

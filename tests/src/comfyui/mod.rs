@@ -162,6 +162,8 @@ pub(crate) struct State {
     pub running: Option<Running>,
     pub history: Map<String, Value>,
     pub files: Vec<StoredFile>,
+    /// The `original_ref` of every mask stored, as sent.
+    pub mask_originals: Vec<Value>,
     pub next_number: i64,
     pub output_counter: u32,
 }
@@ -277,6 +279,7 @@ impl FakeComfyUi {
                 running: None,
                 history: Map::new(),
                 files: Vec::new(),
+                mask_originals: Vec::new(),
                 next_number: 0,
                 output_counter: 0,
             }),
@@ -334,6 +337,11 @@ impl FakeComfyUi {
     /// Files it holds (uploads and run outputs).
     pub fn files(&self) -> Vec<StoredFile> {
         self.shared.lock().files.clone()
+    }
+
+    /// The `original_ref` of every mask it stored, as it was sent.
+    pub fn mask_originals(&self) -> Vec<Value> {
+        self.shared.lock().mask_originals.clone()
     }
 
     /// How many WebSocket clients are connected (one per client id).

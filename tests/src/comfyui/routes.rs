@@ -46,6 +46,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 // aiohttp's client_max_size: the whole body, framing included.
                 post(upload_image).layer(DefaultBodyLimit::max(upload_limit)),
             )
+            .route(
+                "/upload/mask",
+                post(upload_mask).layer(DefaultBodyLimit::max(upload_limit)),
+            )
             .route("/view", get(view))
             .route("/ws", get(sockets::connect))
     };
@@ -325,31 +329,69 @@ async fn upload_image(
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
+    upload(&shared, &headers, multipart, false).await
+}
+
+/// ComfyUI's `/upload/mask`: an upload whose `original_ref` (JSON) names the picture under the
+/// mask, opened where `folder_paths.annotated_filepath` says (a `[output]` mark in its name
+/// wins over its `type`, which defaults to `output`). ComfyUI saves the picture with the mask
+/// as its alpha channel; the double keeps the mask's bytes, and the reference in
+/// [`State::mask_originals`].
+async fn upload_mask(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    upload(&shared, &headers, multipart, true).await
+}
+
+/// The file a reference opens, as ComfyUI's `folder_paths.annotated_filepath` reads its name.
+fn opened(filename: &str, kind: &str) -> (String, String) {
+    for (mark, folder) in [
+        ("[output]", "output"),
+        ("[input]", "input"),
+        ("[temp]", "temp"),
+    ] {
+        if filename.ends_with(mark) {
+            let keep = filename.chars().count().saturating_sub(mark.len() + 1);
+            return (filename.chars().take(keep).collect(), folder.to_owned());
+        }
+    }
+    (filename.to_owned(), kind.to_owned())
+}
+
+async fn upload(
+    shared: &Shared,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    mask: bool,
+) -> Response {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > shared.options.max_upload_size) {
-        return too_large(&shared);
+        return too_large(shared);
     }
     let Ok(mut multipart) = multipart else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let (mut image, mut kind, mut subfolder, mut overwrite) =
         (None, "input".to_owned(), String::new(), false);
+    let mut original = None;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return too_large(&shared);
+                return too_large(shared);
             }
             Err(_) => return StatusCode::BAD_REQUEST.into_response(),
         };
         let name = field.name().unwrap_or_default().to_owned();
         let filename = field.file_name().map(str::to_owned);
         let Ok(bytes) = field.bytes().await else {
-            return too_large(&shared);
+            return too_large(shared);
         };
         let text = || String::from_utf8_lossy(&bytes).into_owned();
         match name.as_str() {
@@ -357,12 +399,32 @@ async fn upload_image(
             "type" => kind = text(),
             "subfolder" => subfolder = text(),
             "overwrite" => overwrite = text() == "true",
+            "original_ref" if mask => original = serde_json::from_slice::<Value>(&bytes).ok(),
             _ => {}
         }
     }
     let Some((filename, bytes)) = image else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    if mask {
+        // ComfyUI fails (500) when it cannot open the original; it stores nothing then.
+        let Some(original) = original else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        let stated =
+            |key: &str, default: &str| original[key].as_str().unwrap_or(default).to_owned();
+        let (name, folder) = opened(&stated("filename", ""), &stated("type", "output"));
+        let sub = stated("subfolder", "");
+        let mut state = shared.lock();
+        let exists = state
+            .files
+            .iter()
+            .any(|f| f.kind == folder && f.subfolder == sub && f.name == name);
+        if !exists {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+        state.mask_originals.push(original);
+    }
     if !stays_inside(&subfolder) || !matches!(kind.as_str(), "input" | "temp" | "output") {
         return StatusCode::BAD_REQUEST.into_response();
     }
@@ -396,15 +458,12 @@ async fn view(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let filename = query.get("filename").cloned().unwrap_or_default();
+    let stated = query.get("type").map_or("output", String::as_str);
+    let (filename, kind) = opened(query.get("filename").map_or("", String::as_str), stated);
     if filename.is_empty() || filename.starts_with('/') || filename.contains("..") {
         return StatusCode::BAD_REQUEST.into_response();
     }
     let subfolder = query.get("subfolder").cloned().unwrap_or_default();
-    let kind = query
-        .get("type")
-        .cloned()
-        .unwrap_or_else(|| "output".into());
     let file = shared
         .lock()
         .files
