@@ -224,6 +224,11 @@ pub async fn serve(
                 }
             },
         };
+        // Small answers and event frames go out at once, not after the last one's ACK (as
+        // nginx's `tcp_nodelay`).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot turn off Nagle's algorithm");
+        }
         let slot = match connections.admit(address) {
             Ok(slot) => Arc::new(slot),
             Err(refusal) => {
