@@ -126,12 +126,14 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Who runs this relay, as push services want to know (a `mailto:` or `https:` URL); sent
-    /// with every notification.
+    /// Who runs this relay, as push services want to know (a `mailto:` or `https:` URL on a
+    /// public domain: Apple refuses `@localhost` and local names); sent with every
+    /// notification. The default is a placeholder every push service takes.
     #[arg(
         long,
         env = "COMFY_RELAY_PUSH_CONTACT",
-        default_value = "mailto:comfy-relay@localhost"
+        default_value = "mailto:comfy-relay@example.com",
+        value_parser = push_contact
     )]
     pub push_contact: String,
 
@@ -338,9 +340,73 @@ impl Config {
     }
 }
 
+/// Checks `--push-contact`: the `sub` of the relay's VAPID claim, which Apple's push service
+/// refuses (403 `BadJwtToken`, every notification lost) unless it is a `mailto:` or `https:`
+/// address on a domain it can resolve.
+fn push_contact(text: &str) -> Result<String, String> {
+    let domain = if let Some(address) = text.strip_prefix("mailto:") {
+        address
+            .rsplit_once('@')
+            .map(|(_, domain)| domain.to_owned())
+    } else if text.starts_with("https://") {
+        Url::parse(text).ok().and_then(|url| match url.host() {
+            Some(url::Host::Domain(domain)) => Some(domain.to_owned()),
+            _ => None,
+        })
+    } else {
+        None
+    };
+    let domain = domain.unwrap_or_default().to_ascii_lowercase();
+    let local = [".localhost", ".local", ".lan", ".internal", ".home.arpa"];
+    let public = domain.contains('.')
+        && !domain.ends_with('.')
+        && !local.iter().any(|suffix| domain.ends_with(suffix));
+    if public {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a contact push services take: give a mailto: or https: address on \
+             a public domain (mailto:you@your-domain.com, https://your-site.com); Apple refuses \
+             localhost and local names"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_contact_is_a_mailto_or_https_address_on_a_public_domain() {
+        for good in [
+            "mailto:comfy-relay@example.com",
+            "mailto:Studio.Team@Render-Farm.co.uk",
+            "https://relay.studio.example.com/about",
+        ] {
+            assert_eq!(push_contact(good), Ok(good.to_owned()), "{good}");
+        }
+        for bad in [
+            "mailto:comfy-relay@localhost",
+            "mailto:me@gpu-box",
+            "mailto:me@gpu-box.local",
+            "mailto:me@nas.home.arpa",
+            "mailto:nobody",
+            "me@example.com",
+            "https://localhost/",
+            "https://192.168.1.20/",
+            "http://example.com/",
+            "https://example.com./",
+        ] {
+            let refused = push_contact(bad).expect_err(bad);
+            assert!(refused.contains("public domain"), "{bad}: {refused}");
+        }
+        let config = Config::parse_from(["comfy-relay"]);
+        assert_eq!(config.push_contact, "mailto:comfy-relay@example.com");
+        assert!(
+            Config::try_parse_from(["comfy-relay", "--push-contact", "mailto:me@localhost"])
+                .is_err()
+        );
+    }
 
     #[test]
     fn without_a_url_the_default_port_is_tried_before_the_desktop_app_port() {

@@ -151,6 +151,15 @@ impl Push {
                 self.subscriptions.remove(|s| &s.endpoint == endpoint);
                 tracing::info!(endpoint = %short, "the browser unsubscribed: forgot it");
             }
+            Ok(status @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                tracing::warn!(
+                    endpoint = %short,
+                    %status,
+                    contact = %self.vapid.contact(),
+                    "the push service refused the relay's claim: check --push-contact (Apple \
+                     takes only a mailto: or https: address on a public domain)"
+                );
+            }
             Ok(status) => {
                 tracing::warn!(endpoint = %short, %status, "the push service refused a message");
             }

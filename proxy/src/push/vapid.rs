@@ -46,6 +46,11 @@ impl Vapid {
         Ok(Self { key, rng, contact })
     }
 
+    /// The contact the claims name (`--push-contact`).
+    pub fn contact(&self) -> &str {
+        &self.contact
+    }
+
     /// The public key, base64url: what browsers subscribe with.
     pub fn public_key(&self) -> String {
         URL_SAFE_NO_PAD.encode(self.key.public_key().as_ref())
