@@ -649,6 +649,24 @@ async fn the_app_fits_a_360_pixel_phone_with_finger_sized_targets_in_light_and_d
         )
         .await;
     assert_eq!(small, json!([]), "every control is at least 44 px tall");
+    // A section that folds says so, and which way.
+    let markers = "return [...document.querySelectorAll('summary')]
+           .filter(s => s.offsetParent !== null)
+           .map(s => [s.parentElement.open, getComputedStyle(s, '::before').content]);";
+    let shown = browser.eval(markers).await;
+    let shown = shown.as_array().unwrap();
+    assert!(!shown.is_empty());
+    for marker in shown {
+        let expected = if marker[0] == true {
+            "\"▾\""
+        } else {
+            "\"▸\""
+        };
+        assert_eq!(marker[1], expected, "{shown:?}");
+    }
+    browser.tap_css("details.inputs > summary").await;
+    let folded = browser.eval(markers).await;
+    assert_ne!(&folded, &json!(shown), "the marker turns with the section");
     let font = browser.eval("return getComputedStyle(document.querySelector('[data-testid=\"input-3-steps\"]')).fontSize;").await;
     assert_eq!(font, json!("16px"), "iOS does not zoom into 16 px inputs");
     browser.screenshot("small-1-light").await;
