@@ -406,6 +406,9 @@ async fn upload(
     let Some((filename, bytes)) = image else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    if !stays_inside(&subfolder) || !matches!(kind.as_str(), "input" | "temp" | "output") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
     if mask {
         // ComfyUI fails (500) when it cannot open the original; it stores nothing then.
         let Some(original) = original else {
@@ -424,9 +427,6 @@ async fn upload(
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
         state.mask_originals.push(original);
-    }
-    if !stays_inside(&subfolder) || !matches!(kind.as_str(), "input" | "temp" | "output") {
-        return StatusCode::BAD_REQUEST.into_response();
     }
     // Recorded: ComfyUI keeps `../` in the name, quoted (`..%2F..%2Fevil.png`).
     let filename = filename.replace('/', "%2F");
