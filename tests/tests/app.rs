@@ -727,10 +727,12 @@ async fn a_locked_relay_runs_saved_workflows_by_name_only() {
 /// A script that says whether the first element matching `css` is wholly on screen.
 fn on_screen(css: &str) -> String {
     format!(
-        "const e = document.querySelector('{css}');
-         if (!e) return false;
-         const r = e.getBoundingClientRect();
-         return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;"
+        "(() => {{
+           const e = document.querySelector('{css}');
+           if (!e) return false;
+           const r = e.getBoundingClientRect();
+           return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight;
+         }})()"
     )
 }
 
@@ -748,10 +750,7 @@ async fn after_queue_the_first_bad_input_or_the_new_job_is_on_screen_and_a_tab_o
     browser
         .wait_until(
             "the bad input is off screen",
-            &format!(
-                "return !(() => {{ {} }})()",
-                on_screen("[data-testid=\"input-3-steps\"]")
-            ),
+            &format!("return !{}", on_screen("[data-testid=\"input-3-steps\"]")),
         )
         .await;
     browser.tap("queue").await;
@@ -759,7 +758,7 @@ async fn after_queue_the_first_bad_input_or_the_new_job_is_on_screen_and_a_tab_o
         .wait_until(
             "the bad input is focused on screen",
             &format!(
-                "return document.activeElement?.dataset.testid === 'input-3-steps' && (() => {{ {} }})()",
+                "return document.activeElement?.dataset.testid === 'input-3-steps' && {}",
                 on_screen("[data-testid=\"input-3-steps\"]")
             ),
         )
