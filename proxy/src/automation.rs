@@ -137,6 +137,7 @@ async fn image_nodes(
     let mut nodes = Vec::new();
     for (id, node) in workflow.nodes_in_display_order() {
         let schema = state
+            .first_backend()
             .object_info
             .schema(&node.class_type)
             .await

@@ -143,7 +143,7 @@ async fn object_info_class(
         Err(why) => return comfy_path::refusal("node class", &class, why).into_response(),
     };
     let target = comfy_path::path("/object_info", &[&class]);
-    http_relay::forward(&state.jobs.comfy, &target, request)
+    http_relay::forward(state.jobs.comfy(), &target, request)
         .await
         .into_response()
 }
@@ -193,7 +193,7 @@ fn allowed_route(base: &str, methods: Option<MethodFilter>) -> MethodRouter<AppS
             let target = comfy_path::path(&base, &segments.iter().collect::<Vec<_>>());
             tracing::info!(method = %request.method(), path = %target, "relaying a route the operator allowed");
             let target = with_query(&target, &request);
-            http_relay::forward(&state.jobs.comfy, &target, request)
+            http_relay::forward(state.jobs.comfy(), &target, request)
                 .await
                 .into_response()
         }

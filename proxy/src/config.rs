@@ -148,10 +148,17 @@ pub struct Config {
     #[arg(long, env = "COMFY_RELAY_PUSH_ALLOW_PRIVATE")]
     pub push_allow_private: bool,
 
-    /// ComfyUI's base URL. Without it the relay uses http://127.0.0.1:8188, or
-    /// http://127.0.0.1:8000 (the desktop app) when only that one answers.
-    #[arg(long, env = "COMFY_RELAY_COMFYUI_URL")]
-    pub comfyui_url: Option<Url>,
+    /// ComfyUI's base URL; repeat it (or give a comma-separated list) to run jobs on several
+    /// ComfyUI servers, the first being the one raw clients reach. Without it the relay uses
+    /// http://127.0.0.1:8188, or http://127.0.0.1:8000 (the desktop app) when only that one
+    /// answers.
+    #[arg(long, env = "COMFY_RELAY_COMFYUI_URL", value_delimiter = ',')]
+    pub comfyui_url: Vec<Url>,
+
+    /// When a ComfyUI server stops answering while it runs a job, queue the job again for
+    /// another server instead of marking it lost.
+    #[arg(long, env = "COMFY_RELAY_REQUEUE_LOST")]
+    pub requeue_lost: bool,
 
     /// Directory holding the built web app (trunk's dist).
     #[arg(long, env = "COMFY_RELAY_STATIC_DIR", default_value = "dist")]
@@ -318,15 +325,25 @@ impl Config {
         !self.no_auth && (self.require_token || !self.listen.ip().is_loopback())
     }
 
-    /// The ComfyUI URLs to try, in order of preference.
-    pub fn comfyui_candidates(&self) -> Vec<Url> {
-        match &self.comfyui_url {
-            Some(url) => vec![url.clone()],
-            None => [DEFAULT_COMFYUI_URL, DESKTOP_COMFYUI_URL]
-                .iter()
-                .map(|url| Url::parse(url).expect("built-in URLs are valid"))
-                .collect(),
+    /// The ComfyUI servers, each as the URLs to try for it in order of preference: one per
+    /// `--comfyui-url`, or without any the default port, then the desktop app's.
+    pub fn comfyui_servers(&self) -> Vec<Vec<Url>> {
+        if self.comfyui_url.is_empty() {
+            return vec![
+                [DEFAULT_COMFYUI_URL, DESKTOP_COMFYUI_URL]
+                    .iter()
+                    .map(|url| Url::parse(url).expect("built-in URLs are valid"))
+                    .collect(),
+            ];
         }
+        let mut servers: Vec<Vec<Url>> = Vec::new();
+        for url in &self.comfyui_url {
+            // The same server named twice is one server.
+            if !servers.iter().any(|server| server[0] == *url) {
+                servers.push(vec![url.clone()]);
+            }
+        }
+        servers
     }
 
     /// How long ComfyUI may take to start answering.
@@ -408,25 +425,38 @@ mod tests {
         );
     }
 
+    fn servers(config: &Config) -> Vec<Vec<String>> {
+        config
+            .comfyui_servers()
+            .iter()
+            .map(|urls| urls.iter().map(Url::to_string).collect())
+            .collect()
+    }
+
     #[test]
     fn without_a_url_the_default_port_is_tried_before_the_desktop_app_port() {
         let config = Config::parse_from(["comfy-relay"]);
-        let candidates: Vec<_> = config
-            .comfyui_candidates()
-            .iter()
-            .map(Url::to_string)
-            .collect();
         assert_eq!(
-            candidates,
-            ["http://127.0.0.1:8188/", "http://127.0.0.1:8000/"]
+            servers(&config),
+            [["http://127.0.0.1:8188/", "http://127.0.0.1:8000/"]]
         );
         assert_eq!(config.listen.port(), 8189);
     }
 
     #[test]
-    fn an_explicit_url_is_the_only_candidate() {
-        let config = Config::parse_from(["comfy-relay", "--comfyui-url", "http://gpu-box:8188"]);
-        assert_eq!(config.comfyui_candidates().len(), 1);
+    fn each_explicit_url_is_a_server_of_its_own_and_a_repeated_one_counts_once() {
+        let one = Config::parse_from(["comfy-relay", "--comfyui-url", "http://gpu-box:8188"]);
+        assert_eq!(servers(&one), [["http://gpu-box:8188/"]]);
+        let repeated = Config::parse_from([
+            "comfy-relay",
+            "--comfyui-url",
+            "http://gpu-a:8188",
+            "--comfyui-url=http://gpu-b:8188,http://gpu-a:8188/",
+        ]);
+        assert_eq!(
+            servers(&repeated),
+            [["http://gpu-a:8188/"], ["http://gpu-b:8188/"]]
+        );
     }
 
     #[test]

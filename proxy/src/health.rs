@@ -1,48 +1,32 @@
-//! `GET /api/health`: whether the relay and ComfyUI answer, for scripts and monitoring (the
-//! Python executor's `/system_stats` check).
+//! `GET /api/health`: whether the relay and its ComfyUI servers answer, for scripts and
+//! monitoring (the Python executor's `/system_stats` check), and for the app's servers view.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use shared::api::Health;
 
 use crate::state::AppState;
-use crate::upstream::Reachability;
 
-/// The relay's answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    /// Whether ComfyUI answers, so jobs can run.
-    pub ok: bool,
-    /// This relay's version.
-    pub relay_version: String,
-    /// ComfyUI's base URL.
-    pub comfyui_url: String,
-    /// ComfyUI's version, when it answers and says.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comfyui_version: Option<String>,
-    /// Why ComfyUI does not answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comfyui_error: Option<String>,
-    /// Whether the relay's own socket to ComfyUI is up (jobs' progress flows).
-    pub events_connected: bool,
-}
-
-/// `GET /api/health`: 200 when ComfyUI answers now, else 503; the body says which part is down.
+/// `GET /api/health`: 200 when a ComfyUI server answers now, else 503. The body says which
+/// part is down; the top-level `comfyui_*` fields describe the first server, `backends` every
+/// one (its GPU, and the relay's jobs it runs and has waiting).
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (reachability, _) = state.upstream.check(&state.http).await;
-    let (comfyui_version, comfyui_error) = match reachability {
-        Reachability::Up { version } => (version, None),
-        Reachability::Down { reason } => (None, Some(reason)),
-        Reachability::Unknown => (None, Some("not checked yet".to_owned())),
-    };
+    let jobs = &state.jobs;
+    let asked = jobs.backends().iter().map(|backend| {
+        let (running, waiting) = jobs.registry.load_of(backend.index);
+        backend.health(&state.http, running, waiting)
+    });
+    let backends = futures_util::future::join_all(asked).await;
+    let first = &backends[0];
     let health = Health {
-        ok: comfyui_error.is_none(),
+        ok: backends.iter().any(|backend| backend.up),
         relay_version: env!("CARGO_PKG_VERSION").to_owned(),
-        comfyui_url: state.upstream.base().to_string(),
-        comfyui_version,
-        comfyui_error,
-        events_connected: state.jobs.comfyui_connected(),
+        comfyui_url: first.url.clone(),
+        comfyui_version: first.version.clone(),
+        comfyui_error: first.error.clone(),
+        events_connected: jobs.comfyui_connected(),
+        backends,
     };
     let status = if health.ok {
         StatusCode::OK

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod automation;
+mod backend;
 mod banner;
 pub mod cli;
 mod clock;
@@ -128,27 +129,33 @@ pub async fn run(
     let tasks = state.tasks.clone();
     // Listening before the follower starts: a job it finds ended at start-up is pushed too.
     let ended = state.jobs.registry.ended();
-    let (upstream, client, interval, jobs) = (
-        state.upstream.clone(),
-        state.http.clone(),
-        state.probe_interval,
-        state.jobs.clone(),
-    );
-    let cancel = token.clone();
-    tasks.spawn(async move {
-        upstream
-            .watch(client, interval, cancel, |up| jobs.set_reachable(up))
-            .await;
-    });
-    tasks.spawn(jobs::follower::follow(
-        state.jobs.clone(),
-        state.upstream.clone(),
-        token.clone(),
-    ));
-    tasks.spawn(jobs::follower::track_queue(
-        state.jobs.clone(),
-        token.clone(),
-    ));
+    for backend in state.jobs.backends() {
+        let (backend, client, interval, jobs, cancel) = (
+            backend.clone(),
+            state.http.clone(),
+            state.probe_interval,
+            state.jobs.clone(),
+            token.clone(),
+        );
+        tasks.spawn(jobs::follower::follow(
+            jobs.clone(),
+            backend.clone(),
+            token.clone(),
+        ));
+        tasks.spawn(jobs::follower::track_queue(
+            jobs.clone(),
+            backend.clone(),
+            token.clone(),
+        ));
+        tasks.spawn(async move {
+            backend
+                .upstream
+                .watch(client, interval, cancel, |up| {
+                    jobs.set_reachable(&backend, up);
+                })
+                .await;
+        });
+    }
     tasks.spawn(jobs::Jobs::dispatch(state.jobs.clone(), token.clone()));
     tasks.spawn(jobs::Jobs::keep_pruning(state.jobs.clone(), token.clone()));
     tasks.spawn(push::deliver(

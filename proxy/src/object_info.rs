@@ -125,6 +125,15 @@ impl ObjectInfo {
         }))
     }
 
+    /// What ComfyUI would refuse in `workflow` by the kept schemas alone (fetched if none are
+    /// kept): cheap enough to ask of every server for every held job.
+    pub async fn check_kept(&self, workflow: &Workflow) -> Result<Vec<InputProblem>, RelayError> {
+        let snapshot = self.current(false).await?;
+        Ok(check_workflow(workflow, |class| {
+            snapshot.schemas.get(class)
+        }))
+    }
+
     /// `editor` (a workflow in the editor's format) as ComfyUI's frontend would queue it, with
     /// this ComfyUI's widget orders. Classes it lacks are fetched again once (a node installed
     /// since) before they are named.

@@ -72,6 +72,7 @@ async fn check(state: &AppState, device: &DeviceId, body: &[u8]) -> Result<Vec<u
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response()
     })?;
     let problems = state
+        .first_backend()
         .object_info
         .check(&workflow)
         .await
@@ -131,14 +132,18 @@ pub async fn queue(
     }
     parts.headers.remove(header::CONTENT_LENGTH);
     let request = Request::from_parts(parts, Body::from(body));
-    let answer = match http_relay::forward(&state.jobs.comfy, "/prompt", request).await {
+    let answer = match http_relay::forward(state.jobs.comfy(), "/prompt", request).await {
         Ok(answer) if answer.status().is_success() => answer,
         other => return other.into_response(),
     };
     let (parts, body) = answer.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_ANSWER_BYTES).await else {
         return RelayError::Failed {
-            url: state.upstream.url_for("/prompt").to_string(),
+            url: state
+                .first_backend()
+                .upstream
+                .url_for("/prompt")
+                .to_string(),
             detail: "its answer to a queued prompt was cut off or too large".to_owned(),
         }
         .into_response();

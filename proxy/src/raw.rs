@@ -53,7 +53,7 @@ pub async fn queue(
     State(state): State<AppState>,
     Extension(device): Extension<DeviceId>,
 ) -> Result<Json<Value>, RelayError> {
-    let mut queue: Value = state.jobs.comfy.get_json("/queue").await?;
+    let mut queue: Value = state.jobs.comfy().get_json("/queue").await?;
     for key in ["queue_running", "queue_pending"] {
         if let Some(items) = queue.get_mut(key).and_then(Value::as_array_mut) {
             items.retain_mut(|item| own_item(&state, &device, item));
@@ -109,7 +109,7 @@ pub async fn edit_queue(
         .partition(|id| state.jobs.registry.owner(id).is_some());
     if !raw.is_empty() {
         let raw: Vec<&str> = raw.iter().map(String::as_str).collect();
-        if let Err(error) = state.jobs.comfy.delete_pending(&raw).await {
+        if let Err(error) = state.jobs.comfy().delete_pending(&raw).await {
             return error.into_response();
         }
     }
@@ -128,7 +128,7 @@ pub async fn edit_history(State(state): State<AppState>, OwnEdit(ids): OwnEdit) 
     if ids.is_empty() {
         return StatusCode::OK.into_response();
     }
-    match state.jobs.comfy.delete_history(&ids).await {
+    match state.jobs.comfy().delete_history(&ids).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => error.into_response(),
     }
@@ -159,7 +159,7 @@ async fn own_history(
     };
     let mut found: Map<String, Value> = state
         .jobs
-        .comfy
+        .comfy()
         .get_json(&comfy_path::path("/history", &[&segment]))
         .await?;
     Ok(found.remove(id).map(|mut entry| {
@@ -271,7 +271,7 @@ pub async fn view(
         subfolder: query.subfolder.clone(),
         kind: query.kind.clone(),
     };
-    if !may_open(&state, &device, file) {
+    if !may_open(&state, &device, file.clone()) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -298,7 +298,9 @@ pub async fn view(
     let target = format!("/view?{}", target.query().unwrap_or_default());
     let (parts, _) = request.into_parts();
     let request = Request::from_parts(parts, Body::empty());
-    http_relay::forward(&state.jobs.comfy, &target, request)
+    // An output is on the server whose job made it.
+    let comfy = state.jobs.comfy_for(&file.as_comfyui_opens());
+    http_relay::forward(comfy, &target, request)
         .await
         .into_response()
 }
@@ -319,7 +321,7 @@ pub async fn interrupt(
         .and_then(|target| target.prompt_id);
     let target = match named {
         Some(id) => Some(id),
-        None => match state.jobs.comfy.queue().await {
+        None => match state.jobs.comfy().queue().await {
             Ok(queue) => queue
                 .queue_running
                 .first()
@@ -338,7 +340,7 @@ pub async fn interrupt(
         )
         .into_response();
     }
-    match state.jobs.comfy.interrupt(&target).await {
+    match state.jobs.comfy().interrupt(&target).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => error.into_response(),
     }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::backend::Backend;
 use crate::comfy::{self, ComfyClient};
 use crate::comfy_routes::AllowedRoute;
 use crate::config::Config;
@@ -20,7 +21,6 @@ use crate::push::Push;
 use crate::same_origin::HostNames;
 use crate::server::{ConnectionLimits, Connections};
 use crate::tls::Tls;
-use crate::upstream::Upstream;
 
 /// Shared by every request and background task; a clone is one reference count (axum clones
 /// the state for every request it hands a handler).
@@ -39,8 +39,6 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// One HTTP client (and connection pool) for every request to ComfyUI.
     pub http: reqwest::Client,
-    /// Where ComfyUI is.
-    pub upstream: Arc<Upstream>,
     /// How often to check whether ComfyUI answers.
     pub probe_interval: Duration,
     /// The built web app.
@@ -67,8 +65,6 @@ pub struct Shared {
     pub sockets: Arc<DeviceSockets>,
     /// The largest image upload accepted, in bytes.
     pub max_upload_bytes: u64,
-    /// ComfyUI's node schemas, fetched once.
-    pub object_info: Arc<ObjectInfo>,
     /// The team's saved workflows.
     pub library: Arc<Library>,
     /// HTTPS, when it is on.
@@ -81,12 +77,22 @@ impl AppState {
     /// Builds the state for `config`.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let http = comfy::http_client(config.upstream_timeout())?;
-        let upstream = Arc::new(Upstream::new(config.comfyui_candidates()));
-        let comfy = ComfyClient::new(http.clone(), upstream.clone(), config.upstream_timeout());
-        let object_info = Arc::new(ObjectInfo::new(comfy.clone()));
+        let backends = config
+            .comfyui_servers()
+            .into_iter()
+            .enumerate()
+            .map(|(index, candidates)| {
+                Arc::new(Backend::new(
+                    index,
+                    http.clone(),
+                    candidates,
+                    config.upstream_timeout(),
+                ))
+            })
+            .collect();
         let shutdown = CancellationToken::new();
         Ok(Self(Arc::new(Shared {
-            jobs: Arc::new(Jobs::new(comfy, object_info.clone(), config)?),
+            jobs: Arc::new(Jobs::new(backends, config)?),
             device_links: Arc::new(DeviceLinks::default()),
             auth: Arc::new(Auth::new(config)?),
             host_names: Arc::new(HostNames::new(&config.allowed_hosts)),
@@ -101,7 +107,6 @@ impl AppState {
                 config.max_sockets_per_device,
             )),
             max_upload_bytes: config.max_upload_bytes,
-            object_info,
             library: Arc::new(Library::new(
                 &config.data_dir,
                 config.locked_workflows,
@@ -110,7 +115,6 @@ impl AppState {
             tls: Tls::from_config(config)?,
             push: Arc::new(Push::new(config)?),
             http,
-            upstream,
             probe_interval: config.probe_interval(),
             static_dir: config.static_dir.clone(),
             shutdown,
@@ -119,11 +123,26 @@ impl AppState {
     }
 }
 
-/// The relaying handlers need only the ComfyUI client, which is cheaper to clone than the
-/// whole state.
+impl Shared {
+    /// The first ComfyUI server: the one raw clients reach, and whose node schemas the app
+    /// reads.
+    pub fn first_backend(&self) -> &Backend {
+        &self.jobs.backends()[0]
+    }
+}
+
+/// The relaying handlers need only the first ComfyUI server's client, which is cheaper to
+/// clone than the whole state.
 impl axum::extract::FromRef<AppState> for ComfyClient {
     fn from_ref(state: &AppState) -> Self {
-        state.jobs.comfy.clone()
+        state.jobs.comfy().clone()
+    }
+}
+
+/// The first server's node schemas, which the app's forms are built from.
+impl axum::extract::FromRef<AppState> for Arc<ObjectInfo> {
+    fn from_ref(state: &AppState) -> Self {
+        state.first_backend().object_info.clone()
     }
 }
 
@@ -143,6 +162,5 @@ parts!(
     auth: Arc<Auth>,
     device_links: Arc<DeviceLinks>,
     library: Arc<Library>,
-    object_info: Arc<ObjectInfo>,
     push: Arc<Push>,
 );

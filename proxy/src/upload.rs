@@ -28,8 +28,10 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use shared::comfy::{MaskOriginal, UploadedImage};
 
+use crate::backend::Backend;
 use crate::device::DeviceId;
 use crate::error::{ApiError, RelayError, error_chain};
 use crate::image_check::ImageCheck;
@@ -370,7 +372,7 @@ impl Form {
         ))
     }
 
-    fn tail(&self, options: &FormFields) -> Bytes {
+    fn tail(&self, options: &FormFields, overwrite: bool) -> Bytes {
         let mut tail = String::from("\r\n");
         // As stated: ComfyUI reads a folder mark in it as the relay judged it.
         let original = options
@@ -383,7 +385,8 @@ impl Form {
                 original
                     .as_deref()
                     .map(|original| ("original_ref", original)),
-            );
+            )
+            .chain(overwrite.then_some(("overwrite", "true")));
         for (name, value) in fields {
             tail.push_str(&format!(
                 "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
@@ -438,9 +441,9 @@ pub async fn stream_image(
         boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let url = state.upstream.url_for(route.path());
+    let url = state.first_backend().upstream.url_for(route.path());
     let content_type = format!("multipart/form-data; boundary={}", form.boundary);
-    let send = state.jobs.comfy.upload(
+    let send = state.jobs.comfy().upload(
         route.path(),
         &content_type,
         reqwest::Body::wrap_stream(receiver_stream(rx)),
@@ -482,7 +485,7 @@ pub async fn stream_image(
             .and_then(|()| check_original(state, device, &options, route == UploadRoute::Mask));
         match complete {
             Ok(()) => {
-                let _ = tx.send(Ok(form.tail(&options))).await;
+                let _ = tx.send(Ok(form.tail(&options, false))).await;
             }
             Err(error) => refused = Some(error),
         }
@@ -516,7 +519,78 @@ pub async fn stream_image(
         })?;
     // The device may see what it uploaded, and only that of the input folder.
     state.jobs.files.grant(device, uploaded.file());
+    let kind = match route {
+        UploadRoute::Image => kind,
+        // ComfyUI saves a picture with its mask as a PNG.
+        UploadRoute::Mask => ImageKind::Png,
+    };
+    copy_to_other_servers(state, &uploaded, kind).await;
     Ok((uploaded, options))
+}
+
+/// Copies a picture uploaded to the first ComfyUI server to every other one that answers,
+/// under the same name, so that a job using it can run on any of them. The first server chose
+/// the name and no other is sent uploads but through the relay, so the copy overwrites only an
+/// older copy. A server that does not take it is logged; the kept schemas then show it lacks
+/// the picture, and jobs using it go elsewhere.
+async fn copy_to_other_servers(state: &AppState, uploaded: &UploadedImage, kind: ImageKind) {
+    let [first, others @ ..] = state.jobs.backends() else {
+        return;
+    };
+    let file = uploaded.file();
+    let copies = others
+        .iter()
+        .filter(|backend| backend.is_reachable())
+        .map(|backend| async {
+            if let Err(error) = copy(first, backend, uploaded, kind).await {
+                tracing::warn!(
+                    file = %file.filename,
+                    to = backend.key(),
+                    %error,
+                    "an upload was not copied to another ComfyUI server"
+                );
+            }
+        });
+    futures_util::future::join_all(copies).await;
+}
+
+/// Streams `uploaded` from `from`'s input folder into `to`'s.
+async fn copy(
+    from: &Backend,
+    to: &Backend,
+    uploaded: &UploadedImage,
+    kind: ImageKind,
+) -> Result<(), UploadError> {
+    let source = from.comfy.download(&uploaded.file()).await?;
+    let form = Form {
+        boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let fields = FormFields {
+        subfolder: uploaded.subfolder.clone(),
+        ..FormFields::default()
+    };
+    let head = form.file_head(&uploaded.name, kind);
+    let tail = form.tail(&fields, true);
+    let body = futures_util::stream::once(async { Ok::<_, reqwest::Error>(head) })
+        .chain(source.bytes_stream())
+        .chain(futures_util::stream::once(async { Ok(tail) }));
+    let content_type = format!("multipart/form-data; boundary={}", form.boundary);
+    let response = to
+        .comfy
+        .upload(
+            UploadRoute::Image.path(),
+            &content_type,
+            reqwest::Body::wrap_stream(body),
+        )
+        .await?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(UploadError::ComfyUi {
+            status: status.as_u16(),
+            text: response.text().await.unwrap_or_default(),
+        });
+    }
+    Ok(())
 }
 
 /// A receiver as a stream, without pulling in tokio-stream.

@@ -44,6 +44,8 @@ pub struct Upstream {
     candidates: Vec<Url>,
     current: RwLock<Arc<Address>>,
     reachability: watch::Sender<Reachability>,
+    /// What it said of itself when it last answered.
+    stats: RwLock<Option<SystemStats>>,
 }
 
 /// One candidate's address in both forms requests use: the URL for the relay's own calls, and
@@ -205,6 +207,7 @@ impl Upstream {
             candidates,
             current: RwLock::new(Arc::new(Address::new(first))),
             reachability: watch::Sender::new(Reachability::Unknown),
+            stats: RwLock::new(None),
         }
     }
 
@@ -281,7 +284,7 @@ impl Upstream {
         for candidate in ordered {
             match probe(client, &candidate).await {
                 Ok(stats) => {
-                    found = Some((candidate, stats.system.comfyui_version));
+                    found = Some((candidate, stats));
                     break;
                 }
                 Err(error) => {
@@ -290,8 +293,10 @@ impl Upstream {
             }
         }
         let now = match found {
-            Some((url, version)) => {
+            Some((url, stats)) => {
                 *self.current.write().expect("lock never poisoned") = Arc::new(Address::new(url));
+                let version = stats.system.comfyui_version.clone();
+                *self.stats.write().expect("lock never poisoned") = Some(stats);
                 Reachability::Up { version }
             }
             None => Reachability::Down {
@@ -305,6 +310,11 @@ impl Upstream {
                 | (Reachability::Down { .. }, Reachability::Down { .. })
         ) || (current != self.base());
         (now, changed)
+    }
+
+    /// What ComfyUI said of itself (devices, memory) when it last answered.
+    pub fn stats(&self) -> Option<SystemStats> {
+        self.stats.read().expect("lock never poisoned").clone()
     }
 
     /// Describes the candidates for a person: "http://a or http://b".

@@ -64,7 +64,7 @@ pub async fn relay(
         Err(too_many) => return Ok(too_many.into_response()),
     };
     let client_id = device.comfy_client_id(query.get("clientId").map(String::as_str));
-    let upstream = state.jobs.comfy.connect_ws(&client_id).await?;
+    let upstream = state.jobs.comfy().connect_ws(&client_id).await?;
     let tasks = state.tasks.clone();
     let files = state.jobs.clone();
     // Each frame is written out as soon as it is sent: the pumps' awaits are the backpressure.

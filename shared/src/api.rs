@@ -710,3 +710,54 @@ mod tests {
         assert_eq!(workflow.node("1").unwrap().inputs["text"], "b");
     }
 }
+
+/// `GET /api/health`: whether the relay can run jobs, and each ComfyUI server it runs them on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// Whether a ComfyUI server answers, so jobs can run.
+    pub ok: bool,
+    /// This relay's version.
+    pub relay_version: String,
+    /// The first ComfyUI server's base URL (the one raw clients reach).
+    pub comfyui_url: String,
+    /// Its version, when it answers and says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comfyui_version: Option<String>,
+    /// Why it does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comfyui_error: Option<String>,
+    /// Whether the relay's socket to a ComfyUI server is up (jobs' progress flows).
+    pub events_connected: bool,
+    /// Every ComfyUI server, in the order they were configured.
+    pub backends: Vec<BackendHealth>,
+}
+
+/// One ComfyUI server in [`Health`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendHealth {
+    /// Its base URL.
+    pub url: String,
+    /// Whether it answers now.
+    pub up: bool,
+    /// Its ComfyUI version, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it does not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether the relay's socket to it is open.
+    pub events_connected: bool,
+    /// The relay's jobs it runs now.
+    pub running: usize,
+    /// The relay's jobs waiting in its queue.
+    pub waiting: usize,
+    /// Its first compute device as it names it (a GPU, or `cpu`), from its last answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// That device's memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_total: Option<u64>,
+    /// That device's free memory in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vram_free: Option<u64>,
+}

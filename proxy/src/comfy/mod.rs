@@ -249,6 +249,28 @@ impl ComfyClient {
             .map_err(|e| RelayError::from_upstream(&url, e, self.timeout.as_secs()))
     }
 
+    /// `GET /view` of `file`, its bytes left to stream.
+    pub async fn download(
+        &self,
+        file: &shared::comfy::ImageRef,
+    ) -> Result<reqwest::Response, RelayError> {
+        let mut url = self.upstream.url_for("/view");
+        url.query_pairs_mut()
+            .append_pair("filename", &file.filename)
+            .append_pair("subfolder", &file.subfolder)
+            .append_pair("type", &file.kind);
+        let response = self
+            .send(self.request_to(Method::GET, url.clone()), &url)
+            .await?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            status => Err(RelayError::Failed {
+                url: url.to_string(),
+                detail: format!("status {status}"),
+            }),
+        }
+    }
+
     async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<(), RelayError> {
         let url = self.upstream.url_for(path);
         let response = self

@@ -64,23 +64,15 @@ impl FairQueue {
         })
     }
 
-    /// The device whose turn it is: served least recently, then holding the lowest rank.
-    fn next_device(&self) -> Option<&DeviceId> {
-        self.devices_in_turn()
-            .min_by_key(|(key, _, _)| *key)
-            .map(|(_, device, _)| device)
-    }
-
-    /// Takes the next job to hand to ComfyUI, and counts the turn.
-    pub fn take(&mut self) -> Option<(DeviceId, String)> {
-        let device = self.next_device()?.clone();
-        let jobs = self.held.get_mut(&device)?;
-        let (_, id) = jobs.pop_first()?;
-        if jobs.is_empty() {
-            self.held.remove(&device);
+    /// Takes job `id` of `device`, held at `rank`, to hand to ComfyUI, and counts the turn
+    /// (the first in [`FairQueue::order`] is the one whose turn it is; a later one is taken
+    /// when no server can run those before it); whether it was held.
+    pub fn take(&mut self, device: &DeviceId, rank: u64, id: &str) -> bool {
+        let taken = self.remove(device, rank, id);
+        if taken {
+            self.serve(device);
         }
-        self.serve(&device);
-        Some((device, id))
+        taken
     }
 
     /// Counts a turn for `device`: it was just handed a job (taken, or given to ComfyUI at once
@@ -92,7 +84,8 @@ impl FairQueue {
 
     /// Every held job's id in the order they will be handed if nothing changes: rounds in which
     /// each device still holding jobs hands its next one, the devices in the order of their
-    /// first turn (as [`FairQueue::take`] picks them; each served goes to the back).
+    /// first turn (served least recently, then holding the lowest rank; each served goes to
+    /// the back).
     pub fn order(&self) -> Vec<&str> {
         let mut devices: Vec<_> = self
             .devices_in_turn()
@@ -144,6 +137,18 @@ mod tests {
         (0..n).map(|_| DeviceSecret::generate().device()).collect()
     }
 
+    /// Takes the job whose turn it is, as the relay does when every server can run it.
+    fn take_next(queue: &mut FairQueue) -> Option<(DeviceId, String)> {
+        let id = (*queue.order().first()?).to_owned();
+        let (device, rank) = queue.held.iter().find_map(|(device, jobs)| {
+            jobs.iter()
+                .find(|(_, held)| *held == id)
+                .map(|(rank, _)| (device.clone(), *rank))
+        })?;
+        assert!(queue.take(&device, rank, &id));
+        Some((device, id))
+    }
+
     #[test]
     fn a_device_with_one_job_goes_before_the_rest_of_one_with_ten() {
         let [busy, other] = <[DeviceId; 2]>::try_from(devices(2)).unwrap();
@@ -152,8 +157,8 @@ mod tests {
             queue.push(&busy, n, &format!("busy{n}"));
         }
         // Two of the busy device's jobs were handed before the other device queued.
-        queue.take();
-        queue.take();
+        take_next(&mut queue);
+        take_next(&mut queue);
         queue.push(&other, 100, "other");
         assert_eq!(queue.order()[..3], ["other", "busy2", "busy3"]);
     }
@@ -200,7 +205,8 @@ mod tests {
         assert!(queue.remove(&a, 1, "one"));
         assert!(!queue.remove(&a, 1, "one"));
         assert_eq!(queue.order(), ["two"]);
-        assert_eq!(queue.take(), Some((a, "two".to_owned())));
+        assert!(!queue.take(&a, 1, "one"), "a removed job cannot be taken");
+        assert_eq!(take_next(&mut queue), Some((a, "two".to_owned())));
         assert!(queue.is_empty());
     }
 
@@ -221,7 +227,7 @@ mod tests {
             let total = order.len();
             let mut handed: Vec<(DeviceId, String)> = Vec::new();
             let mut last_turn: HashMap<DeviceId, usize> = HashMap::new();
-            while let Some((device, id)) = queue.take() {
+            while let Some((device, id)) = take_next(&mut queue) {
                 let waiting_others: Vec<&DeviceId> =
                     queue.held.keys().filter(|d| **d != device).collect();
                 if let Some(previous) = last_turn.get(&device) {
@@ -236,7 +242,7 @@ mod tests {
             }
             prop_assert_eq!(handed.len(), total);
             let taken: Vec<&String> = handed.iter().map(|(_, id)| id).collect();
-            prop_assert_eq!(taken, order.iter().collect::<Vec<_>>(), "order() foretells take()");
+            prop_assert_eq!(taken, order.iter().collect::<Vec<_>>(), "order() foretells the turns");
             for device in &devices {
                 let ranks: Vec<(u64, usize)> = handed
                     .iter()

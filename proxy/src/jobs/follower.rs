@@ -1,4 +1,4 @@
-//! The relay's one persistent socket to ComfyUI, and what happens when it comes back.
+//! The relay's persistent socket to each ComfyUI server, and what happens when it comes back.
 //!
 //! The socket asks for previews with metadata, feeds every event to the registry, and
 //! reconnects with backoff when ComfyUI goes away. Each time it (re)connects, the unfinished jobs
@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::Jobs;
+use crate::backend::Backend;
 use crate::clock::now_ms;
-use crate::upstream::Upstream;
 
 /// How often ComfyUI's queue is looked at while the relay has unfinished jobs, whatever the
 /// socket says.
@@ -39,13 +39,13 @@ fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Follows ComfyUI's events until `cancel`, reconnecting whenever the socket drops.
-pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: CancellationToken) {
+/// Follows `backend`'s events until `cancel`, reconnecting whenever the socket drops.
+pub async fn follow(jobs: Arc<Jobs>, backend: Arc<Backend>, cancel: CancellationToken) {
     let mut attempt = 0u32;
     loop {
         let connected = tokio::select! {
             () = cancel.cancelled() => return,
-            connected = jobs.comfy.connect_ws(&jobs.client_id) => connected,
+            connected = backend.comfy.connect_ws(&jobs.client_id) => connected,
         };
         if let Ok(mut socket) = connected
             && socket
@@ -54,21 +54,21 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
                 .is_ok()
         {
             attempt = 0;
-            jobs.set_connected(true);
-            tracing::info!("following ComfyUI's events at {}", upstream.base());
-            jobs.heard();
+            jobs.set_connected(&backend, true);
+            tracing::info!("following ComfyUI's events at {}", backend.upstream.base());
+            backend.heard();
             // Reconciling needs HTTP calls; events keep flowing meanwhile.
-            let reconciling = tokio::spawn(reconcile(jobs.clone()));
+            let reconciling = tokio::spawn(reconcile(jobs.clone(), backend.clone()));
             tokio::select! {
                 () = cancel.cancelled() => {
                     let _ = socket.close(None).await;
                     reconciling.abort();
                     return;
                 }
-                () = read(&jobs, &mut socket) => {
-                    tracing::warn!("lost ComfyUI's event socket; reconnecting");
+                () = read(&jobs, &backend, &mut socket) => {
+                    tracing::warn!("lost the event socket of {}; reconnecting", backend.upstream.base());
                 }
-                () = jobs.resubscribe.notified() => {
+                () = backend.resubscribe.notified() => {
                     // A socket that hears nothing while ComfyUI runs our job was taken over
                     // (a client on ComfyUI's own machine reused the id) or is stuck: a new one
                     // takes the id back, and reconciling fills in what was missed.
@@ -82,7 +82,7 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
                 }
             }
             reconciling.abort();
-            jobs.set_connected(false);
+            jobs.set_connected(&backend, false);
         }
         let delay = reconnect_delay(attempt, jitter());
         attempt = attempt.saturating_add(1);
@@ -93,7 +93,7 @@ pub async fn follow(jobs: Arc<Jobs>, upstream: Arc<Upstream>, cancel: Cancellati
     }
 }
 
-async fn read<S>(jobs: &Jobs, socket: &mut S)
+async fn read<S>(jobs: &Jobs, backend: &Backend, socket: &mut S)
 where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
@@ -104,18 +104,18 @@ where
                     // Only a run's own events say the socket still gets the relay's stream:
                     // ComfyUI sends queue statuses to every socket.
                     if message.prompt_id().is_some() {
-                        jobs.heard();
+                        backend.heard();
                     }
                     if matches!(message, ServerMessage::Status(_)) {
-                        jobs.queue_changed.notify_one();
+                        backend.queue_changed.notify_one();
                     }
-                    jobs.registry.apply(&message);
+                    jobs.registry.apply(backend.index, &message);
                 }
                 Err(error) => tracing::debug!(%error, "ignored a message from ComfyUI"),
             },
             Message::Binary(bytes) => {
-                jobs.heard();
-                preview(jobs, bytes);
+                backend.heard();
+                preview(jobs, backend.index, bytes);
             }
             Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -123,11 +123,14 @@ where
     }
 }
 
-fn preview(jobs: &Jobs, frame: Bytes) {
+fn preview(jobs: &Jobs, backend: usize, frame: Bytes) {
     match BinaryFrame::parse(&frame) {
         Ok(BinaryFrame::Preview(preview)) => match preview.metadata {
-            Some(metadata) => jobs.registry.preview(&metadata.prompt_id, frame.clone()),
-            None => jobs.registry.legacy_preview(preview.image),
+            Some(metadata) => {
+                jobs.registry
+                    .preview(backend, &metadata.prompt_id, frame.clone());
+            }
+            None => jobs.registry.legacy_preview(backend, preview.image),
         },
         Ok(BinaryFrame::Unknown { event_type }) => {
             tracing::debug!(event_type, "ignored a binary frame from ComfyUI");
@@ -136,28 +139,28 @@ fn preview(jobs: &Jobs, frame: Bytes) {
     }
 }
 
-/// Brings every unfinished job ComfyUI was given in line with what ComfyUI knows now.
-pub async fn reconcile(jobs: Arc<Jobs>) {
-    let unfinished = jobs.registry.in_comfyui();
+/// Brings every unfinished job `backend` was given in line with what it knows now.
+pub async fn reconcile(jobs: Arc<Jobs>, backend: Arc<Backend>) {
+    let unfinished = jobs.registry.on_backend(backend.index);
     if unfinished.is_empty() {
         return;
     }
-    let queue = match jobs.comfy.queue().await {
+    let queue = match backend.comfy.queue().await {
         Ok(queue) => queue,
         Err(error) => {
             tracing::warn!(%error, "cannot reconcile jobs");
             return;
         }
     };
-    reconcile_ids(&jobs, unfinished, &queue).await;
-    apply_queue(&jobs, &queue);
+    reconcile_ids(&jobs, &backend, unfinished, &queue).await;
+    apply_queue(&jobs, &backend, &queue);
 }
 
-/// Brings the jobs `ids` in line with ComfyUI's history and `queue`: ended ones from their
+/// Brings the jobs `ids` in line with `backend`'s history and `queue`: ended ones from their
 /// history entry, forgotten ones as lost.
-async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
+async fn reconcile_ids(jobs: &Jobs, backend: &Backend, ids: Vec<String>, queue: &Queue) {
     for id in ids {
-        match jobs.comfy.history(&id).await {
+        match backend.comfy.history(&id).await {
             Ok(entry) => match verdict(&id, entry.as_ref(), queue) {
                 Verdict::Ended(entry) => {
                     jobs.registry
@@ -190,32 +193,40 @@ async fn reconcile_ids(jobs: &Jobs, ids: Vec<String>, queue: &Queue) {
     }
 }
 
-/// Sets queue positions (prompts ahead of each queued job) from ComfyUI's queue, and forgets
-/// the raw prompts that no longer wait.
-fn apply_queue(jobs: &Jobs, queue: &Queue) {
-    jobs.relayed.retain_pending(queue);
+/// Sets queue positions (prompts ahead of each queued job) from `backend`'s queue, and on the
+/// first server forgets the raw prompts that no longer wait.
+fn apply_queue(jobs: &Jobs, backend: &Backend, queue: &Queue) {
+    if backend.index == 0 {
+        jobs.relayed.retain_pending(queue);
+    }
     let foreign = queue
         .queue_running
         .iter()
         .chain(&queue.queue_pending)
         .filter(|item| jobs.registry.owner(item.prompt_id()).is_none())
         .count();
-    jobs.registry.set_foreign(foreign);
+    jobs.registry.set_foreign(backend.index, foreign);
     let numbers: Vec<i64> = queue
         .queue_running
         .iter()
         .chain(&queue.queue_pending)
         .map(|item| item.0)
         .collect();
+    let here = |record: &super::registry::JobRecord| record.backend() == Some(backend.index);
     for item in &queue.queue_running {
-        jobs.registry
-            .update(item.prompt_id(), |record| record.mark_running());
+        jobs.registry.update(item.prompt_id(), |record| {
+            if here(record) {
+                record.mark_running();
+            }
+        });
     }
     for item in &queue.queue_pending {
         let ahead = numbers.iter().filter(|n| **n < item.0).count();
         let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
         jobs.registry.update(item.prompt_id(), |record| {
-            record.set_queue_position(Some(ahead))
+            if here(record) {
+                record.set_queue_position(Some(ahead));
+            }
         });
     }
 }
@@ -225,31 +236,33 @@ fn apply_queue(jobs: &Jobs, queue: &Queue) {
 /// without the relay hearing of it (deleted by another client, or its events lost) is
 /// reconciled from the history; a job ComfyUI runs while the relay's socket hears nothing for
 /// [`SILENCE_BEFORE_RECONNECT`] makes the socket reconnect.
-pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
+pub async fn track_queue(jobs: Arc<Jobs>, backend: Arc<Backend>, cancel: CancellationToken) {
     let mut check = tokio::time::interval(QUEUE_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let first = backend.index == 0;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = jobs.queue_changed.notified() => {
+            () = backend.queue_changed.notified() => {
                 // Several status messages come together; one look at the queue serves them all.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ = check.tick() => {}
         }
-        if jobs.registry.in_flight() == 0 && jobs.relayed.none_waiting() {
+        if jobs.registry.in_flight_on(backend.index) == 0 && (!first || jobs.relayed.none_waiting())
+        {
             continue;
         }
         // Only jobs queued before this look can be missing from it.
         let looked_at = now_ms();
-        let queue = match jobs.comfy.queue().await {
+        let queue = match backend.comfy.queue().await {
             Ok(queue) => queue,
             Err(error) => {
                 tracing::debug!(%error, "cannot read ComfyUI's queue");
                 continue;
             }
         };
-        apply_queue(&jobs, &queue);
+        apply_queue(&jobs, &backend, &queue);
         // Raw prompts may have left the queue: room for a held job.
         jobs.dispatch_wanted.notify_one();
         let listed = |id: &String| {
@@ -261,24 +274,25 @@ pub async fn track_queue(jobs: Arc<Jobs>, cancel: CancellationToken) {
         };
         let missing: Vec<String> = jobs
             .registry
-            .in_comfyui_before(looked_at.saturating_sub(MISSING_GRACE_MS))
+            .on_backend_before(backend.index, looked_at.saturating_sub(MISSING_GRACE_MS))
             .into_iter()
+            .map(|(id, _)| id)
             .filter(|id| !listed(id))
             .collect();
         if !missing.is_empty() {
-            reconcile_ids(&jobs, missing, &queue).await;
+            reconcile_ids(&jobs, &backend, missing, &queue).await;
             // Their ends never came: unless an event of a run is just on its way, the socket
             // lost its stream (another socket took the id over), and a new one takes it back.
-            if jobs.silent_for() > UNHEARD_END {
-                jobs.resubscribe.notify_one();
+            if backend.silent_for() > UNHEARD_END {
+                backend.resubscribe.notify_one();
             }
         }
         let ours_running = queue
             .queue_running
             .iter()
             .any(|item| jobs.registry.owner(item.prompt_id()).is_some());
-        if ours_running && jobs.silent_for() > SILENCE_BEFORE_RECONNECT {
-            jobs.resubscribe.notify_one();
+        if ours_running && backend.silent_for() > SILENCE_BEFORE_RECONNECT {
+            backend.resubscribe.notify_one();
         }
     }
 }

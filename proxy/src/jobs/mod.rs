@@ -1,5 +1,5 @@
 //! Jobs: the relay queues prompts under its own ComfyUI client id, follows them on one
-//! persistent upstream socket, and remembers their state for every device.
+//! persistent socket per ComfyUI server, and remembers their state for every device.
 //!
 //! ComfyUI sends a run's events only to the socket of the client id that queued it, buffers
 //! nothing, and lets a newer socket with the same id take over silently. So devices never
@@ -8,8 +8,12 @@
 //! ([`hub`], [`routes`]). When ComfyUI itself goes away, [`follower`] reconnects and
 //! reconciles every unfinished job with `/history` and `/queue`.
 //!
-//! ComfyUI is given only `--in-flight` jobs at a time (one running, one ready); the rest wait
-//! in the relay's [`fair`] queue, where devices take turns and each orders its own.
+//! Each ComfyUI server ([`Backend`]) is given only `--in-flight` jobs at a time (one running,
+//! one ready); the rest wait in the relay's [`fair`] queue, where devices take turns and each
+//! orders its own. A job goes to a server that answers and has every node class and model it
+//! names, the one with the least to do (ties: the one that ran that work last, whose models
+//! are loaded). A server that stops answering is taken out: the jobs it had not started wait
+//! for another, the one it ran is lost (or queued again with `--requeue-lost`).
 
 pub mod fair;
 pub mod files;
@@ -20,8 +24,8 @@ pub mod relayed;
 pub mod routes;
 pub mod store;
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shared::api::{HistoryPage, HistoryQuery, InputEdit, InputProblem, Job, JobError, JobState};
@@ -30,11 +34,11 @@ use shared::workflow::{InputError, Workflow, WorkflowError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::Backend;
 use crate::comfy::{ComfyClient, QueueError};
 use crate::config::{Config, PreviewMethod};
 use crate::device::DeviceId;
 use crate::error::RelayError;
-use crate::object_info::ObjectInfo;
 use files::Files;
 use hub::Hub;
 use registry::{JobRecord, Registry};
@@ -49,35 +53,39 @@ pub struct Jobs {
     pub hub: Arc<Hub>,
     /// Prompts queued through the raw `/prompt` relay that still wait in ComfyUI's queue.
     pub relayed: Relayed,
-    /// ComfyUI's HTTP API.
-    pub comfy: ComfyClient,
+    /// The ComfyUI servers; raw clients reach the first.
+    backends: Vec<Arc<Backend>>,
     /// The files each device may fetch.
     pub files: Files,
     /// The relay's own ComfyUI client id, stable for the life of the process. No client ever
     /// learns it: raw clients get ids of their device's own ([`DeviceId::comfy_client_id`]),
     /// and it is taken out of every relayed answer ([`Jobs::hide_client_id`]).
     pub client_id: String,
-    object_info: Arc<ObjectInfo>,
     preview_method: PreviewMethod,
     max_pending: usize,
-    /// How many prompts ComfyUI is given at once.
+    /// How many prompts each ComfyUI server is given at once.
     max_in_flight: usize,
+    /// Whether a job running on a server that stops answering is queued again, not lost.
+    requeue_lost: bool,
     /// Held while a job is being given to ComfyUI: one hand-off at a time.
     handing: tokio::sync::Mutex<()>,
     /// Wakes the task that hands held jobs to ComfyUI.
     dispatch_wanted: Notify,
-    /// Whether the relay's socket to ComfyUI is open.
-    connected: AtomicBool,
-    /// Whether ComfyUI answers its health check.
-    reachable: AtomicBool,
-    /// When the relay's socket last brought an event of a run, in milliseconds since the epoch.
-    last_event_ms: AtomicU64,
-    /// Wakes the task that refreshes queue positions.
-    queue_changed: Notify,
-    /// Tells the socket follower to reconnect: its socket seems to have stopped hearing.
-    resubscribe: Notify,
+    /// Servers that were taken out and may still have prompts of jobs since handed elsewhere;
+    /// they are given nothing until those are deleted from their queue.
+    to_clean: std::sync::Mutex<HashSet<usize>>,
     /// How long finished jobs are kept, if not for ever.
     keep_for: Option<Duration>,
+}
+
+/// Where a held job can go now.
+enum Placement {
+    /// To this backend.
+    On(usize),
+    /// Nowhere yet: the servers that can run it are busy or down.
+    Wait,
+    /// Nowhere: every server answered, and none has what it needs.
+    Refused(Vec<InputProblem>),
 }
 
 /// How often the retention is applied.
@@ -150,6 +158,15 @@ pub enum JobsError {
     Upstream(#[from] RelayError),
 }
 
+/// What a job runs, to send the same work back where it ran last: its saved workflow's name,
+/// else its node classes.
+fn work(record: &JobRecord) -> String {
+    match record.workflow_name() {
+        Some(name) => format!("saved:{name}"),
+        None => record.prompt().prompt.classes().join(","),
+    }
+}
+
 /// ComfyUI's validation errors, one problem per input, with node titles.
 pub fn problems(rejected: &PromptRejected, workflow: &Workflow) -> Vec<InputProblem> {
     let mut problems = Vec::new();
@@ -198,32 +215,25 @@ fn input_problem(error: &InputError) -> InputProblem {
 }
 
 impl Jobs {
-    /// An empty job service, configured by `config`.
-    pub fn new(
-        comfy: ComfyClient,
-        object_info: Arc<ObjectInfo>,
-        config: &Config,
-    ) -> Result<Self, StoreError> {
+    /// An empty job service on `backends` (at least one), configured by `config`.
+    pub fn new(backends: Vec<Arc<Backend>>, config: &Config) -> Result<Self, StoreError> {
         let hub = Arc::new(Hub::default());
         let store = Store::open(&config.data_dir)?;
+        let keys = backends.iter().map(|b| b.key().to_owned()).collect();
         Ok(Self {
             client_id: store.client_id()?,
-            registry: Registry::new(hub.clone(), config.max_finished_jobs, store)?,
+            registry: Registry::new(hub.clone(), config.max_finished_jobs, store, keys)?,
             hub,
             relayed: Relayed::default(),
             files: Files::default(),
-            comfy,
-            object_info,
+            backends,
             preview_method: config.preview_method,
             max_pending: config.max_pending_jobs,
             max_in_flight: usize::from(config.in_flight),
+            requeue_lost: config.requeue_lost,
             handing: tokio::sync::Mutex::new(()),
             dispatch_wanted: Notify::new(),
-            connected: AtomicBool::new(false),
-            reachable: AtomicBool::new(true),
-            last_event_ms: AtomicU64::new(0),
-            queue_changed: Notify::new(),
-            resubscribe: Notify::new(),
+            to_clean: std::sync::Mutex::default(),
             keep_for: config
                 .keep_days
                 .map(|days| Duration::from_secs(u64::from(days) * 24 * 60 * 60)),
@@ -257,15 +267,42 @@ impl Jobs {
             .into_iter()
             .map(|job| match self.registry.get(&job.id) {
                 Some((_, live)) => live,
-                None => JobRecord::restore(job).snapshot(),
+                None => self.registry.restore(job).snapshot(),
             })
             .collect();
         Ok(HistoryPage { jobs, next })
     }
 
-    /// Whether ComfyUI's events reach the relay: its socket is open and ComfyUI answers.
+    /// The ComfyUI servers, in the order they were configured.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// The first ComfyUI server's client: the one raw clients reach.
+    pub fn comfy(&self) -> &ComfyClient {
+        &self.backends[0].comfy
+    }
+
+    /// The client of the server that has `file`: the one whose job made it, else the first
+    /// (where uploads land, and which raw clients reach).
+    pub fn comfy_for(&self, file: &ImageRef) -> &ComfyClient {
+        let made_on =
+            self.registry
+                .made_on(file)
+                .or_else(|| match self.registry.store().made_on(file) {
+                    Ok(Some(key)) => self.registry.backend_of(key.as_deref()),
+                    Ok(None) => None,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot look up where a file was made");
+                        None
+                    }
+                });
+        &self.backends[made_on.unwrap_or(0)].comfy
+    }
+
+    /// Whether ComfyUI's events reach the relay: some server's socket is open and it answers.
     pub fn comfyui_connected(&self) -> bool {
-        self.connected.load(Ordering::SeqCst) && self.reachable.load(Ordering::SeqCst)
+        self.backends.iter().any(|backend| backend.is_up())
     }
 
     /// Tells devices when ComfyUI's events start or stop reaching the relay.
@@ -278,29 +315,110 @@ impl Jobs {
         }
     }
 
-    fn set_connected(&self, connected: bool) {
-        self.announce(|| self.connected.store(connected, Ordering::SeqCst));
+    fn set_connected(&self, backend: &Backend, connected: bool) {
+        self.announce(|| backend.set_connected(connected));
         if connected {
             self.dispatch_wanted.notify_one();
         }
     }
 
-    /// Notes that the relay's socket brought an event of one of its runs.
-    fn heard(&self) {
-        self.last_event_ms
-            .store(crate::clock::now_ms(), Ordering::Relaxed);
+    /// Records what a server's health check found. One that stops answering (a stopped process
+    /// keeps its sockets open) is taken out: the jobs it had not started wait for another
+    /// server, and the one it ran is lost (or queued again with `--requeue-lost`). Devices are
+    /// told when no server is left, or one is back.
+    pub fn set_reachable(&self, backend: &Backend, reachable: bool) {
+        let mut changed = false;
+        self.announce(|| changed = backend.set_reachable(reachable));
+        if reachable {
+            self.dispatch_wanted.notify_one();
+        } else if changed {
+            self.take_out(backend);
+        }
     }
 
-    /// How long the relay's socket has heard no event of its runs.
-    fn silent_for(&self) -> Duration {
-        let last = self.last_event_ms.load(Ordering::Relaxed);
-        Duration::from_millis(crate::clock::now_ms().saturating_sub(last))
+    /// Takes the relay's unfinished jobs away from `backend`, which stopped answering.
+    fn take_out(&self, backend: &Backend) {
+        let jobs = self.registry.on_backend_before(backend.index, u64::MAX);
+        if jobs.is_empty() {
+            return;
+        }
+        // It may come back with them still queued: they are deleted there before it is given
+        // anything again.
+        self.cleaning().insert(backend.index);
+        for (id, running) in jobs {
+            if running && !self.requeue_lost {
+                self.registry.update(&id, |record| {
+                    record.finish(
+                        JobState::Lost,
+                        Some(JobError {
+                            message: format!(
+                                "The ComfyUI server at {} stopped answering while it ran this \
+                                 job. Queue it again.",
+                                backend.upstream.base().as_str().trim_end_matches('/')
+                            ),
+                            node_id: None,
+                            node_type: None,
+                            traceback: Vec::new(),
+                        }),
+                    );
+                });
+                tracing::warn!(job = %id, backend = backend.key(), "its server stopped answering mid-run; marked lost");
+            } else {
+                self.registry.update(&id, JobRecord::start_over);
+                self.registry.give_back(&id);
+                tracing::warn!(job = %id, backend = backend.key(), "its server stopped answering; held for another");
+            }
+        }
+        self.dispatch_wanted.notify_one();
     }
 
-    /// Records what ComfyUI's health check found: a ComfyUI that stops answering (a stopped
-    /// process keeps its sockets open) is announced to devices as gone.
-    pub fn set_reachable(&self, reachable: bool) {
-        self.announce(|| self.reachable.store(reachable, Ordering::SeqCst));
+    fn cleaning(&self) -> std::sync::MutexGuard<'_, HashSet<usize>> {
+        self.to_clean
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Deletes from a server that was taken out the prompts of jobs it no longer has (they
+    /// wait in the relay or went elsewhere), and interrupts one it runs; false when it cannot
+    /// be asked.
+    async fn clean(&self, backend: &Backend) -> bool {
+        let queue = match backend.comfy.queue().await {
+            Ok(queue) => queue,
+            Err(error) => {
+                tracing::debug!(%error, backend = backend.key(), "cannot clean a server's queue");
+                return false;
+            }
+        };
+        let elsewhere = |id: &str| {
+            self.registry.record(id).is_some_and(|record| {
+                record.backend() != Some(backend.index) || record.state().is_finished()
+            })
+        };
+        let stale: Vec<&str> = queue
+            .queue_pending
+            .iter()
+            .map(|item| item.prompt_id())
+            .filter(|id| elsewhere(id))
+            .collect();
+        if !stale.is_empty() && backend.comfy.delete_pending(&stale).await.is_err() {
+            return false;
+        }
+        for item in &queue.queue_running {
+            if elsewhere(item.prompt_id())
+                && backend.comfy.interrupt(item.prompt_id()).await.is_err()
+            {
+                return false;
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                backend = backend.key(),
+                deleted = stale.len(),
+                "deleted prompts of jobs it no longer has"
+            );
+        }
+        self.cleaning().remove(&backend.index);
+        true
     }
 
     /// The device that queued a prompt through the relay, as a job or raw.
@@ -354,11 +472,7 @@ impl Jobs {
     ) -> Result<PromptRequest, JobsError> {
         InputEdit::apply_all(values, &mut workflow)
             .map_err(|e| JobsError::BadInput(e.to_string(), vec![input_problem(&e)]))?;
-        let problems = self.object_info.check(&workflow).await?;
-        if !problems.is_empty() {
-            let summary: Vec<String> = problems.iter().map(InputProblem::describe).collect();
-            return Err(JobsError::BadInput(summary.join("; "), problems));
-        }
+        self.runnable(&workflow).await?;
         let mut extra_data = serde_json::Map::new();
         if let Some(method) = self.preview_method.as_extra_data() {
             // Newer ComfyUI sends no previews unless the prompt asks for them.
@@ -372,6 +486,46 @@ impl Jobs {
         })
     }
 
+    /// Checks that some server can run `workflow`: it has every class and value the workflow
+    /// names. Otherwise the refusal names what is missing, and where when there are several
+    /// servers. Servers that do not answer are not asked, unless none does.
+    async fn runnable(&self, workflow: &Workflow) -> Result<(), JobsError> {
+        let several = self.backends.len() > 1;
+        let mut problems = Vec::new();
+        let mut unreachable = None;
+        for backend in &self.backends {
+            if several && !backend.is_reachable() {
+                continue;
+            }
+            match backend.object_info.check(workflow).await {
+                Ok(found) if found.is_empty() => return Ok(()),
+                Ok(found) if several => {
+                    let url = backend.upstream.base();
+                    let url = url.as_str().trim_end_matches('/');
+                    problems.extend(found.into_iter().map(|mut problem| {
+                        problem.message = format!("{} (on {url})", problem.message);
+                        problem
+                    }));
+                }
+                Ok(found) => problems = found,
+                Err(error) => {
+                    unreachable.get_or_insert(error);
+                }
+            }
+        }
+        if problems.is_empty() {
+            return Err(match unreachable {
+                Some(error) => error.into(),
+                None => RelayError::Stalled {
+                    url: self.backends[0].upstream.base().to_string(),
+                }
+                .into(),
+            });
+        }
+        let summary: Vec<String> = problems.iter().map(InputProblem::describe).collect();
+        Err(JobsError::BadInput(summary.join("; "), problems))
+    }
+
     /// Refuses another prompt from `device` when as many of its jobs (held by the relay or in
     /// ComfyUI's queue) and raw prompts wait as it may have waiting.
     pub async fn admit(&self, device: &DeviceId) -> Result<(), JobsError> {
@@ -381,7 +535,7 @@ impl Jobs {
         let mut relayed = self.relayed.waiting(device);
         if queued + relayed >= self.max_pending && relayed > 0 {
             // Raw prompts may have started since the relay last looked at the queue.
-            self.relayed.retain_pending(&self.comfy.queue().await?);
+            self.relayed.retain_pending(&self.comfy().queue().await?);
             relayed = self.relayed.waiting(device);
         }
         let waiting = queued + relayed;
@@ -405,12 +559,18 @@ impl Jobs {
         let id = uuid::Uuid::new_v4().to_string();
         let number = self.registry.next_number();
         let mut record = JobRecord::new(id, number, device, prompt, workflow_name);
-        if !self.registry.holds_any() && self.in_flight() < self.max_in_flight {
-            let accepted = self.give(record.id(), record.prompt()).await?;
+        let placement = if self.registry.holds_any() {
+            Placement::Wait
+        } else {
+            self.place(&record, &HashSet::new()).await
+        };
+        if let Placement::On(backend) = placement {
+            let accepted = self.give(backend, record.id(), record.prompt()).await?;
             if accepted.prompt_id != record.id() {
                 record = record.renamed(accepted.prompt_id);
             }
-            record.hand();
+            record.hand(backend);
+            self.backends[backend].runs(work(&record));
             tracing::info!(
                 job = record.id(),
                 device = record.device().short(),
@@ -419,21 +579,92 @@ impl Jobs {
         } else {
             tracing::info!(job = record.id(), device = record.device().short(), "held");
         }
+        let backend = record.backend();
         let job = self.registry.insert(record);
-        self.queue_changed.notify_one();
+        if let Some(backend) = backend {
+            self.backends[backend].queue_changed.notify_one();
+        }
         Ok(job)
     }
 
-    /// How many prompts ComfyUI has from the relay: its jobs and the raw prompts waiting.
-    fn in_flight(&self) -> usize {
-        self.registry.in_flight() + self.relayed.waiting_total()
+    /// How many prompts `backend` has from the relay: its jobs, and on the first the raw
+    /// prompts waiting.
+    fn in_flight(&self, backend: usize) -> usize {
+        let raw = if backend == 0 {
+            self.relayed.waiting_total()
+        } else {
+            0
+        };
+        self.registry.in_flight_on(backend) + raw
     }
 
-    /// Sends job `id`'s prompt to ComfyUI under that id.
-    async fn give(&self, id: &str, prompt: &PromptRequest) -> Result<PromptAccepted, JobsError> {
+    /// Where `record` can go now, `skip`ping servers that just failed to take a job. With one
+    /// server there is no choice to make: it is given the job when it answers and has room,
+    /// and its own validation is the judge.
+    async fn place(&self, record: &JobRecord, skip: &HashSet<usize>) -> Placement {
+        let cleaning = self.cleaning().clone();
+        let open = |backend: &Backend| {
+            backend.is_reachable()
+                && !skip.contains(&backend.index)
+                && !cleaning.contains(&backend.index)
+        };
+        if let [only] = self.backends.as_slice() {
+            return if open(only) && self.in_flight(0) < self.max_in_flight {
+                Placement::On(0)
+            } else {
+                Placement::Wait
+            };
+        }
+        let workflow = &record.prompt().prompt;
+        let work = work(record);
+        let mut best: Option<(usize, bool, usize)> = None;
+        let mut problems = Vec::new();
+        let mut refused_by = 0;
+        for backend in &self.backends {
+            if !open(backend) {
+                continue;
+            }
+            match backend.object_info.check_kept(workflow).await {
+                Ok(found) if found.is_empty() => {
+                    let load = self.in_flight(backend.index);
+                    let key = (load, !backend.ran_last(&work), backend.index);
+                    if load < self.max_in_flight && best.is_none_or(|best| key < best) {
+                        best = Some(key);
+                    }
+                }
+                Ok(found) => {
+                    refused_by += 1;
+                    problems.extend(found.into_iter().map(|mut problem| {
+                        let url = backend.upstream.base();
+                        problem.message = format!(
+                            "{} (on {})",
+                            problem.message,
+                            url.as_str().trim_end_matches('/')
+                        );
+                        problem
+                    }));
+                }
+                Err(_) => {}
+            }
+        }
+        match best {
+            Some((_, _, index)) => Placement::On(index),
+            None if refused_by == self.backends.len() => Placement::Refused(problems),
+            None => Placement::Wait,
+        }
+    }
+
+    /// Sends job `id`'s prompt to `backend` under that id.
+    async fn give(
+        &self,
+        backend: usize,
+        id: &str,
+        prompt: &PromptRequest,
+    ) -> Result<PromptAccepted, JobsError> {
         let mut request = prompt.clone();
         request.prompt_id = Some(id.to_owned());
-        self.comfy
+        self.backends[backend]
+            .comfy
             .queue_prompt(&request)
             .await
             .map_err(|error| match error {
@@ -445,56 +676,90 @@ impl Jobs {
             })
     }
 
-    /// Gives ComfyUI held jobs, each at its turn, while it has room. A job ComfyUI refuses
-    /// fails with ComfyUI's reason; when ComfyUI cannot be reached the job is held again.
+    /// Gives the servers held jobs, each at its turn, while one has room for it: a job no
+    /// server can take now waits without holding up the ones behind it that another can. A job
+    /// ComfyUI (or every server) refuses fails with the reason; a server that cannot be reached
+    /// is skipped, and its job held again.
     pub async fn hand_out(&self) {
         let _handing = self.handing.lock().await;
-        while self.in_flight() < self.max_in_flight {
-            let Some(record) = self.registry.take_next() else {
-                return;
-            };
-            let id = record.id();
-            match self.give(id, record.prompt()).await {
-                Ok(accepted) => {
-                    if accepted.prompt_id != id {
-                        tracing::warn!(
-                            job = id,
-                            comfyui = %accepted.prompt_id,
-                            "this ComfyUI ignores a given prompt id; the job takes its id"
-                        );
-                        self.registry.rename(id, &accepted.prompt_id);
-                    }
-                    tracing::info!(job = %accepted.prompt_id, device = record.device().short(), "handed to ComfyUI");
-                    self.queue_changed.notify_one();
-                }
-                Err(JobsError::Upstream(error)) => {
-                    tracing::warn!(job = id, %error, "ComfyUI cannot take a held job now");
-                    self.registry.give_back(id);
-                    return;
-                }
-                Err(error) => {
-                    let node = match &error {
-                        JobsError::Rejected(problems, _) => problems.first(),
-                        _ => None,
-                    };
-                    let failure = JobError {
-                        node_id: node.map(|problem| problem.node_id.clone()),
-                        node_type: node.and_then(|problem| {
-                            record
-                                .prompt()
-                                .prompt
-                                .node(&problem.node_id)
-                                .map(|node| node.class_type.clone())
-                        }),
-                        message: error.to_string(),
-                        traceback: Vec::new(),
-                    };
-                    tracing::warn!(job = id, %error, "ComfyUI refused a held job");
-                    self.registry
-                        .update(id, |record| record.finish(JobState::Failed, Some(failure)));
-                }
+        let to_clean: Vec<usize> = self.cleaning().iter().copied().collect();
+        for index in to_clean {
+            let backend = &self.backends[index];
+            if backend.is_reachable() {
+                self.clean(backend).await;
             }
         }
+        let mut unreachable = HashSet::new();
+        'pass: loop {
+            for record in self.registry.held_in_turn() {
+                let backend = match self.place(&record, &unreachable).await {
+                    Placement::On(backend) => backend,
+                    Placement::Wait => continue,
+                    Placement::Refused(problems) => {
+                        let summary: Vec<String> =
+                            problems.iter().map(InputProblem::describe).collect();
+                        self.fail(&record, &JobsError::BadInput(summary.join("; "), problems));
+                        continue 'pass;
+                    }
+                };
+                let id = record.id();
+                let Some(record) = self.registry.take(id, backend) else {
+                    continue 'pass;
+                };
+                match self.give(backend, id, record.prompt()).await {
+                    Ok(accepted) => {
+                        if accepted.prompt_id != id {
+                            tracing::warn!(
+                                job = id,
+                                comfyui = %accepted.prompt_id,
+                                "this ComfyUI ignores a given prompt id; the job takes its id"
+                            );
+                            self.registry.rename(id, &accepted.prompt_id);
+                        }
+                        self.backends[backend].runs(work(&record));
+                        tracing::info!(
+                            job = %accepted.prompt_id,
+                            device = record.device().short(),
+                            backend = self.backends[backend].key(),
+                            "handed to ComfyUI"
+                        );
+                        self.backends[backend].queue_changed.notify_one();
+                    }
+                    Err(JobsError::Upstream(error)) => {
+                        tracing::warn!(job = id, %error, "ComfyUI cannot take a held job now");
+                        self.registry.give_back(id);
+                        unreachable.insert(backend);
+                    }
+                    Err(error) => self.fail(&record, &error),
+                }
+                continue 'pass;
+            }
+            return;
+        }
+    }
+
+    /// Ends a held job that could not be handed as failed, with why.
+    fn fail(&self, record: &JobRecord, error: &JobsError) {
+        let node = match error {
+            JobsError::Rejected(problems, _) | JobsError::BadInput(_, problems) => problems.first(),
+            _ => None,
+        };
+        let failure = JobError {
+            node_id: node.map(|problem| problem.node_id.clone()),
+            node_type: node.and_then(|problem| {
+                record
+                    .prompt()
+                    .prompt
+                    .node(&problem.node_id)
+                    .map(|node| node.class_type.clone())
+            }),
+            message: error.to_string(),
+            traceback: Vec::new(),
+        };
+        tracing::warn!(job = record.id(), %error, "a held job was refused");
+        self.registry.update(record.id(), |record| {
+            record.finish(JobState::Failed, Some(failure))
+        });
     }
 
     /// Hands held jobs to ComfyUI whenever it may have room, until `cancel`.
@@ -638,7 +903,8 @@ impl Jobs {
 
     /// Job `id` as the database keeps it (for a job no longer in memory).
     fn kept_record(&self, id: &str) -> Result<Option<JobRecord>, JobsError> {
-        Ok(self.registry.store().find(id)?.map(JobRecord::restore))
+        let stored = self.registry.store().find(id)?;
+        Ok(stored.map(|stored| self.registry.restore(stored)))
     }
 
     /// Job `id` of `device`, from memory or the database.
@@ -658,8 +924,9 @@ impl Jobs {
     /// Cancels a job of `device`: interrupts it if it runs, takes it off the queue if it waits.
     pub async fn cancel(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
         let record = self.owned_record(device, id)?;
+        let comfy = &self.backends[record.backend().unwrap_or(0)].comfy;
         match record.state() {
-            JobState::Running => self.comfy.interrupt(id).await?,
+            JobState::Running => comfy.interrupt(id).await?,
             JobState::Queued => {
                 // Not while it is being given to ComfyUI.
                 let _handing = self.handing.lock().await;
@@ -667,15 +934,18 @@ impl Jobs {
                     tracing::info!(job = id, device = device.short(), "cancelled while held");
                     return self.get(device, id);
                 }
-                self.comfy.delete_pending(&[id]).await?;
+                // Where it is now: it may have been handed meanwhile.
+                let backend = self.registry.record(id).and_then(|r| r.backend());
+                let comfy = &self.backends[backend.unwrap_or(0)].comfy;
+                comfy.delete_pending(&[id]).await?;
                 // It may have started between our look and the delete.
-                let queue = self.comfy.queue().await?;
+                let queue = comfy.queue().await?;
                 if queue
                     .queue_running
                     .iter()
                     .any(|item| item.prompt_id() == id)
                 {
-                    self.comfy.interrupt(id).await?;
+                    comfy.interrupt(id).await?;
                 } else if !queue
                     .queue_pending
                     .iter()

@@ -59,6 +59,8 @@ pub struct JobRecord {
     workflow_name: Option<String>,
     /// Given to ComfyUI; until then the relay holds it.
     handed: bool,
+    /// The backend it was given to (an index into the relay's ComfyUI servers), when handed.
+    backend: usize,
     /// When it was given to ComfyUI (ms since the epoch; 0 when before this process).
     handed_at: u64,
     /// Its order among its device's held jobs.
@@ -103,6 +105,7 @@ impl JobRecord {
             prompt,
             workflow_name,
             handed: false,
+            backend: 0,
             handed_at: 0,
             rank: created_at,
             starred: false,
@@ -122,14 +125,20 @@ impl JobRecord {
         self
     }
 
-    /// Marks it given to ComfyUI.
-    pub fn hand(&mut self) {
+    /// Marks it given to backend `backend`.
+    pub fn hand(&mut self, backend: usize) {
         self.handed = true;
+        self.backend = backend;
         self.handed_at = now_ms();
     }
 
-    /// A job as the store kept it, before a restart.
-    pub fn restore(stored: StoredJob) -> Self {
+    /// The backend it was given to, while ComfyUI has it or after.
+    pub fn backend(&self) -> Option<usize> {
+        self.handed.then_some(self.backend)
+    }
+
+    /// A job as the store kept it, before a restart; `backend` is where it was handed.
+    pub fn restore(stored: StoredJob, backend: usize) -> Self {
         let mut record = Self::new(
             stored.id,
             stored.number,
@@ -143,13 +152,14 @@ impl JobRecord {
         record.state = stored.state;
         record.error = stored.error;
         record.handed = stored.handed;
+        record.backend = backend;
         record.rank = stored.rank;
         record.starred = stored.starred;
         record
     }
 
-    /// What the store keeps of it.
-    fn stored(&self) -> StoredJob {
+    /// What the store keeps of it; `backends` name the relay's ComfyUI servers.
+    fn stored(&self, backends: &[String]) -> StoredJob {
         StoredJob {
             id: self.id.clone(),
             number: self.number,
@@ -162,6 +172,9 @@ impl JobRecord {
             outputs: self.run.outputs().to_vec(),
             error: self.error.clone(),
             handed: self.handed,
+            backend: self
+                .backend()
+                .and_then(|index| backends.get(index).cloned()),
             rank: self.rank,
             starred: self.starred,
         }
@@ -174,6 +187,7 @@ impl JobRecord {
             outputs: self.run.outputs().len(),
             failed: self.error.is_some(),
             handed: self.handed,
+            backend: self.backend,
             rank: self.rank,
             starred: self.starred,
         }
@@ -234,6 +248,17 @@ impl JobRecord {
         self.queue_position = None;
         self.preview = None;
         self.finished_at = Some(now_ms());
+    }
+
+    /// Makes it wait to run from the start again (its server stopped answering before it
+    /// ended): queued, with no progress.
+    pub fn start_over(&mut self) {
+        if self.state.is_finished() {
+            return;
+        }
+        self.state = JobState::Queued;
+        self.run = RunProgress::new(self.id.clone(), &self.prompt.prompt);
+        self.preview = None;
     }
 
     /// Ends it as cancelled while it waited, before any of it ran.
@@ -365,6 +390,7 @@ struct Durable {
     outputs: usize,
     failed: bool,
     handed: bool,
+    backend: usize,
     rank: u64,
     starred: bool,
 }
@@ -401,13 +427,14 @@ struct Inner {
     order: VecDeque<String>,
     /// Finished ids, oldest first, for eviction.
     finished: VecDeque<String>,
-    /// The prompt ComfyUI runs now, for previews that do not name theirs.
-    running: Option<String>,
-    early: VecDeque<ServerMessage>,
+    /// The prompt each backend runs now, for previews that do not name theirs.
+    running: HashMap<usize, String>,
+    /// What backends said about prompts not known yet, with the backend that said it.
+    early: VecDeque<(usize, ServerMessage)>,
     /// The jobs the relay holds.
     waiting: FairQueue,
-    /// Prompts in ComfyUI's queue that are not the relay's jobs, as last looked at.
-    foreign: usize,
+    /// Prompts in each backend's queue that are not the relay's jobs, as last looked at.
+    foreign: HashMap<usize, usize>,
 }
 
 /// All jobs, behind one lock.
@@ -416,6 +443,8 @@ pub struct Registry {
     hub: Arc<Hub>,
     max_finished: usize,
     store: Store,
+    /// The backends' URLs, as the store names them, by index.
+    backends: Vec<String>,
     /// The next job's number.
     next_number: AtomicI64,
     /// Woken when a job ComfyUI had ends: there is room for a held one.
@@ -430,11 +459,34 @@ const ENDED_BACKLOG: usize = 256;
 impl Registry {
     /// A registry publishing to `hub`, keeping at most `max_finished` finished jobs in memory
     /// and every job in `store`; it starts with the jobs the store has (every unfinished one
-    /// and the newest `max_finished` finished ones).
-    pub fn new(hub: Arc<Hub>, max_finished: usize, store: Store) -> Result<Self, StoreError> {
+    /// and the newest `max_finished` finished ones). `backends` are the URLs of the relay's
+    /// ComfyUI servers: an unfinished job handed to one no longer among them is lost.
+    pub fn new(
+        hub: Arc<Hub>,
+        max_finished: usize,
+        store: Store,
+        backends: Vec<String>,
+    ) -> Result<Self, StoreError> {
         let mut inner = Inner::default();
         for stored in store.load(max_finished)? {
-            let record = JobRecord::restore(stored);
+            let backend = backend_index(&backends, stored.backend.as_deref());
+            let mut record = JobRecord::restore(stored, backend.unwrap_or(0));
+            if backend.is_none() && record.handed && !record.state.is_finished() {
+                record.finish(
+                    JobState::Lost,
+                    Some(JobError {
+                        message: "The ComfyUI server that had this job is no longer one of the \
+                                  relay's. Queue it again."
+                            .to_owned(),
+                        node_id: None,
+                        node_type: None,
+                        traceback: Vec::new(),
+                    }),
+                );
+                if let Err(error) = store.save(&record.stored(&backends)) {
+                    tracing::error!(job = %record.id, %error, "a job's change was not recorded");
+                }
+            }
             let id = record.id.clone();
             inner.order.push_back(id.clone());
             if record.state.is_finished() {
@@ -451,11 +503,25 @@ impl Registry {
             max_finished,
             next_number: AtomicI64::new(store.next_number()?),
             store,
+            backends,
             freed: Notify::new(),
             ended: broadcast::channel(ENDED_BACKLOG).0,
         };
         registry.reposition_locked(&mut registry.lock());
         Ok(registry)
+    }
+
+    /// A job as the store keeps it, on the backend the store names (the first when it names
+    /// none, or one this relay no longer uses).
+    pub fn restore(&self, stored: StoredJob) -> JobRecord {
+        let backend = self.backend_of(stored.backend.as_deref());
+        JobRecord::restore(stored, backend.unwrap_or(0))
+    }
+
+    /// The index of the backend the store names `key`; `None` for one this relay no longer
+    /// uses.
+    pub fn backend_of(&self, key: Option<&str>) -> Option<usize> {
+        backend_index(&self.backends, key)
     }
 
     /// A number for a new job, one more than the last.
@@ -480,7 +546,7 @@ impl Registry {
 
     /// Writes `record` to the store. A failed write is logged: the job goes on in memory.
     fn save(&self, record: &JobRecord) {
-        if let Err(error) = self.store.save(&record.stored()) {
+        if let Err(error) = self.store.save(&record.stored(&self.backends)) {
             tracing::error!(job = %record.id, %error, "a job's change was not recorded");
         }
     }
@@ -519,14 +585,15 @@ impl Registry {
             entry.event = Some(event);
             self.hub.job_changed(&device, id);
         }
+        let backend = entry.record.backend;
         if snapshot.state == JobState::Running {
-            inner.running = Some(id.to_owned());
+            inner.running.insert(backend, id.to_owned());
         }
         if !was_finished && snapshot.state.is_finished() {
             // Nobody listening is no error.
             let _ = self.ended.send((device.clone(), snapshot.clone()));
-            if inner.running.as_deref() == Some(id) {
-                inner.running = None;
+            if inner.running.get(&backend).map(String::as_str) == Some(id) {
+                inner.running.remove(&backend);
             }
             inner.finished.push_back(id.to_owned());
             self.evict(inner);
@@ -544,7 +611,7 @@ impl Registry {
         if inner.waiting.is_empty() {
             return;
         }
-        let ahead = inner.foreign + in_comfyui(inner).count();
+        let ahead = inner.foreign.values().sum::<usize>() + in_comfyui(inner).count();
         let Inner { waiting, jobs, .. } = inner;
         for (turn, id) in waiting.order().into_iter().enumerate() {
             let position = u32::try_from(ahead + turn).unwrap_or(u32::MAX);
@@ -564,18 +631,33 @@ impl Registry {
         }
     }
 
-    /// Records how many prompts in ComfyUI's queue are not the relay's jobs.
-    pub fn set_foreign(&self, foreign: usize) {
+    /// Records how many prompts in `backend`'s queue are not the relay's jobs.
+    pub fn set_foreign(&self, backend: usize, foreign: usize) {
         let mut inner = self.lock();
-        if inner.foreign != foreign {
-            inner.foreign = foreign;
+        if inner.foreign.insert(backend, foreign) != Some(foreign) {
             self.reposition_locked(&mut inner);
         }
     }
 
-    /// How many of the relay's jobs ComfyUI has and has not ended.
+    /// How many of the relay's jobs the backends have and have not ended.
     pub fn in_flight(&self) -> usize {
         in_comfyui(&self.lock()).count()
+    }
+
+    /// How many of the relay's jobs `backend` runs, and how many wait in its queue.
+    pub fn load_of(&self, backend: usize) -> (usize, usize) {
+        let inner = self.lock();
+        let on = in_comfyui(&inner).filter(|record| record.backend == backend);
+        let (running, waiting): (Vec<_>, Vec<_>) =
+            on.partition(|record| record.state == JobState::Running);
+        (running.len(), waiting.len())
+    }
+
+    /// How many of the relay's jobs `backend` has and has not ended.
+    pub fn in_flight_on(&self, backend: usize) -> usize {
+        in_comfyui(&self.lock())
+            .filter(|record| record.backend == backend)
+            .count()
     }
 
     /// Whether the relay holds any job.
@@ -583,17 +665,35 @@ impl Registry {
         !self.lock().waiting.is_empty()
     }
 
-    /// Takes the held job whose turn it is and marks it handed (recorded before it is sent, so
-    /// a relay stopped meanwhile never sends it twice: ComfyUI either has it or it is lost).
-    pub fn take_next(&self) -> Option<JobRecord> {
-        let mut inner = self.lock();
-        let (_, id) = inner.waiting.take()?;
-        self.update_locked(&mut inner, &id, JobRecord::hand);
-        self.reposition_locked(&mut inner);
-        inner.jobs.get(&id).map(|entry| entry.record.clone())
+    /// The held jobs, in the order of their turns.
+    pub fn held_in_turn(&self) -> Vec<JobRecord> {
+        let inner = self.lock();
+        inner
+            .waiting
+            .order()
+            .into_iter()
+            .filter_map(|id| inner.jobs.get(id).map(|entry| entry.record.clone()))
+            .collect()
     }
 
-    /// Holds again a taken job ComfyUI could not be given, at its old turn.
+    /// Takes held job `id` and marks it handed to `backend` (recorded before it is sent, so a
+    /// relay stopped meanwhile never sends it twice: ComfyUI either has it or it is lost).
+    /// `None` when it is no longer held (cancelled meanwhile).
+    pub fn take(&self, id: &str, backend: usize) -> Option<JobRecord> {
+        let mut inner = self.lock();
+        let (device, rank) = inner
+            .jobs
+            .get(id)
+            .filter(|entry| entry.record.held())
+            .map(|entry| (entry.record.device.clone(), entry.record.rank))?;
+        inner.waiting.take(&device, rank, id);
+        self.update_locked(&mut inner, id, |record| record.hand(backend));
+        self.reposition_locked(&mut inner);
+        inner.jobs.get(id).map(|entry| entry.record.clone())
+    }
+
+    /// Holds again a taken job ComfyUI could not be given, or one a backend that stopped
+    /// answering had not started, at its old turn.
     pub fn give_back(&self, id: &str) {
         let mut inner = self.lock();
         let Some(record) = inner.jobs.get(id).map(|entry| &entry.record) else {
@@ -671,14 +771,16 @@ impl Registry {
 
     /// Applies the messages ComfyUI sent about job `id` before the registry knew it.
     fn apply_early_locked(&self, inner: &mut Inner, id: &str) -> Option<Job> {
-        let (early, others): (VecDeque<ServerMessage>, VecDeque<ServerMessage>) =
-            std::mem::take(&mut inner.early)
-                .into_iter()
-                .partition(|m| m.prompt_id() == Some(id));
+        let backend = inner.jobs.get(id)?.record.backend();
+        let (early, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut inner.early)
+            .into_iter()
+            .partition(|(_, m)| m.prompt_id() == Some(id));
         inner.early = others;
         self.update_locked(inner, id, |record| {
-            for message in &early {
-                record.apply(message);
+            for (from, message) in &early {
+                if Some(*from) == backend {
+                    record.apply(message);
+                }
             }
         })
     }
@@ -736,33 +838,43 @@ impl Registry {
             .expect("just inserted")
     }
 
-    /// Routes one of ComfyUI's messages to its job.
-    pub fn apply(&self, message: &ServerMessage) {
+    /// Routes one of `backend`'s messages to its job, if that job is on that backend: a
+    /// backend that was given up on keeps no say over the jobs handed elsewhere since.
+    pub fn apply(&self, backend: usize, message: &ServerMessage) {
         let Some(prompt_id) = message.prompt_id() else {
             return;
         };
         let mut inner = self.lock();
-        if inner.jobs.contains_key(prompt_id) {
-            self.update_locked(&mut inner, prompt_id, |record| record.apply(message));
+        if let Some(entry) = inner.jobs.get(prompt_id) {
+            if entry.record.backend() == Some(backend) {
+                self.update_locked(&mut inner, prompt_id, |record| record.apply(message));
+            }
         } else {
-            inner.early.push_back(message.clone());
+            inner.early.push_back((backend, message.clone()));
             if inner.early.len() > EARLY_MESSAGES {
                 inner.early.pop_front();
             }
         }
     }
 
-    /// Keeps the latest preview of a job (a type-4 frame naming it) and passes it on as is.
-    pub fn preview(&self, prompt_id: &str, frame: Bytes) {
+    /// Keeps the latest preview of a job on `backend` (a type-4 frame naming it) and passes
+    /// it on as is.
+    pub fn preview(&self, backend: usize, prompt_id: &str, frame: Bytes) {
         let mut inner = self.lock();
-        self.preview_locked(&mut inner, prompt_id, frame);
+        if inner
+            .jobs
+            .get(prompt_id)
+            .is_some_and(|entry| entry.record.backend() == Some(backend))
+        {
+            self.preview_locked(&mut inner, prompt_id, frame);
+        }
     }
 
     /// A legacy preview, which does not say whose it is: it belongs to the job running now, and
     /// is passed on as a type-4 frame naming that job and node.
-    pub fn legacy_preview(&self, image: &[u8]) {
+    pub fn legacy_preview(&self, backend: usize, image: &[u8]) {
         let mut inner = self.lock();
-        let Some(id) = inner.running.clone() else {
+        let Some(id) = inner.running.get(&backend).cloned() else {
             return;
         };
         let Some(node_id) = inner
@@ -867,18 +979,36 @@ impl Registry {
         Some((entry.record.device.clone(), entry.record.preview.clone()?))
     }
 
-    /// Ids of jobs ComfyUI was given before `before_ms` (since the epoch) and has not ended.
-    pub fn in_comfyui_before(&self, before_ms: u64) -> Vec<String> {
+    /// Ids of jobs `backend` was given before `before_ms` (since the epoch) and has not
+    /// ended, with whether each runs.
+    pub fn on_backend_before(&self, backend: usize, before_ms: u64) -> Vec<(String, bool)> {
         let inner = self.lock();
         in_comfyui(&inner)
-            .filter(|record| record.handed_at < before_ms)
-            .map(|record| record.id.clone())
+            .filter(|record| record.backend == backend && record.handed_at < before_ms)
+            .map(|record| (record.id.clone(), record.state == JobState::Running))
             .collect()
     }
 
-    /// Ids of jobs ComfyUI was given and has not ended.
-    pub fn in_comfyui(&self) -> Vec<String> {
-        self.in_comfyui_before(u64::MAX)
+    /// Ids of jobs `backend` was given and has not ended.
+    pub fn on_backend(&self, backend: usize) -> Vec<String> {
+        self.on_backend_before(backend, u64::MAX)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// The backend that ran the job that made `file`, if one in memory did.
+    pub fn made_on(&self, file: &ImageRef) -> Option<usize> {
+        self.lock().jobs.values().find_map(|entry| {
+            let record = &entry.record;
+            record
+                .run
+                .outputs()
+                .iter()
+                .any(|o| o.file() == Some(file))
+                .then(|| record.backend())
+                .flatten()
+        })
     }
 
     /// A device's jobs by id, with when each was queued (milliseconds since the epoch).
@@ -916,6 +1046,15 @@ impl Registry {
     }
 }
 
+/// The index in `backends` of the one named `key`: a job kept by a relay that knew one ComfyUI
+/// names none, and ran on the first.
+fn backend_index(backends: &[String], key: Option<&str>) -> Option<usize> {
+    match key {
+        None => Some(0),
+        Some(key) => backends.iter().position(|b| b == key),
+    }
+}
+
 /// The jobs ComfyUI was given and has not ended.
 fn in_comfyui(inner: &Inner) -> impl Iterator<Item = &JobRecord> {
     inner
@@ -931,13 +1070,29 @@ mod tests {
     use shared::comfy::ExecutionStart;
     use shared::workflow::Workflow;
 
+    /// A registry of jobs on two backends.
+    fn registry(max_finished: usize) -> Registry {
+        let backends = vec![
+            "http://gpu-a:8188/".to_owned(),
+            "http://gpu-b:8188/".to_owned(),
+        ];
+        Registry::new(
+            Arc::new(Hub::default()),
+            max_finished,
+            Store::in_memory(),
+            backends,
+        )
+        .unwrap()
+    }
+
+    /// A job handed to the first backend.
     fn record(id: &str, device: &DeviceId) -> JobRecord {
         let workflow = Workflow::parse(
             r#"{"1":{"class_type":"LoadImage","inputs":{"image":"a.png"},"_meta":{"title":"Load"}},
                 "2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"x"}}}"#,
         )
         .unwrap();
-        JobRecord::new(
+        let mut record = JobRecord::new(
             id.to_owned(),
             1,
             device.clone(),
@@ -948,7 +1103,9 @@ mod tests {
                 prompt_id: None,
             },
             None,
-        )
+        );
+        record.hand(0);
+        record
     }
 
     fn message(text: &str) -> ServerMessage {
@@ -957,14 +1114,18 @@ mod tests {
 
     #[test]
     fn events_that_arrive_before_the_job_is_known_are_applied_when_it_is() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
-        registry.apply(&ServerMessage::ExecutionStart(ExecutionStart {
-            prompt_id: "p".into(),
-            timestamp: None,
-        }));
-        registry.apply(&message(
-            r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"p"}}"#,
-        ));
+        let registry = registry(10);
+        registry.apply(
+            0,
+            &ServerMessage::ExecutionStart(ExecutionStart {
+                prompt_id: "p".into(),
+                timestamp: None,
+            }),
+        );
+        registry.apply(
+            0,
+            &message(r#"{"type":"execution_cached","data":{"nodes":["1"],"prompt_id":"p"}}"#),
+        );
         let job = registry.insert(record(
             "p",
             &crate::device::DeviceSecret::generate().device(),
@@ -976,13 +1137,16 @@ mod tests {
 
     #[test]
     fn finished_jobs_beyond_the_limit_are_forgotten_oldest_first() {
-        let registry = Registry::new(Arc::new(Hub::default()), 2, Store::in_memory()).unwrap();
+        let registry = registry(2);
         let device = crate::device::DeviceSecret::generate().device();
         for id in ["a", "b", "c"] {
             registry.insert(record(id, &device));
-            registry.apply(&message(&format!(
-                r#"{{"type":"execution_success","data":{{"prompt_id":"{id}"}}}}"#
-            )));
+            registry.apply(
+                0,
+                &message(&format!(
+                    r#"{{"type":"execution_success","data":{{"prompt_id":"{id}"}}}}"#
+                )),
+            );
         }
         registry.insert(record("d", &device));
         let ids: Vec<_> = registry.list(&device).into_iter().map(|j| j.id).collect();
@@ -995,12 +1159,12 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_the_traceback_and_names_the_node() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
+        let registry = registry(10);
         registry.insert(record(
             "p",
             &crate::device::DeviceSecret::generate().device(),
         ));
-        registry.apply(&message(
+        registry.apply(0, &message(
             r#"{"type":"execution_error","data":{"prompt_id":"p","node_id":"2","node_type":"SaveImage",
                "exception_message":"disk full\n","exception_type":"OSError","traceback":["line 1"]}}"#,
         ));
@@ -1019,20 +1183,20 @@ mod tests {
 
     #[test]
     fn only_the_latest_preview_is_kept_and_it_goes_when_the_job_ends() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
+        let registry = registry(10);
         let device = crate::device::DeviceSecret::generate().device();
         registry.insert(record("p", &device));
-        registry.preview("p", Bytes::from_static(b"one"));
-        registry.preview("p", Bytes::from_static(b"two"));
+        registry.preview(0, "p", Bytes::from_static(b"one"));
+        registry.preview(0, "p", Bytes::from_static(b"two"));
         assert_eq!(registry.previews(&device), [Bytes::from_static(b"two")]);
-        registry.apply(&message(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"1","node_type":"X"}}"#));
+        registry.apply(0, &message(r#"{"type":"execution_interrupted","data":{"prompt_id":"p","node_id":"1","node_type":"X"}}"#));
         assert!(registry.previews(&device).is_empty());
         assert_eq!(registry.get("p").unwrap().1.state, JobState::Interrupted);
     }
 
     #[test]
     fn a_device_lists_only_its_own_jobs_newest_first() {
-        let registry = Registry::new(Arc::new(Hub::default()), 10, Store::in_memory()).unwrap();
+        let registry = registry(10);
         let (phone, laptop) = (
             crate::device::DeviceSecret::generate().device(),
             crate::device::DeviceSecret::generate().device(),
@@ -1042,5 +1206,50 @@ mod tests {
         registry.insert(record("3", &phone));
         let ids: Vec<_> = registry.list(&phone).into_iter().map(|j| j.id).collect();
         assert_eq!(ids, ["3", "1"]);
+    }
+
+    #[test]
+    fn a_backend_speaks_only_for_the_jobs_it_was_given() {
+        let registry = registry(10);
+        let device = crate::device::DeviceSecret::generate().device();
+        registry.insert(record("p", &device));
+        let ended = r#"{"type":"execution_success","data":{"prompt_id":"p"}}"#;
+        // The second backend still runs a copy (it was taken out, the job handed elsewhere).
+        registry.apply(1, &message(ended));
+        registry.preview(1, "p", Bytes::from_static(b"theirs"));
+        let (_, job) = registry.get("p").unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert!(!job.has_preview);
+        registry.apply(0, &message(ended));
+        assert_eq!(registry.get("p").unwrap().1.state, JobState::Succeeded);
+    }
+
+    #[test]
+    fn a_job_taken_out_of_a_backend_waits_again_with_no_progress_and_is_handed_elsewhere() {
+        let registry = registry(10);
+        let device = crate::device::DeviceSecret::generate().device();
+        let mut held = record("p", &device);
+        held.handed = false;
+        registry.insert(held);
+        assert_eq!(registry.held_in_turn().len(), 1);
+        assert_eq!(registry.take("p", 0).unwrap().backend(), Some(0));
+        assert_eq!(registry.load_of(0), (0, 1));
+        registry.apply(
+            0,
+            &message(r#"{"type":"execution_start","data":{"prompt_id":"p"}}"#),
+        );
+        assert_eq!(registry.load_of(0), (1, 0));
+        registry.update("p", JobRecord::start_over);
+        registry.give_back("p");
+        let (_, job) = registry.get("p").unwrap();
+        assert_eq!(
+            (job.state, job.held, job.progress),
+            (JobState::Queued, true, 0.0)
+        );
+        assert_eq!(registry.load_of(0), (0, 0));
+        assert!(registry.take("p", 1).is_some());
+        assert!(registry.take("p", 1).is_none(), "taken once");
+        assert_eq!(registry.on_backend(1), ["p"]);
+        assert!(registry.on_backend(0).is_empty());
     }
 }

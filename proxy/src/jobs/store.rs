@@ -18,12 +18,13 @@ use shared::comfy::{ImageRef, Output, PromptRequest};
 use crate::device::DeviceId;
 
 /// The schema, one step per file, in order.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../../migrations/0001_jobs.sql"),
     include_str!("../../migrations/0002_relay_queue.sql"),
     include_str!("../../migrations/0003_stars_and_files.sql"),
     include_str!("../../migrations/0004_starred_index.sql"),
     include_str!("../../migrations/0005_output_kinds.sql"),
+    include_str!("../../migrations/0006_backends.sql"),
 ];
 
 /// The database's file name in the data directory.
@@ -57,6 +58,8 @@ pub struct StoredJob {
     pub error: Option<JobError>,
     /// Whether it was handed to ComfyUI (else the relay holds it).
     pub handed: bool,
+    /// The URL of the ComfyUI server it was handed to, when the relay recorded one.
+    pub backend: Option<String>,
     /// Its order among its device's held jobs, lowest first.
     pub rank: u64,
     /// Whether its device starred it (a retention keeps it).
@@ -272,12 +275,14 @@ impl Store {
         transaction
             .prepare_cached(
                 "INSERT INTO jobs (id, number, device, created_at, finished_at, state,
-                                   workflow_name, prompt, outputs, error, handed, rank, starred)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                   workflow_name, prompt, outputs, error, handed, rank, starred,
+                                   backend)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
                  ON CONFLICT (id) DO UPDATE SET
                      finished_at = excluded.finished_at, state = excluded.state,
                      outputs = excluded.outputs, error = excluded.error,
-                     handed = excluded.handed, rank = excluded.rank, starred = excluded.starred",
+                     handed = excluded.handed, rank = excluded.rank, starred = excluded.starred,
+                     backend = excluded.backend",
             )?
             .execute(params![
                 job.id,
@@ -293,6 +298,7 @@ impl Store {
                 job.handed,
                 job.rank,
                 job.starred,
+                job.backend,
             ])?;
         transaction
             .prepare_cached("DELETE FROM job_files WHERE job = ?1")?
@@ -352,6 +358,21 @@ impl Store {
             params![file.filename, file.subfolder, file.kind, device.as_str()],
             |row| row.get(0),
         )?)
+    }
+
+    /// The URL of the ComfyUI server that ran the job that made `file`, if the store knows;
+    /// `Some(None)` for a job kept by a relay that knew one ComfyUI.
+    pub fn made_on(&self, file: &ImageRef) -> Result<Option<Option<String>>, StoreError> {
+        let connection = self.connection();
+        let mut statement = connection.prepare_cached(
+            "SELECT jobs.backend FROM job_files JOIN jobs ON jobs.id = job_files.job
+             WHERE filename = ?1 AND subfolder = ?2 AND type = ?3 LIMIT 1",
+        )?;
+        let mut rows = statement
+            .query_map(params![file.filename, file.subfolder, file.kind], |row| {
+                row.get::<_, Option<String>>(0)
+            })?;
+        Ok(rows.next().transpose()?)
     }
 
     /// Forgets every finished job that ended before `ended_before` (ms since the epoch) and
@@ -421,7 +442,7 @@ fn page_sql(starred: bool) -> String {
 
 /// The columns [`Row::from_sql`] reads, in its order.
 const COLUMNS: &str = "id, number, device, created_at, finished_at, state, workflow_name, \
-                       prompt, outputs, error, handed, rank, starred";
+                       prompt, outputs, error, handed, rank, starred, backend";
 
 /// A job's row as SQLite returns it, before its JSON and names are read.
 struct Row {
@@ -438,6 +459,7 @@ struct Row {
     handed: bool,
     rank: u64,
     starred: bool,
+    backend: Option<String>,
 }
 
 impl Row {
@@ -456,6 +478,7 @@ impl Row {
             handed: row.get(10)?,
             rank: row.get(11)?,
             starred: row.get(12)?,
+            backend: row.get(13)?,
         })
     }
 
@@ -478,6 +501,7 @@ impl Row {
             finished_at: self.finished_at,
             workflow_name: self.workflow_name,
             handed: self.handed,
+            backend: self.backend,
             rank: self.rank,
             starred: self.starred,
             id: self.id,
@@ -561,6 +585,7 @@ pub(crate) mod tests {
             outputs: Vec::new(),
             error: None,
             handed: true,
+            backend: Some("http://127.0.0.1:8188/".to_owned()),
             rank: created_at,
             starred: false,
         }

@@ -215,6 +215,22 @@ impl UploadedImage {
 pub struct SystemStats {
     /// The machine and ComfyUI's version.
     pub system: SystemInfo,
+    /// The devices it runs on (a GPU, or `cpu`).
+    #[serde(default)]
+    pub devices: Vec<ComputeDevice>,
+}
+
+/// One entry of [`SystemStats::devices`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComputeDevice {
+    /// For example `cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync`, or `cpu`.
+    pub name: String,
+    /// Its memory in bytes.
+    #[serde(default)]
+    pub vram_total: u64,
+    /// Its free memory in bytes.
+    #[serde(default)]
+    pub vram_free: u64,
 }
 
 /// The `system` object of [`SystemStats`].
