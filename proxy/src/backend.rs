@@ -133,7 +133,7 @@ impl Backend {
         running: usize,
         waiting: usize,
     ) -> BackendHealth {
-        let (reachability, _) = self.upstream.check(http).await;
+        let reachability = self.upstream.check(http).await;
         let stats = self.upstream.stats();
         let gpu = stats.as_ref().and_then(|stats| stats.devices.first());
         let (version, error) = match reachability {

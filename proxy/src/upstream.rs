@@ -274,8 +274,8 @@ impl Upstream {
     }
 
     /// Probes the current URL, then the other candidates, switches to the first that answers,
-    /// and records the result. Returns the result and whether it changed.
-    pub async fn check(&self, client: &reqwest::Client) -> (Reachability, bool) {
+    /// and records the result.
+    pub async fn check(&self, client: &reqwest::Client) -> Reachability {
         let current = self.base();
         let ordered = std::iter::once(current.clone())
             .chain(self.candidates.iter().filter(|c| **c != current).cloned());
@@ -303,13 +303,8 @@ impl Upstream {
                 reason: first_failure.unwrap_or_default(),
             },
         };
-        let before = self.reachability.send_replace(now.clone());
-        let changed = !matches!(
-            (&before, &now),
-            (Reachability::Up { .. }, Reachability::Up { .. })
-                | (Reachability::Down { .. }, Reachability::Down { .. })
-        ) || (current != self.base());
-        (now, changed)
+        self.reachability.send_replace(now.clone());
+        now
     }
 
     /// What ComfyUI said of itself (devices, memory) when it last answered.
@@ -335,10 +330,16 @@ impl Upstream {
         cancel: CancellationToken,
         on_change: impl Fn(bool),
     ) {
+        // What this watch last reported: a check made meanwhile by someone else (`/api/health`)
+        // must not hide a change from it.
+        let mut reported: Option<(bool, Url)> = None;
         loop {
-            let (now, changed) = self.check(&client).await;
-            if changed {
-                on_change(matches!(now, Reachability::Up { .. }));
+            let now = self.check(&client).await;
+            let up = matches!(now, Reachability::Up { .. });
+            let seen = Some((up, self.base()));
+            if seen != reported {
+                reported = seen;
+                on_change(up);
                 match now {
                     Reachability::Up { version } => tracing::info!(
                         "ComfyUI {} answers at {}",
@@ -461,9 +462,8 @@ mod tests {
         let url = format!("http://{}", closed.local_addr().unwrap());
         drop(closed);
         let upstream = upstream(&url);
-        let (now, changed) = upstream.check(&reqwest::Client::new()).await;
+        let now = upstream.check(&reqwest::Client::new()).await;
         assert!(matches!(now, Reachability::Down { .. }), "{now:?}");
-        assert!(changed);
         assert_eq!(upstream.base().as_str().trim_end_matches('/'), url);
     }
 }

@@ -22,6 +22,8 @@ pub struct StackOptions {
     pub upstream_timeout_secs: u64,
     /// More `comfy-relay` flags.
     pub relay_args: Vec<String>,
+    /// More ComfyUI doubles behind the same relay, after the first.
+    pub more_comfyuis: Vec<Options>,
 }
 
 impl Default for StackOptions {
@@ -31,14 +33,17 @@ impl Default for StackOptions {
             static_dir: None,
             upstream_timeout_secs: 30,
             relay_args: Vec::new(),
+            more_comfyuis: Vec::new(),
         }
     }
 }
 
 /// A running double + relay.
 pub struct Stack {
-    /// The ComfyUI double.
+    /// The ComfyUI double (the relay's first server).
     pub comfyui: FakeComfyUi,
+    /// The relay's other servers, in order.
+    pub more_comfyuis: Vec<FakeComfyUi>,
     /// Where the relay listens.
     pub relay_addr: SocketAddr,
     /// The relay's state, for tests that look inside (a slow reader's backlog, say).
@@ -96,6 +101,10 @@ pub async fn spawn_guarded_stack(token: &str, extra: &[&str], pace: f64) -> Stac
 
 /// Starts a relay in front of an already running double.
 pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
+    let mut more_comfyuis = Vec::new();
+    for options in &options.more_comfyuis {
+        more_comfyuis.push(FakeComfyUi::start_with(options.clone()).await);
+    }
     let data_dir = tempfile::tempdir().expect("a temporary data dir");
     let (static_dir, temp) = match options.static_dir {
         Some(dir) => (dir, None),
@@ -117,6 +126,11 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
         "--probe-interval-secs=1".to_owned(),
         format!("--data-dir={}", data_dir.path().display()),
     ];
+    args.extend(
+        more_comfyuis
+            .iter()
+            .map(|comfyui| format!("--comfyui-url={}", comfyui.url())),
+    );
     args.extend(options.relay_args.iter().cloned());
     let config = Config::parse_from(args);
     let state = AppState::new(&config).expect("the relay's state builds");
@@ -126,6 +140,7 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
     }));
     Stack {
         comfyui,
+        more_comfyuis,
         relay_addr,
         state,
         index_html: TEST_INDEX_HTML,

@@ -597,7 +597,7 @@ async fn without_an_explicit_url_the_relay_finds_comfyui_on_the_second_candidate
         nothing.parse().unwrap(),
         double.url().parse().unwrap(),
     ]);
-    let (now, _) = upstream.check(&http()).await;
+    let now = upstream.check(&http()).await;
     assert_eq!(
         now,
         proxy::upstream::Reachability::Up {

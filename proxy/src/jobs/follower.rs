@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use shared::api::{JobError, JobState};
 use shared::backoff::reconnect_delay;
 use shared::comfy::{BinaryFrame, FeatureFlags, Queue, ServerMessage, Verdict, verdict};
 use tokio_tungstenite::tungstenite::Message;
@@ -173,16 +172,9 @@ async fn reconcile_ids(jobs: &Jobs, backend: &Backend, ids: Vec<String>, queue: 
                 Verdict::Waiting => {}
                 Verdict::Forgotten => {
                     jobs.registry.update(&id, |record| {
-                        record.finish(
-                            JobState::Lost,
-                            Some(JobError {
-                                message: "ComfyUI no longer knows this job (it was restarted, \
-                                          or the job was taken off its queue). Queue it again."
-                                    .to_owned(),
-                                node_id: None,
-                                node_type: None,
-                                traceback: Vec::new(),
-                            }),
+                        record.lose(
+                            "ComfyUI no longer knows this job (it was restarted, or the job was \
+                             taken off its queue). Queue it again.",
                         );
                     });
                     tracing::warn!(job = %id, "ComfyUI forgot this job; marked lost");

@@ -72,7 +72,7 @@ pub struct Jobs {
     /// Wakes the task that hands held jobs to ComfyUI.
     dispatch_wanted: Notify,
     /// Servers that were taken out and may still have prompts of jobs since handed elsewhere;
-    /// they are given nothing until those are deleted from their queue.
+    /// those are deleted from their queue before they are given anything.
     to_clean: std::sync::Mutex<HashSet<usize>>,
     /// How long finished jobs are kept, if not for ever.
     keep_for: Option<Duration>,
@@ -165,6 +165,16 @@ fn work(record: &JobRecord) -> String {
         Some(name) => format!("saved:{name}"),
         None => record.prompt().prompt.classes().join(","),
     }
+}
+
+/// `problems` found on `backend`, each saying where.
+fn located(backend: &Backend, problems: Vec<InputProblem>) -> impl Iterator<Item = InputProblem> {
+    let url = backend.upstream.base();
+    let url = url.as_str().trim_end_matches('/').to_owned();
+    problems.into_iter().map(move |mut problem| {
+        problem.message = format!("{} (on {url})", problem.message);
+        problem
+    })
 }
 
 /// ComfyUI's validation errors, one problem per input, with node titles.
@@ -348,19 +358,11 @@ impl Jobs {
         for (id, running) in jobs {
             if running && !self.requeue_lost {
                 self.registry.update(&id, |record| {
-                    record.finish(
-                        JobState::Lost,
-                        Some(JobError {
-                            message: format!(
-                                "The ComfyUI server at {} stopped answering while it ran this \
-                                 job. Queue it again.",
-                                backend.upstream.base().as_str().trim_end_matches('/')
-                            ),
-                            node_id: None,
-                            node_type: None,
-                            traceback: Vec::new(),
-                        }),
-                    );
+                    record.lose(&format!(
+                        "The ComfyUI server at {} stopped answering while it ran this job. \
+                         Queue it again.",
+                        backend.upstream.base().as_str().trim_end_matches('/')
+                    ));
                 });
                 tracing::warn!(job = %id, backend = backend.key(), "its server stopped answering mid-run; marked lost");
             } else {
@@ -499,14 +501,7 @@ impl Jobs {
             }
             match backend.object_info.check(workflow).await {
                 Ok(found) if found.is_empty() => return Ok(()),
-                Ok(found) if several => {
-                    let url = backend.upstream.base();
-                    let url = url.as_str().trim_end_matches('/');
-                    problems.extend(found.into_iter().map(|mut problem| {
-                        problem.message = format!("{} (on {url})", problem.message);
-                        problem
-                    }));
-                }
+                Ok(found) if several => problems.extend(located(backend, found)),
                 Ok(found) => problems = found,
                 Err(error) => {
                     unreachable.get_or_insert(error);
@@ -602,12 +597,7 @@ impl Jobs {
     /// server there is no choice to make: it is given the job when it answers and has room,
     /// and its own validation is the judge.
     async fn place(&self, record: &JobRecord, skip: &HashSet<usize>) -> Placement {
-        let cleaning = self.cleaning().clone();
-        let open = |backend: &Backend| {
-            backend.is_reachable()
-                && !skip.contains(&backend.index)
-                && !cleaning.contains(&backend.index)
-        };
+        let open = |backend: &Backend| backend.is_reachable() && !skip.contains(&backend.index);
         if let [only] = self.backends.as_slice() {
             return if open(only) && self.in_flight(0) < self.max_in_flight {
                 Placement::On(0)
@@ -634,15 +624,7 @@ impl Jobs {
                 }
                 Ok(found) => {
                     refused_by += 1;
-                    problems.extend(found.into_iter().map(|mut problem| {
-                        let url = backend.upstream.base();
-                        problem.message = format!(
-                            "{} (on {})",
-                            problem.message,
-                            url.as_str().trim_end_matches('/')
-                        );
-                        problem
-                    }));
+                    problems.extend(located(backend, found));
                 }
                 Err(_) => {}
             }
@@ -663,7 +645,13 @@ impl Jobs {
     ) -> Result<PromptAccepted, JobsError> {
         let mut request = prompt.clone();
         request.prompt_id = Some(id.to_owned());
-        self.backends[backend]
+        let backend = &self.backends[backend];
+        if self.cleaning().contains(&backend.index) && !self.clean(backend).await {
+            return Err(JobsError::Upstream(RelayError::Stalled {
+                url: backend.upstream.base().to_string(),
+            }));
+        }
+        backend
             .comfy
             .queue_prompt(&request)
             .await
@@ -682,13 +670,6 @@ impl Jobs {
     /// is skipped, and its job held again.
     pub async fn hand_out(&self) {
         let _handing = self.handing.lock().await;
-        let to_clean: Vec<usize> = self.cleaning().iter().copied().collect();
-        for index in to_clean {
-            let backend = &self.backends[index];
-            if backend.is_reachable() {
-                self.clean(backend).await;
-            }
-        }
         let mut unreachable = HashSet::new();
         'pass: loop {
             for record in self.registry.held_in_turn() {

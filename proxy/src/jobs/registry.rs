@@ -250,6 +250,19 @@ impl JobRecord {
         self.finished_at = Some(now_ms());
     }
 
+    /// Ends it as lost (the relay cannot tell how it ended), saying why.
+    pub fn lose(&mut self, why: &str) {
+        self.finish(
+            JobState::Lost,
+            Some(JobError {
+                message: why.to_owned(),
+                node_id: None,
+                node_type: None,
+                traceback: Vec::new(),
+            }),
+        );
+    }
+
     /// Makes it wait to run from the start again (its server stopped answering before it
     /// ended): queued, with no progress.
     pub fn start_over(&mut self) {
@@ -472,16 +485,9 @@ impl Registry {
             let backend = backend_index(&backends, stored.backend.as_deref());
             let mut record = JobRecord::restore(stored, backend.unwrap_or(0));
             if backend.is_none() && record.handed && !record.state.is_finished() {
-                record.finish(
-                    JobState::Lost,
-                    Some(JobError {
-                        message: "The ComfyUI server that had this job is no longer one of the \
-                                  relay's. Queue it again."
-                            .to_owned(),
-                        node_id: None,
-                        node_type: None,
-                        traceback: Vec::new(),
-                    }),
+                record.lose(
+                    "The ComfyUI server that had this job is no longer one of the relay's. \
+                     Queue it again.",
                 );
                 if let Err(error) = store.save(&record.stored(&backends)) {
                     tracing::error!(job = %record.id, %error, "a job's change was not recorded");
@@ -1251,5 +1257,43 @@ mod tests {
         assert!(registry.take("p", 1).is_none(), "taken once");
         assert_eq!(registry.on_backend(1), ["p"]);
         assert!(registry.on_backend(0).is_empty());
+    }
+
+    #[test]
+    fn jobs_keep_their_server_across_a_restart_and_one_on_a_server_no_longer_used_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            "http://gpu-a:8188/".to_owned(),
+            "http://gpu-b:8188/".to_owned(),
+        );
+        let device = crate::device::DeviceSecret::generate().device();
+        let open = |backends: Vec<String>| {
+            let store = Store::open(dir.path()).unwrap();
+            Registry::new(Arc::new(Hub::default()), 10, store, backends).unwrap()
+        };
+        {
+            let registry = open(vec![a.clone(), b.clone()]);
+            for (id, backend) in [("on-a", 0), ("on-b", 1)] {
+                let mut job = record(id, &device);
+                job.hand(backend);
+                registry.insert(job);
+            }
+        }
+        // Restarted with the servers in another order: each job is still where it was.
+        let registry = open(vec![b.clone(), a.clone()]);
+        assert_eq!(registry.on_backend(0), ["on-b"]);
+        assert_eq!(registry.on_backend(1), ["on-a"]);
+        drop(registry);
+        // Restarted without the second server: its job is lost, with why.
+        let registry = open(vec![a]);
+        assert_eq!(registry.on_backend(0), ["on-a"]);
+        let (_, lost) = registry.get("on-b").unwrap();
+        assert_eq!(lost.state, JobState::Lost);
+        assert!(
+            lost.error
+                .unwrap()
+                .message
+                .contains("no longer one of the relay's")
+        );
     }
 }

@@ -47,6 +47,8 @@ pub struct Options {
     /// Make a prompt id even when `POST /prompt` gives one, as ComfyUI did before it took a
     /// given id.
     pub ignore_prompt_id: bool,
+    /// Node classes this ComfyUI lacks (a custom node installed on another server only).
+    pub missing_classes: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             max_upload_size: 104_857_600,
             reject_cross_site: true,
             ignore_prompt_id: false,
+            missing_classes: Vec::new(),
         }
     }
 }
@@ -197,6 +200,17 @@ impl Shared {
             }
         }));
         names
+    }
+}
+
+impl Shared {
+    /// Its `/object_info`: the recorded one with its input files, less its missing classes.
+    pub fn object_info(&self) -> Map<String, Value> {
+        let mut info = patched_object_info(&self.input_files());
+        for class in &self.options.missing_classes {
+            info.remove(*class);
+        }
+        info
     }
 }
 
@@ -371,8 +385,9 @@ impl FakeComfyUi {
         state.sockets.clear();
     }
 
-    /// While set, HTTP requests are held without an answer, as by a stopped process whose
-    /// sockets stay open; cleared, they are answered.
+    /// While set, HTTP requests are held without an answer and no new prompt starts, as by a
+    /// stopped process whose sockets stay open; cleared, they are answered and the queue runs
+    /// on.
     pub fn stall(&self, stalled: bool) {
         self.shared.stalled.send_replace(stalled);
     }
@@ -396,6 +411,9 @@ impl FakeComfyUi {
 
     /// Stops it in place, as a killed ComfyUI; [`FakeComfyUi::restart`] brings it back.
     pub async fn kill(&mut self) {
+        if self.stop.is_cancelled() {
+            return;
+        }
         self.drop_sockets();
         self.stop.cancel();
         self.runner.abort();

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::recorded::RECORDED;
 use super::validate::{self, Schema};
-use super::{Job, ReceivedRequest, Shared, StoredFile, guard, patched_object_info, sockets};
+use super::{Job, ReceivedRequest, Shared, StoredFile, guard, sockets};
 
 /// Bodies the double keeps for tests (JSON and forms); larger ones are refused.
 const RECORDED_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -157,7 +157,7 @@ async fn queue_prompt(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         return server_error();
     };
     let input_files = shared.input_files();
-    let object_info = patched_object_info(&input_files);
+    let object_info = shared.object_info();
     let outputs = match validate::validate(
         prompt,
         &Schema {
@@ -273,14 +273,14 @@ async fn interrupt(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCode
 }
 
 async fn object_info(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(Value::Object(patched_object_info(&shared.input_files())))
+    Json(Value::Object(shared.object_info()))
 }
 
 async fn object_info_class(
     State(shared): State<Arc<Shared>>,
     Path(class): Path<String>,
 ) -> Json<Value> {
-    let mut info = patched_object_info(&shared.input_files());
+    let mut info = shared.object_info();
     let mut found = Map::new();
     if let Some(schema) = info.remove(&class) {
         found.insert(class, schema);

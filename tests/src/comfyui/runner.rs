@@ -34,9 +34,15 @@ enum Ending {
     Interrupted,
 }
 
-/// Takes prompts off the queue and plays them until `stop`.
+/// Takes prompts off the queue and plays them until `stop`; while the double is stalled (a
+/// stopped process) it starts none.
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut stalled = shared.stalled.subscribe();
     loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = stalled.wait_for(|stalled| !*stalled) => {}
+        }
         let next = shared.lock().pending.pop_front();
         match next {
             Some(job) => play(&shared, job).await,

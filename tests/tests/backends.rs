@@ -1,0 +1,363 @@
+//! Several ComfyUI servers behind one relay: jobs spread over them, go where their nodes are,
+//! survive a server that dies or stalls, and find their uploads and outputs on the right one.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::api::{ErrorBody, Health, Job, JobState};
+use shared::comfy::UploadedImage;
+use testkit::comfyui::{FakeComfyUi, Options};
+use testkit::device::Device;
+use testkit::fixtures;
+use testkit::stack::{Stack, StackOptions, spawn_stack_with};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn finished(job: &Job) -> bool {
+    job.state.is_finished()
+}
+
+/// A relay in front of one double per `Options`, with more relay flags.
+async fn servers(doubles: Vec<Options>, relay_args: &[&str]) -> Stack {
+    let mut doubles = doubles.into_iter();
+    spawn_stack_with(StackOptions {
+        comfyui: doubles.next().unwrap(),
+        more_comfyuis: doubles.collect(),
+        relay_args: relay_args.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+fn paced(pace: f64) -> Options {
+    Options {
+        pace,
+        ..Options::default()
+    }
+}
+
+fn lacking(class: &'static str, pace: f64) -> Options {
+    Options {
+        missing_classes: vec![class],
+        ..paced(pace)
+    }
+}
+
+/// Every double of the stack, the first first.
+fn doubles(stack: &Stack) -> Vec<&FakeComfyUi> {
+    std::iter::once(&stack.comfyui)
+        .chain(&stack.more_comfyuis)
+        .collect()
+}
+
+/// The prompt ids a double was given.
+fn given(comfyui: &FakeComfyUi) -> Vec<String> {
+    comfyui
+        .queued_prompts()
+        .iter()
+        .map(|body| body["prompt_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn health(device: &Device) -> Health {
+    device
+        .send(Method::GET, "/api/health")
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until the relay's health says server `index` is up (and the relay follows it) or
+/// down.
+async fn until_server(device: &Device, index: usize, up: bool) -> Health {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let now = health(device).await;
+        let server = &now.backends[index];
+        if server.up == up && server.events_connected == up {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{now:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn jobs_spread_over_three_servers_and_health_shows_each_with_its_jobs() {
+    let stack = servers(vec![paced(1.0); 3], &["--in-flight=1"]).await;
+    let (phone, laptop) = (
+        Device::new(&stack.relay_url()).await,
+        Device::new(&stack.relay_url()).await,
+    );
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(phone.submit_ok(fixtures::INVERT_SLOW).await);
+        jobs.push(laptop.submit_ok(fixtures::INVERT_SLOW).await);
+    }
+    let now = health(&phone).await;
+    assert!(now.ok);
+    assert_eq!(now.backends.len(), 3);
+    for (backend, double) in now.backends.iter().zip(doubles(&stack)) {
+        assert_eq!(backend.url.trim_end_matches('/'), double.url());
+        assert!(backend.up && backend.events_connected, "{backend:?}");
+        assert_eq!(
+            backend.running + backend.waiting,
+            1,
+            "one job each at once: {now:#?}"
+        );
+        assert_eq!(backend.gpu.as_deref(), Some("cpu"), "as ComfyUI names it");
+        assert!(backend.vram_total.is_some_and(|total| total > 0));
+    }
+    assert_eq!(now.comfyui_url.trim_end_matches('/'), stack.comfyui.url());
+    for (n, job) in jobs.iter().enumerate() {
+        let device = if n % 2 == 0 { &phone } else { &laptop };
+        let deadline = Instant::now() + LIMIT;
+        let done = loop {
+            let now = device.long_poll(&job.id, 5.0).await;
+            if now.state.is_finished() {
+                break now;
+            }
+            assert!(Instant::now() < deadline, "{now:?}");
+        };
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    let spread: Vec<usize> = doubles(&stack).iter().map(|d| given(d).len()).collect();
+    assert_eq!(spread, [2, 2, 2], "six jobs over three servers");
+}
+
+#[tokio::test]
+async fn a_workflow_goes_to_the_server_with_its_nodes_and_one_no_server_can_run_is_refused_naming_each()
+ {
+    let stack = servers(
+        vec![lacking("ImageInvert", 0.1), lacking("EmptyImage", 0.1)],
+        &[],
+    )
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    for _ in 0..2 {
+        let invert = phone.submit_ok(fixtures::INVERT_SLOW).await;
+        let empty = phone.submit_ok(fixtures::EMPTY_IMAGE).await;
+        for job in [&invert, &empty] {
+            let done = events.wait_for(&job.id, LIMIT, finished).await;
+            assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+        }
+        assert!(given(&stack.more_comfyuis[0]).contains(&invert.id));
+        assert!(given(&stack.comfyui).contains(&empty.id));
+    }
+    assert_eq!(given(&stack.comfyui).len(), 2, "only what it can run");
+    assert_eq!(given(&stack.more_comfyuis[0]).len(), 2);
+
+    // A picture made empty, then inverted: each server lacks one of the two.
+    let mut both: Value = serde_json::from_str(fixtures::EMPTY_IMAGE).unwrap();
+    both["8"] = json!({"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}});
+    both["7"]["inputs"]["images"] = json!(["8", 0]);
+    let refused = phone.submit(&both.to_string(), json!([])).await;
+    assert_eq!(refused.status(), 422);
+    let body: ErrorBody = refused.json().await.unwrap();
+    for (class, server) in [
+        ("ImageInvert", stack.comfyui.url()),
+        ("EmptyImage", stack.more_comfyuis[0].url()),
+    ] {
+        assert!(
+            body.error.contains(class) && body.error.contains(&server),
+            "names {class} on {server}: {}",
+            body.error
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_run_loses_its_running_job_its_waiting_one_runs_elsewhere_and_it_rejoins()
+ {
+    let mut stack = servers(vec![paced(2.0); 2], &[]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(phone.submit_ok(fixtures::INVERT_SLOW).await);
+    }
+    // The least loaded first, ties to the first server: one running and one ready on each.
+    let on_first = given(&stack.comfyui);
+    assert_eq!(on_first, [jobs[0].id.clone(), jobs[2].id.clone()]);
+    events
+        .wait_for(&jobs[0].id, LIMIT, |job| job.state == JobState::Running)
+        .await;
+
+    stack.comfyui.kill().await;
+    let lost = events.wait_for(&jobs[0].id, LIMIT, finished).await;
+    assert_eq!(lost.state, JobState::Lost);
+    let message = lost.error.unwrap().message;
+    assert!(
+        message.contains(&stack.comfyui.url()) && message.contains("Queue it again"),
+        "{message}"
+    );
+    let down = until_server(&phone, 0, false).await;
+    assert!(down.ok, "the other server still runs jobs");
+    for job in &jobs[1..] {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert!(
+        given(&stack.more_comfyuis[0]).contains(&jobs[2].id),
+        "the job the dead server had not started ran on the other"
+    );
+
+    stack.comfyui.restart().await;
+    until_server(&phone, 0, true).await;
+    // Two at once: one for each server.
+    let again = phone.act(&jobs[0].id, "requeue").await;
+    assert_eq!(again.status(), 201);
+    let again: Job = again.json().await.unwrap();
+    let another = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    for job in [&again, &another] {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded);
+    }
+    assert_eq!(given(&stack.comfyui).len(), 1, "it rejoined");
+}
+
+#[tokio::test]
+async fn with_requeue_lost_the_job_a_dead_server_ran_runs_again_on_another() {
+    let mut stack = servers(vec![paced(2.0), paced(0.5)], &["--requeue-lost"]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events
+        .wait_for(&job.id, LIMIT, |job| job.state == JobState::Running)
+        .await;
+    assert_eq!(given(&stack.comfyui), [job.id.as_str()]);
+    stack.comfyui.kill().await;
+    let done = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    assert_eq!(given(&stack.more_comfyuis[0]), [job.id.as_str()]);
+}
+
+#[tokio::test]
+async fn a_stalled_server_that_comes_back_never_runs_what_was_handed_elsewhere_meanwhile() {
+    let stack = servers(vec![paced(4.0), paced(0.5)], &[]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let second = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let third = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    assert_eq!(given(&stack.comfyui), [first.id.clone(), third.id.clone()]);
+    events
+        .wait_for(&first.id, LIMIT, |job| job.state == JobState::Running)
+        .await;
+
+    // Stopped, as by SIGSTOP: connections stay open, nothing answers.
+    stack.comfyui.stall(true);
+    let lost = events.wait_for(&first.id, LIMIT, finished).await;
+    assert_eq!(lost.state, JobState::Lost);
+    for job in [&second, &third] {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert!(given(&stack.more_comfyuis[0]).contains(&third.id));
+
+    stack.comfyui.stall(false);
+    until_server(&phone, 0, true).await;
+    // It starts the third at once, as a resumed ComfyUI does; the relay deletes it from its
+    // queue, or stops it, before giving that server anything new.
+    let next = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let done = events.wait_for(&next.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    let named_third = |body: &Value| {
+        body["prompt_id"] == json!(third.id)
+            || body["delete"]
+                .as_array()
+                .is_some_and(|ids| ids.contains(&json!(third.id)))
+    };
+    let told: Vec<Value> = ["/queue", "/interrupt"]
+        .iter()
+        .flat_map(|route| stack.comfyui.requests_to("POST", route))
+        .map(|request| request.json())
+        .collect();
+    assert!(
+        told.iter().any(named_third),
+        "{told:?} {:?} {:?}",
+        stack
+            .comfyui
+            .requests()
+            .iter()
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect::<Vec<_>>(),
+        stack.comfyui.history_ids()
+    );
+    // Whatever that server said of the third since, the relay keeps the run that counted.
+    let third_now = phone.long_poll(&third.id, 0.0).await;
+    assert_eq!(third_now.state, JobState::Succeeded);
+    assert_eq!(third_now.outputs.len(), 1);
+}
+
+#[tokio::test]
+async fn an_upload_is_on_every_server_and_an_output_is_read_from_the_server_that_made_it() {
+    let stack = servers(vec![lacking("ImageInvert", 0.1), paced(0.1)], &[]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
+            .file_name("phone.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let uploaded: UploadedImage = phone
+        .request(Method::POST, "/upload/image")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for double in doubles(&stack) {
+        let files = double.files();
+        assert_eq!(files.len(), 1, "{}", double.url());
+        assert_eq!(files[0].name, uploaded.name);
+        assert_eq!(files[0].bytes.as_ref(), fixtures::PHONE_PNG);
+    }
+
+    let response = phone
+        .submit(
+            fixtures::INVERT_SLOW,
+            json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let job: Job = response.json().await.unwrap();
+    let done = events.wait_for(&job.id, LIMIT, finished).await;
+    assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    let output = done.outputs[0].file().unwrap().clone();
+    let made_by = &stack.more_comfyuis[0];
+    assert!(made_by.files().iter().any(|f| f.name == output.filename));
+
+    let views_before = stack.comfyui.requests_to("GET", "/view").len();
+    let viewed = phone
+        .send(
+            Method::GET,
+            &format!(
+                "/view?filename={}&subfolder={}&type={}",
+                output.filename, output.subfolder, output.kind
+            ),
+        )
+        .await;
+    assert_eq!(viewed.status(), 200);
+    let bytes = viewed.bytes().await.unwrap();
+    let made = made_by
+        .files()
+        .into_iter()
+        .find(|f| f.name == output.filename)
+        .unwrap();
+    assert_eq!(bytes, made.bytes);
+    assert_eq!(
+        stack.comfyui.requests_to("GET", "/view").len(),
+        views_before,
+        "the first server was not asked for a file it does not have"
+    );
+}
