@@ -58,13 +58,14 @@ pub use state::AppState;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The relay's own API: jobs and their event socket, the workflow library and its automation,
-/// devices, node schemas, health. Every route needs a device.
+/// devices, node schemas, health and the servers page. Every route needs a device.
 fn relay_routes() -> Router<AppState> {
     jobs::routes::router()
         .merge(library::router())
         .merge(automation::router())
         .merge(push::router())
         .route("/api/health", get(health::health))
+        .route("/servers", get(health::page))
         .route("/api/device/link", post(device_links::create_link))
 }
 

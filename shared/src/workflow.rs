@@ -262,10 +262,12 @@ impl Workflow {
 
     /// The node classes it uses, sorted, each once.
     pub fn classes(&self) -> Vec<&str> {
-        let mut classes: Vec<&str> = self.nodes.values().map(|n| n.class_type.as_str()).collect();
-        classes.sort_unstable();
-        classes.dedup();
-        classes
+        // Inserted one by one: sorting a list would cost the app a copy of the algorithm.
+        let mut classes = std::collections::BTreeSet::new();
+        for node in self.nodes.values() {
+            classes.insert(node.class_type.as_str());
+        }
+        classes.into_iter().collect()
     }
 
     /// Which of `candidates` (the ids of the nodes that could take a value) a person means by

@@ -801,3 +801,34 @@ async fn after_queue_the_first_bad_input_or_the_new_job_is_on_screen_and_a_tab_o
         .await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn the_connection_badge_opens_the_servers_page_with_each_server_and_back() {
+    let stack = spawn_stack_with(StackOptions {
+        more_comfyuis: vec![testkit::comfyui::Options::default()],
+        static_dir: Some(dist_dir()),
+        ..StackOptions::default()
+    })
+    .await;
+    let browser = app::open(Viewport::Phone, &stack).await;
+    browser.tap("connection").await;
+    let listed = browser
+        .wait_for_text("servers", |text| text.contains("running"))
+        .await;
+    for double in [&stack.comfyui, &stack.more_comfyuis[0]] {
+        assert!(listed.contains(&double.url()), "{listed}");
+    }
+    assert!(listed.contains("ComfyUI 0.3.64 answers"), "{listed}");
+    assert!(
+        listed.contains("cpu ·") && listed.contains("GB free"),
+        "{listed}"
+    );
+    let page = browser.eval("return document.body.innerText").await;
+    assert!(
+        page.as_str().unwrap().contains("All 2 servers answer."),
+        "{page}"
+    );
+    browser.screenshot("servers-page").await;
+    browser.tap_css("a[href='/']").await;
+    browser.wait_for_text("connection", |t| t == "Live").await;
+}

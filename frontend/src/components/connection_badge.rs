@@ -1,10 +1,12 @@
-//! Shows whether the app is live: its event socket, and the relay's link to ComfyUI.
+//! Shows whether the app is live: its event socket, and the relay's link to ComfyUI; a tap
+//! opens the relay's page of its ComfyUI servers.
 
 use leptos::prelude::*;
 
 use crate::events::{Connection, Events};
 
-/// A small badge: "Live", "Connecting…", "Reconnecting…", "ComfyUI offline" or "Not paired".
+/// A small badge: "Live", "Connecting…", "Reconnecting…", "ComfyUI offline" or "Not paired",
+/// linking to `/servers`.
 #[component]
 pub fn ConnectionBadge() -> impl IntoView {
     let events = expect_context::<Events>();
@@ -16,8 +18,8 @@ pub fn ConnectionBadge() -> impl IntoView {
         (Connection::Retrying, _) => ("Reconnecting…", "badge badge-wait"),
     };
     view! {
-        <span class=move || state().1 data-testid="connection" role="status" aria-live="polite">
+        <a href="/servers" class=move || state().1 data-testid="connection" aria-live="polite">
             {move || state().0}
-        </span>
+        </a>
     }
 }

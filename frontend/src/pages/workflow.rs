@@ -116,12 +116,13 @@ fn WorkflowForm(name: String, loaded: Loaded) -> impl IntoView {
     // Pins and seed choices are kept as soon as they change.
     Effect::new(move |_| {
         let (pinned, randomize) = all.with_value(|states| {
-            let keys = |pick: fn(&FieldState) -> bool| -> BTreeSet<String> {
-                states
-                    .iter()
-                    .filter(|s| pick(s))
-                    .map(|s| s.field.with_value(|f| f.key.clone()))
-                    .collect()
+            let keys = |pick: fn(&FieldState) -> bool| {
+                // Inserted one by one: collecting would sort, a copy of the algorithm more.
+                let mut keys = BTreeSet::new();
+                for state in states.iter().filter(|s| pick(s)) {
+                    keys.insert(state.field.with_value(|f| f.key.clone()));
+                }
+                keys
             };
             (keys(|s| s.pinned.get()), keys(|s| s.randomize.get()))
         });
