@@ -299,7 +299,7 @@ pub async fn view(
     let (parts, _) = request.into_parts();
     let request = Request::from_parts(parts, Body::empty());
     // An output is on the server whose job made it.
-    let comfy = state.jobs.comfy_for(&file.as_comfyui_opens());
+    let comfy = state.jobs.comfy_for(&device, &file.as_comfyui_opens());
     http_relay::forward(comfy, &target, request)
         .await
         .into_response()

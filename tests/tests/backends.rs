@@ -361,3 +361,78 @@ async fn an_upload_is_on_every_server_and_an_output_is_read_from_the_server_that
         "the first server was not asked for a file it does not have"
     );
 }
+
+#[tokio::test]
+async fn outputs_of_the_same_name_on_two_servers_are_each_read_from_their_own_devices_server() {
+    let stack = servers(vec![paced(0.1); 2], &["--in-flight=1"]).await;
+    let (phone, laptop) = (
+        Device::new(&stack.relay_url()).await,
+        Device::new(&stack.relay_url()).await,
+    );
+    let mine = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let theirs = laptop.submit_ok(fixtures::INVERT_SLOW).await;
+    assert_eq!(given(&stack.comfyui), [mine.id.as_str()]);
+    assert_eq!(given(&stack.more_comfyuis[0]), [theirs.id.as_str()]);
+    let mut outputs = Vec::new();
+    for (device, job) in [(&phone, &mine), (&laptop, &theirs)] {
+        let deadline = Instant::now() + LIMIT;
+        let done = loop {
+            let now = device.long_poll(&job.id, 5.0).await;
+            if now.state.is_finished() {
+                break now;
+            }
+            assert!(Instant::now() < deadline, "{now:?}");
+        };
+        outputs.push(done.outputs[0].file().unwrap().clone());
+    }
+    // Each server numbers its outputs alone: both made the same name.
+    assert_eq!(outputs[0], outputs[1]);
+    let file = &outputs[0];
+    let path = format!(
+        "/view?filename={}&subfolder={}&type={}",
+        file.filename, file.subfolder, file.kind
+    );
+    for (device, server) in [(&laptop, &stack.more_comfyuis[0]), (&phone, &stack.comfyui)] {
+        let asked = |server: &FakeComfyUi| server.requests_to("GET", "/view").len();
+        let before = [asked(&stack.comfyui), asked(&stack.more_comfyuis[0])];
+        assert_eq!(device.send(Method::GET, &path).await.status(), 200);
+        let after = [asked(&stack.comfyui), asked(&stack.more_comfyuis[0])];
+        let which = if after[0] > before[0] {
+            &stack.comfyui
+        } else {
+            &stack.more_comfyuis[0]
+        };
+        assert_eq!(
+            which.url(),
+            server.url(),
+            "each device sees the picture its own job made"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_busy_with_prompts_others_queued_there_is_passed_over_for_an_idle_one() {
+    let stack = servers(vec![paced(3.0), paced(0.1)], &[]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    // Someone at the first server's own machine queues two prompts there.
+    let mut foreign: Value = serde_json::from_str(fixtures::INVERT_SLOW).unwrap();
+    for n in 0..2 {
+        foreign["4"]["inputs"]["filename_prefix"] = json!(format!("theirs{n}"));
+        let queued = reqwest::Client::new()
+            .post(format!("{}/prompt", stack.comfyui.url()))
+            .json(&json!({ "prompt": foreign, "client_id": "someone-else" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(queued.status(), 200);
+    }
+    let deadline = Instant::now() + LIMIT;
+    while stack.comfyui.running_prompt().is_none() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The status ComfyUI sends every socket when a run starts says how much it has queued.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    assert_eq!(given(&stack.more_comfyuis[0]), [job.id.as_str()]);
+}

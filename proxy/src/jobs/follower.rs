@@ -105,8 +105,15 @@ where
                     if message.prompt_id().is_some() {
                         backend.heard();
                     }
-                    if matches!(message, ServerMessage::Status(_)) {
+                    if let ServerMessage::Status(status) = &message {
                         backend.queue_changed.notify_one();
+                        // Every socket hears how much the server has queued, so prompts others
+                        // queued there count even while it has none of the relay's jobs.
+                        let remaining = usize::try_from(status.status.exec_info.queue_remaining)
+                            .unwrap_or(usize::MAX);
+                        let ours = jobs.registry.in_flight_on(backend.index);
+                        jobs.registry
+                            .set_foreign(backend.index, remaining.saturating_sub(ours));
                     }
                     jobs.registry.apply(backend.index, &message);
                 }

@@ -293,20 +293,18 @@ impl Jobs {
         &self.backends[0].comfy
     }
 
-    /// The client of the server that has `file`: the one whose job made it, else the first
-    /// (where uploads land, and which raw clients reach).
-    pub fn comfy_for(&self, file: &ImageRef) -> &ComfyClient {
-        let made_on =
-            self.registry
-                .made_on(file)
-                .or_else(|| match self.registry.store().made_on(file) {
-                    Ok(Some(key)) => self.registry.backend_of(key.as_deref()),
-                    Ok(None) => None,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot look up where a file was made");
-                        None
-                    }
-                });
+    /// The client of the server that has `device`'s `file`: the one whose job of `device` made
+    /// it, else the first (where uploads land, and which raw clients reach).
+    pub fn comfy_for(&self, device: &DeviceId, file: &ImageRef) -> &ComfyClient {
+        let kept = || match self.registry.store().made_on(device, file) {
+            Ok(Some(key)) => self.registry.backend_of(key.as_deref()),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "cannot look up where a file was made");
+                None
+            }
+        };
+        let made_on = self.registry.made_on(device, file).or_else(kept);
         &self.backends[made_on.unwrap_or(0)].comfy
     }
 
@@ -616,9 +614,13 @@ impl Jobs {
             }
             match backend.object_info.check_kept(workflow).await {
                 Ok(found) if found.is_empty() => {
-                    let load = self.in_flight(backend.index);
+                    let ours = self.in_flight(backend.index);
+                    // What it has to do: the relay's jobs, and prompts others (raw clients
+                    // included) queued there, as its queue last showed.
+                    let load = self.registry.in_flight_on(backend.index)
+                        + self.registry.foreign_on(backend.index);
                     let key = (load, !backend.ran_last(&work), backend.index);
-                    if load < self.max_in_flight && best.is_none_or(|best| key < best) {
+                    if ours < self.max_in_flight && best.is_none_or(|best| key < best) {
                         best = Some(key);
                     }
                 }

@@ -645,6 +645,11 @@ impl Registry {
         }
     }
 
+    /// How many prompts in `backend`'s queue are not the relay's jobs, as last looked at.
+    pub fn foreign_on(&self, backend: usize) -> usize {
+        self.lock().foreign.get(&backend).copied().unwrap_or(0)
+    }
+
     /// How many of the relay's jobs the backends have and have not ended.
     pub fn in_flight(&self) -> usize {
         in_comfyui(&self.lock()).count()
@@ -1003,17 +1008,17 @@ impl Registry {
             .collect()
     }
 
-    /// The backend that ran the job that made `file`, if one in memory did.
-    pub fn made_on(&self, file: &ImageRef) -> Option<usize> {
-        self.lock().jobs.values().find_map(|entry| {
-            let record = &entry.record;
-            record
-                .run
-                .outputs()
-                .iter()
-                .any(|o| o.file() == Some(file))
-                .then(|| record.backend())
-                .flatten()
+    /// The backend that ran `device`'s newest job in memory that made `file`. Servers name
+    /// their outputs alone, so two of them may each make a file of the same name: only the
+    /// device's own jobs say which one it means.
+    pub fn made_on(&self, device: &DeviceId, file: &ImageRef) -> Option<usize> {
+        let inner = self.lock();
+        inner.order.iter().rev().find_map(|id| {
+            let record = &inner.jobs.get(id)?.record;
+            (record.device == *device
+                && record.run.outputs().iter().any(|o| o.file() == Some(file)))
+            .then(|| record.backend())
+            .flatten()
         })
     }
 

@@ -360,18 +360,23 @@ impl Store {
         )?)
     }
 
-    /// The URL of the ComfyUI server that ran the job that made `file`, if the store knows;
-    /// `Some(None)` for a job kept by a relay that knew one ComfyUI.
-    pub fn made_on(&self, file: &ImageRef) -> Result<Option<Option<String>>, StoreError> {
+    /// The URL of the ComfyUI server that ran `device`'s newest job that made `file`, if the
+    /// store knows; `Some(None)` for a job kept by a relay that knew one ComfyUI.
+    pub fn made_on(
+        &self,
+        device: &DeviceId,
+        file: &ImageRef,
+    ) -> Result<Option<Option<String>>, StoreError> {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(
             "SELECT jobs.backend FROM job_files JOIN jobs ON jobs.id = job_files.job
-             WHERE filename = ?1 AND subfolder = ?2 AND type = ?3 LIMIT 1",
+             WHERE filename = ?1 AND subfolder = ?2 AND type = ?3 AND device = ?4
+             ORDER BY jobs.created_at DESC LIMIT 1",
         )?;
-        let mut rows = statement
-            .query_map(params![file.filename, file.subfolder, file.kind], |row| {
-                row.get::<_, Option<String>>(0)
-            })?;
+        let mut rows = statement.query_map(
+            params![file.filename, file.subfolder, file.kind, device.as_str()],
+            |row| row.get::<_, Option<String>>(0),
+        )?;
         Ok(rows.next().transpose()?)
     }
 
