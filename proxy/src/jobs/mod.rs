@@ -672,8 +672,26 @@ impl Jobs {
     /// is skipped, and its job held again.
     pub async fn hand_out(&self) {
         let _handing = self.handing.lock().await;
+        // A server back after being taken out drops what went elsewhere at once, whether or
+        // not it is given anything now.
+        let to_clean: Vec<usize> = self.cleaning().iter().copied().collect();
+        for index in to_clean {
+            let backend = &self.backends[index];
+            if backend.is_reachable() {
+                self.clean(backend).await;
+            }
+        }
         let mut unreachable = HashSet::new();
         'pass: loop {
+            // Nothing to weigh while every server that answers is full.
+            let room = self.backends.iter().any(|backend| {
+                backend.is_reachable()
+                    && !unreachable.contains(&backend.index)
+                    && self.in_flight(backend.index) < self.max_in_flight
+            });
+            if !room {
+                return;
+            }
             for record in self.registry.held_in_turn() {
                 let backend = match self.place(&record, &unreachable).await {
                     Placement::On(backend) => backend,
