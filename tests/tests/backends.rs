@@ -172,6 +172,42 @@ async fn a_workflow_goes_to_the_server_with_its_nodes_and_one_no_server_can_run_
 }
 
 #[tokio::test]
+async fn a_job_naming_a_model_only_one_server_has_goes_there() {
+    let stack = servers(
+        vec![
+            paced(0.1),
+            Options {
+                more_checkpoints: vec!["sdxl.safetensors"],
+                ..paced(0.1)
+            },
+        ],
+        &[],
+    )
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let sdxl = json!([{ "node_id": "4", "input": "ckpt_name", "value": "sdxl.safetensors" }]);
+    for _ in 0..2 {
+        let response = phone.submit(fixtures::SD15_TXT2IMG, sdxl.clone()).await;
+        assert_eq!(response.status(), 201);
+        let job: Job = response.json().await.unwrap();
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert_eq!(given(&stack.comfyui).len(), 0);
+    assert_eq!(given(&stack.more_comfyuis[0]).len(), 2);
+    let nowhere = json!([{ "node_id": "4", "input": "ckpt_name", "value": "flux.safetensors" }]);
+    let refused = phone.submit(fixtures::SD15_TXT2IMG, nowhere).await;
+    assert_eq!(refused.status(), 422);
+    let body: ErrorBody = refused.json().await.unwrap();
+    assert!(
+        body.error.contains("flux.safetensors") && body.error.contains(&stack.comfyui.url()),
+        "{}",
+        body.error
+    );
+}
+
+#[tokio::test]
 async fn a_server_killed_mid_run_loses_its_running_job_its_waiting_one_runs_elsewhere_and_it_rejoins()
  {
     let mut stack = servers(vec![paced(2.0); 2], &[]).await;

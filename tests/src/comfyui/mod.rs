@@ -49,6 +49,8 @@ pub struct Options {
     pub ignore_prompt_id: bool,
     /// Node classes this ComfyUI lacks (a custom node installed on another server only).
     pub missing_classes: Vec<&'static str>,
+    /// Checkpoints it has besides [`CHECKPOINT`] (a model on one server only).
+    pub more_checkpoints: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             reject_cross_site: true,
             ignore_prompt_id: false,
             missing_classes: Vec::new(),
+            more_checkpoints: Vec::new(),
         }
     }
 }
@@ -204,11 +207,18 @@ impl Shared {
 }
 
 impl Shared {
-    /// Its `/object_info`: the recorded one with its input files, less its missing classes.
+    /// Its `/object_info`: the recorded one with its input files and checkpoints, less its
+    /// missing classes.
     pub fn object_info(&self) -> Map<String, Value> {
         let mut info = patched_object_info(&self.input_files());
         for class in &self.options.missing_classes {
             info.remove(*class);
+        }
+        if let Some(names) = info
+            .get_mut("CheckpointLoaderSimple")
+            .and_then(|c| c["input"]["required"]["ckpt_name"][0].as_array_mut())
+        {
+            names.extend(self.options.more_checkpoints.iter().map(|name| json!(name)));
         }
         info
     }
