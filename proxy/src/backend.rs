@@ -5,11 +5,13 @@
 //! there first); jobs go to whichever answers, can run them and has the least to do
 //! ([`crate::jobs::Jobs::hand_out`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shared::api::BackendHealth;
+use shared::comfy::ImageRef;
 use tokio::sync::Notify;
 use url::Url;
 
@@ -42,6 +44,8 @@ pub struct Backend {
     /// What it was last given to run (a saved workflow's name, or its node classes), so the
     /// same work goes back where its models are loaded.
     last_ran: Mutex<Option<String>>,
+    /// The input pictures uploaded through the relay that it is known to hold.
+    inputs: Mutex<HashSet<ImageRef>>,
 }
 
 impl Backend {
@@ -70,6 +74,7 @@ impl Backend {
             queue_changed: Notify::new(),
             resubscribe: Notify::new(),
             last_ran: Mutex::new(None),
+            inputs: Mutex::default(),
         }
     }
 
@@ -123,6 +128,22 @@ impl Backend {
     /// Records that it was given `work`.
     pub(crate) fn runs(&self, work: String) {
         *self.last_ran() = Some(work);
+    }
+
+    fn inputs(&self) -> std::sync::MutexGuard<'_, HashSet<ImageRef>> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that it holds uploaded input picture `file`.
+    pub(crate) fn holds_input(&self, file: ImageRef) {
+        self.inputs().insert(file);
+    }
+
+    /// Whether it is known to hold uploaded input picture `file`.
+    pub(crate) fn has_input(&self, file: &ImageRef) -> bool {
+        self.inputs().contains(file)
     }
 
     /// Its state for `/api/health`: asks it now, with `http`; `running` and `waiting` are

@@ -29,7 +29,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use shared::comfy::{MaskOriginal, UploadedImage};
+use shared::comfy::{ImageRef, MaskOriginal, UploadedImage};
 
 use crate::backend::Backend;
 use crate::device::DeviceId;
@@ -519,57 +519,58 @@ pub async fn stream_image(
         })?;
     // The device may see what it uploaded, and only that of the input folder.
     state.jobs.files.grant(device, uploaded.file());
-    let kind = match route {
-        UploadRoute::Image => kind,
-        // ComfyUI saves a picture with its mask as a PNG.
-        UploadRoute::Mask => ImageKind::Png,
-    };
-    copy_to_other_servers(state, &uploaded, kind).await;
+    copy_to_other_servers(state, &uploaded.file()).await;
     Ok((uploaded, options))
 }
 
-/// Copies a picture uploaded to the first ComfyUI server to every other one that answers,
-/// under the same name, so that a job using it can run on any of them. The first server chose
-/// the name and no other is sent uploads but through the relay, so the copy overwrites only an
-/// older copy. A server that does not take it is logged; the kept schemas then show it lacks
-/// the picture, and jobs using it go elsewhere.
-async fn copy_to_other_servers(state: &AppState, uploaded: &UploadedImage, kind: ImageKind) {
+/// Copies a picture uploaded to the first ComfyUI server to every other one that answers, so
+/// that a job using it can run on any of them. A server that does not take it now (down, or
+/// failing) is given it when a job that uses it is handed to it ([`copy_input`]).
+async fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
     let [first, others @ ..] = state.jobs.backends() else {
         return;
     };
-    let file = uploaded.file();
+    first.holds_input(file.clone());
     let copies = others
         .iter()
         .filter(|backend| backend.is_reachable())
         .map(|backend| async {
-            if let Err(error) = copy(first, backend, uploaded, kind).await {
+            if let Err(error) = copy_input(first, backend, file).await {
                 tracing::warn!(
                     file = %file.filename,
                     to = backend.key(),
                     %error,
-                    "an upload was not copied to another ComfyUI server"
+                    "an upload was not copied to another ComfyUI server yet"
                 );
             }
         });
     futures_util::future::join_all(copies).await;
 }
 
-/// Streams `uploaded` from `from`'s input folder into `to`'s.
-async fn copy(
-    from: &Backend,
-    to: &Backend,
-    uploaded: &UploadedImage,
-    kind: ImageKind,
-) -> Result<(), UploadError> {
-    let source = from.comfy.download(&uploaded.file()).await?;
+/// Streams input picture `file` from `from`'s input folder into `to`'s under the same name.
+/// The first server chose the name and no other is sent uploads but through the relay, so the
+/// copy overwrites only an older copy.
+pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result<(), UploadError> {
+    let source = from.comfy.download(file).await?;
     let form = Form {
         boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
     };
     let fields = FormFields {
-        subfolder: uploaded.subfolder.clone(),
+        subfolder: file.subfolder.clone(),
         ..FormFields::default()
     };
-    let head = form.file_head(&uploaded.name, kind);
+    // ComfyUI goes by the bytes, not the part's type; a mask is saved as a PNG.
+    let kind = [ImageKind::Jpeg, ImageKind::Webp, ImageKind::Gif]
+        .into_iter()
+        .find(|kind| {
+            file.filename
+                .rsplit_once('.')
+                .is_some_and(|(_, extension)| {
+                    kind.accepts_extension(&extension.to_ascii_lowercase())
+                })
+        })
+        .unwrap_or(ImageKind::Png);
+    let head = form.file_head(&file.filename, kind);
     let tail = form.tail(&fields, true);
     let body = futures_util::stream::once(async { Ok::<_, reqwest::Error>(head) })
         .chain(source.bytes_stream())
@@ -590,6 +591,7 @@ async fn copy(
             text: response.text().await.unwrap_or_default(),
         });
     }
+    to.holds_input(file.clone());
     Ok(())
 }
 

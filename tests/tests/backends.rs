@@ -472,3 +472,93 @@ async fn a_server_busy_with_prompts_others_queued_there_is_passed_over_for_an_id
     let job = phone.submit_ok(fixtures::INVERT_SLOW).await;
     assert_eq!(given(&stack.more_comfyuis[0]), [job.id.as_str()]);
 }
+
+#[tokio::test]
+async fn jobs_using_a_picture_uploaded_after_the_servers_were_first_asked_still_spread() {
+    let stack = servers(vec![paced(1.0); 2], &["--in-flight=1"]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    // Every server's node schemas are fetched and kept.
+    let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events.wait_for(&first.id, LIMIT, finished).await;
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
+            .file_name("later.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let uploaded: UploadedImage = phone
+        .request(Method::POST, "/upload/image")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let picture =
+        json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]);
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        let response = phone.submit(fixtures::INVERT_SLOW, picture.clone()).await;
+        assert_eq!(response.status(), 201);
+        jobs.push(response.json::<Job>().await.unwrap());
+    }
+    for job in &jobs {
+        assert!(!job.held, "one server each, at once: {job:?}");
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert!(given(&stack.more_comfyuis[0]).contains(&jobs[1].id));
+}
+
+#[tokio::test]
+async fn a_server_down_when_a_picture_was_uploaded_is_given_it_with_the_first_job_that_needs_it() {
+    let mut stack = servers(vec![paced(1.0), paced(0.1)], &["--in-flight=1"]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    stack.more_comfyuis[0].kill().await;
+    until_server(&phone, 1, false).await;
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
+            .file_name("while-down.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let uploaded: UploadedImage = phone
+        .request(Method::POST, "/upload/image")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stack.more_comfyuis[0].restart().await;
+    assert!(stack.more_comfyuis[0].files().is_empty());
+    until_server(&phone, 1, true).await;
+
+    let picture =
+        json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]);
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        let response = phone.submit(fixtures::INVERT_SLOW, picture.clone()).await;
+        assert_eq!(response.status(), 201);
+        jobs.push(response.json::<Job>().await.unwrap());
+    }
+    for job in &jobs {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    let second = &stack.more_comfyuis[0];
+    assert_eq!(given(second), [jobs[1].id.as_str()]);
+    let copied = second.files();
+    assert!(
+        copied
+            .iter()
+            .any(|f| f.name == uploaded.name && f.bytes.as_ref() == fixtures::PHONE_PNG),
+        "{copied:?}"
+    );
+}

@@ -488,16 +488,20 @@ impl Jobs {
 
     /// Checks that some server can run `workflow`: it has every class and value the workflow
     /// names. Otherwise the refusal names what is missing, and where when there are several
-    /// servers. Servers that do not answer are not asked, unless none does.
+    /// servers. Servers that do not answer are not asked, unless none does. Every server is
+    /// asked (at once), so each one's kept schemas learn the values new to them (a picture
+    /// uploaded since, a model installed) that the hand-out then weighs.
     async fn runnable(&self, workflow: &Workflow) -> Result<(), JobsError> {
         let several = self.backends.len() > 1;
+        let asked = self
+            .backends
+            .iter()
+            .filter(|backend| !several || backend.is_reachable())
+            .map(|backend| async move { (backend, backend.object_info.check(workflow).await) });
         let mut problems = Vec::new();
         let mut unreachable = None;
-        for backend in &self.backends {
-            if several && !backend.is_reachable() {
-                continue;
-            }
-            match backend.object_info.check(workflow).await {
+        for (backend, checked) in futures_util::future::join_all(asked).await {
+            match checked {
                 Ok(found) if found.is_empty() => return Ok(()),
                 Ok(found) if several => problems.extend(located(backend, found)),
                 Ok(found) => problems = found,
@@ -653,6 +657,7 @@ impl Jobs {
                 url: backend.upstream.base().to_string(),
             }));
         }
+        self.place_inputs(backend, &prompt.prompt).await?;
         backend
             .comfy
             .queue_prompt(&request)
@@ -664,6 +669,45 @@ impl Jobs {
                 QueueError::Unexpected { status, text } => JobsError::ComfyUi { status, text },
                 QueueError::Upstream(error) => JobsError::Upstream(error),
             })
+    }
+
+    /// Copies to `backend` the uploaded pictures `workflow` loads that it is not known to hold
+    /// (it was down when they were uploaded, or the copy failed), from the first server, where
+    /// every upload lands. A copy that fails counts as the server failing to take the job.
+    async fn place_inputs(&self, backend: &Backend, workflow: &Workflow) -> Result<(), JobsError> {
+        let first = &self.backends[0];
+        if backend.index == first.index {
+            return Ok(());
+        }
+        for node in workflow
+            .nodes_in_display_order()
+            .into_iter()
+            .map(|(_, node)| node)
+        {
+            let Ok(Some(schema)) = first.object_info.schema(&node.class_type).await else {
+                continue;
+            };
+            let value = schema
+                .image_input()
+                .and_then(|input| node.inputs.get(input))
+                .and_then(serde_json::Value::as_str);
+            let Some(file) = value.map(ImageRef::from_load_image_value) else {
+                continue;
+            };
+            if first.has_input(&file) && !backend.has_input(&file) {
+                crate::upload::copy_input(first, backend, &file)
+                    .await
+                    .map_err(|error| match error {
+                        crate::upload::UploadError::Upstream(error) => error,
+                        other => RelayError::Failed {
+                            url: backend.upstream.base().to_string(),
+                            detail: other.to_string(),
+                        },
+                    })?;
+                tracing::info!(file = %file.filename, to = backend.key(), "copied an upload for a job");
+            }
+        }
+        Ok(())
     }
 
     /// Gives the servers held jobs, each at its turn, while one has room for it: a job no

@@ -376,6 +376,18 @@ impl ImageRef {
         }
     }
 
+    /// The file a LoadImage value names, as ComfyUI reads it: `subfolder/name` in the input
+    /// folder, or the folder a mark at its end names ([`Self::as_comfyui_opens`]).
+    pub fn from_load_image_value(value: &str) -> Self {
+        let (subfolder, filename) = value.rsplit_once('/').unwrap_or(("", value));
+        Self {
+            filename: filename.to_owned(),
+            subfolder: subfolder.to_owned(),
+            kind: "input".to_owned(),
+        }
+        .as_comfyui_opens()
+    }
+
     /// The query string for `GET /view`.
     pub fn view_query(&self) -> String {
         format!(
@@ -491,6 +503,22 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn an_input_picture_is_found_again_from_the_value_that_loads_it(
+            subfolder in "([a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,2})?",
+            filename in "[a-zA-Z0-9 ._()-]{1,24}",
+        ) {
+            let input = ImageRef {
+                filename,
+                subfolder,
+                kind: "input".to_owned(),
+            };
+            let value = input.load_image_value();
+            proptest::prop_assert_eq!(ImageRef::from_load_image_value(&value), input);
+            let marked = ImageRef::from_load_image_value(&format!("{value} [output]"));
+            proptest::prop_assert_eq!(marked.kind.as_str(), "output");
+        }
+
         #[test]
         fn no_name_is_judged_as_a_folder_it_does_not_open(
             base in "[a-zA-Z0-9 ._\\[\\]é-]{0,24}",
