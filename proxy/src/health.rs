@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
 use shared::api::{BackendHealth, Health};
+use shared::html::escape;
 
 use crate::state::AppState;
 
@@ -96,22 +97,6 @@ fn server_item(server: &BackendHealth) -> String {
 
 fn gigabytes(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / 1e9)
-}
-
-/// `text` safe inside HTML text and attribute values.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            c => escaped.push(c),
-        }
-    }
-    escaped
 }
 
 #[cfg(test)]

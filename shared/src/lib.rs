@@ -12,6 +12,7 @@ pub mod api;
 pub mod backoff;
 pub mod comfy;
 pub mod editor;
+pub mod html;
 pub mod progress;
 pub mod schema;
 pub mod workflow;

@@ -147,6 +147,25 @@ impl Device {
             .expect("a JSON answer of the expected shape")
     }
 
+    /// `POST /upload/image` of a PNG named `name`, expecting the stored file.
+    pub async fn upload_png(&self, name: &str, png: &'static [u8]) -> shared::comfy::UploadedImage {
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(png)
+                .file_name(name.to_owned())
+                .mime_str("image/png")
+                .expect("a valid type"),
+        );
+        let response = self
+            .request(reqwest::Method::POST, "/upload/image")
+            .multipart(form)
+            .send()
+            .await
+            .expect("the relay answers");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("the stored file")
+    }
+
     /// `PUT /api/workflows/{name}` with a workflow's text; the relay's answer.
     pub async fn put_workflow(&self, name: &str, text: &str) -> reqwest::Response {
         self.request(reqwest::Method::PUT, &format!("/api/workflows/{name}"))

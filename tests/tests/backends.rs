@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use shared::api::{ErrorBody, Health, Job, JobState};
-use shared::comfy::UploadedImage;
 use testkit::comfyui::{FakeComfyUi, Options};
 use testkit::device::Device;
 use testkit::fixtures;
@@ -86,6 +85,31 @@ async fn until_server(device: &Device, index: usize, up: bool) -> Health {
     }
 }
 
+/// Job `id` of `device` once it has ended, asked by long poll.
+async fn ended(device: &Device, id: &str) -> Job {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let now = device.long_poll(id, 5.0).await;
+        if now.state.is_finished() {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{now:?}");
+    }
+}
+
+/// Queues two jobs that invert `uploaded`.
+async fn two_inverting(phone: &Device, uploaded: &shared::comfy::UploadedImage) -> Vec<Job> {
+    let picture =
+        json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]);
+    let mut jobs = Vec::new();
+    for _ in 0..2 {
+        let response = phone.submit(fixtures::INVERT_SLOW, picture.clone()).await;
+        assert_eq!(response.status(), 201);
+        jobs.push(response.json::<Job>().await.unwrap());
+    }
+    jobs
+}
+
 #[tokio::test]
 async fn jobs_spread_over_three_servers_and_health_shows_each_with_its_jobs() {
     let stack = servers(vec![paced(1.0); 3], &["--in-flight=1"]).await;
@@ -115,14 +139,7 @@ async fn jobs_spread_over_three_servers_and_health_shows_each_with_its_jobs() {
     assert_eq!(now.comfyui_url.trim_end_matches('/'), stack.comfyui.url());
     for (n, job) in jobs.iter().enumerate() {
         let device = if n % 2 == 0 { &phone } else { &laptop };
-        let deadline = Instant::now() + LIMIT;
-        let done = loop {
-            let now = device.long_poll(&job.id, 5.0).await;
-            if now.state.is_finished() {
-                break now;
-            }
-            assert!(Instant::now() < deadline, "{now:?}");
-        };
+        let done = ended(device, &job.id).await;
         assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     }
     let spread: Vec<usize> = doubles(&stack).iter().map(|d| given(d).len()).collect();
@@ -336,22 +353,7 @@ async fn an_upload_is_on_every_server_and_an_output_is_read_from_the_server_that
     let stack = servers(vec![lacking("ImageInvert", 0.1), paced(0.1)], &[]).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
-            .file_name("phone.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
-    let uploaded: UploadedImage = phone
-        .request(Method::POST, "/upload/image")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uploaded = phone.upload_png("phone.png", fixtures::PHONE_PNG).await;
     for double in doubles(&stack) {
         let files = double.files();
         assert_eq!(files.len(), 1, "{}", double.url());
@@ -411,14 +413,7 @@ async fn outputs_of_the_same_name_on_two_servers_are_each_read_from_their_own_de
     assert_eq!(given(&stack.more_comfyuis[0]), [theirs.id.as_str()]);
     let mut outputs = Vec::new();
     for (device, job) in [(&phone, &mine), (&laptop, &theirs)] {
-        let deadline = Instant::now() + LIMIT;
-        let done = loop {
-            let now = device.long_poll(&job.id, 5.0).await;
-            if now.state.is_finished() {
-                break now;
-            }
-            assert!(Instant::now() < deadline, "{now:?}");
-        };
+        let done = ended(device, &job.id).await;
         outputs.push(done.outputs[0].file().unwrap().clone());
     }
     // Each server numbers its outputs alone: both made the same name.
@@ -481,32 +476,13 @@ async fn jobs_using_a_picture_uploaded_after_the_servers_were_first_asked_still_
     // Every server's node schemas are fetched and kept.
     let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
     events.wait_for(&first.id, LIMIT, finished).await;
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
-            .file_name("later.png")
-            .mime_str("image/png")
-            .unwrap(),
+    let uploaded = phone.upload_png("later.png", fixtures::PHONE_PNG).await;
+    let jobs = two_inverting(&phone, &uploaded).await;
+    assert!(
+        jobs.iter().all(|job| !job.held),
+        "one server each, at once: {jobs:?}"
     );
-    let uploaded: UploadedImage = phone
-        .request(Method::POST, "/upload/image")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let picture =
-        json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]);
-    let mut jobs = Vec::new();
-    for _ in 0..2 {
-        let response = phone.submit(fixtures::INVERT_SLOW, picture.clone()).await;
-        assert_eq!(response.status(), 201);
-        jobs.push(response.json::<Job>().await.unwrap());
-    }
     for job in &jobs {
-        assert!(!job.held, "one server each, at once: {job:?}");
         let done = events.wait_for(&job.id, LIMIT, finished).await;
         assert_eq!(done.state, JobState::Succeeded, "{done:?}");
     }
@@ -520,34 +496,14 @@ async fn a_server_down_when_a_picture_was_uploaded_is_given_it_with_the_first_jo
     let mut events = phone.events().await;
     stack.more_comfyuis[0].kill().await;
     until_server(&phone, 1, false).await;
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(fixtures::PHONE_PNG)
-            .file_name("while-down.png")
-            .mime_str("image/png")
-            .unwrap(),
-    );
-    let uploaded: UploadedImage = phone
-        .request(Method::POST, "/upload/image")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uploaded = phone
+        .upload_png("while-down.png", fixtures::PHONE_PNG)
+        .await;
     stack.more_comfyuis[0].restart().await;
     assert!(stack.more_comfyuis[0].files().is_empty());
     until_server(&phone, 1, true).await;
 
-    let picture =
-        json!([{ "node_id": "1", "input": "image", "value": uploaded.load_image_value() }]);
-    let mut jobs = Vec::new();
-    for _ in 0..2 {
-        let response = phone.submit(fixtures::INVERT_SLOW, picture.clone()).await;
-        assert_eq!(response.status(), 201);
-        jobs.push(response.json::<Job>().await.unwrap());
-    }
+    let jobs = two_inverting(&phone, &uploaded).await;
     for job in &jobs {
         let done = events.wait_for(&job.id, LIMIT, finished).await;
         assert_eq!(done.state, JobState::Succeeded, "{done:?}");

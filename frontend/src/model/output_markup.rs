@@ -7,24 +7,9 @@
 //! [`escape`], so no output can add markup of its own.
 
 use shared::comfy::Output;
+use shared::html::escape;
 
 use crate::api::view_url;
-
-/// `text` safe inside an element or a quoted attribute value.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// The constant attributes of a video or sound player.
 const PLAYER: &str = " controls playsinline preload=\"metadata\"";
