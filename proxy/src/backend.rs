@@ -35,6 +35,8 @@ pub struct Backend {
     connected: AtomicBool,
     /// Whether it answers its health check.
     reachable: AtomicBool,
+    /// Since when it has not answered, in milliseconds since the epoch (0 while it answers).
+    down_since_ms: AtomicU64,
     /// When the relay's socket last brought an event of a run, in milliseconds since the epoch.
     last_event_ms: AtomicU64,
     /// Wakes the task that refreshes its queue positions.
@@ -70,6 +72,7 @@ impl Backend {
             key,
             connected: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
+            down_since_ms: AtomicU64::new(0),
             last_event_ms: AtomicU64::new(0),
             queue_changed: Notify::new(),
             resubscribe: Notify::new(),
@@ -99,7 +102,22 @@ impl Backend {
 
     /// Records what its health check found; whether that is a change.
     pub(crate) fn set_reachable(&self, reachable: bool) -> bool {
-        self.reachable.swap(reachable, Ordering::SeqCst) != reachable
+        let changed = self.reachable.swap(reachable, Ordering::SeqCst) != reachable;
+        if changed {
+            let since = if reachable { 0 } else { crate::clock::now_ms() };
+            self.down_since_ms.store(since, Ordering::SeqCst);
+        }
+        changed
+    }
+
+    /// How long it has not answered its health check, while it does not.
+    pub(crate) fn down_for(&self) -> Option<Duration> {
+        match self.down_since_ms.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                crate::clock::now_ms().saturating_sub(since),
+            )),
+        }
     }
 
     /// Notes that its socket brought an event of one of the relay's runs.

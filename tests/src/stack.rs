@@ -20,6 +20,8 @@ pub struct StackOptions {
     pub static_dir: Option<PathBuf>,
     /// Seconds the relay waits for ComfyUI to answer.
     pub upstream_timeout_secs: u64,
+    /// Seconds between the relay's health checks of ComfyUI.
+    pub probe_interval_secs: u64,
     /// More `comfy-relay` flags.
     pub relay_args: Vec<String>,
     /// More ComfyUI doubles behind the same relay, after the first.
@@ -32,6 +34,7 @@ impl Default for StackOptions {
             comfyui: Options::default(),
             static_dir: None,
             upstream_timeout_secs: 30,
+            probe_interval_secs: 1,
             relay_args: Vec::new(),
             more_comfyuis: Vec::new(),
         }
@@ -123,7 +126,7 @@ pub async fn spawn_relay(comfyui: FakeComfyUi, options: StackOptions) -> Stack {
         format!("--comfyui-url={}", comfyui.url()),
         format!("--static-dir={}", static_dir.display()),
         format!("--upstream-timeout-secs={}", options.upstream_timeout_secs),
-        "--probe-interval-secs=1".to_owned(),
+        format!("--probe-interval-secs={}", options.probe_interval_secs),
         format!("--data-dir={}", data_dir.path().display()),
     ];
     args.extend(

@@ -292,7 +292,7 @@ async fn with_requeue_lost_the_job_a_dead_server_ran_runs_again_on_another() {
 
 #[tokio::test]
 async fn a_stalled_server_that_comes_back_never_runs_what_was_handed_elsewhere_meanwhile() {
-    let stack = servers(vec![paced(4.0), paced(0.5)], &[]).await;
+    let stack = servers(vec![paced(20.0), paced(0.5)], &[]).await;
     let phone = Device::new(&stack.relay_url()).await;
     let mut events = phone.events().await;
     let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
@@ -517,4 +517,40 @@ async fn a_server_down_when_a_picture_was_uploaded_is_given_it_with_the_first_jo
             .any(|f| f.name == uploaded.name && f.bytes.as_ref() == fixtures::PHONE_PNG),
         "{copied:?}"
     );
+}
+
+#[tokio::test]
+async fn a_server_silent_for_less_than_three_health_checks_keeps_the_job_it_runs() {
+    // One server, as most teams have: a few seconds without an answer (a model loading) must not
+    // lose a long run.
+    let stack = spawn_stack_with(StackOptions {
+        comfyui: paced(10.0),
+        probe_interval_secs: 2,
+        ..StackOptions::default()
+    })
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let running = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let waiting = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    events
+        .wait_for(&running.id, LIMIT, |job| job.state == JobState::Running)
+        .await;
+    stack.comfyui.stall(true);
+    until_server(&phone_of(&stack).await, 0, false).await;
+    stack.comfyui.stall(false);
+    for job in [&running, &waiting] {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert_eq!(
+        stack.comfyui.history_ids().len(),
+        2,
+        "each ran once, the waiting one handed again after the stall"
+    );
+}
+
+/// Another device of the stack, for asking while the first waits on its events.
+async fn phone_of(stack: &Stack) -> Device {
+    Device::new(&stack.relay_url()).await
 }

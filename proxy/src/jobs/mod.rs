@@ -67,6 +67,9 @@ pub struct Jobs {
     max_in_flight: usize,
     /// Whether a job running on a server that stops answering is queued again, not lost.
     requeue_lost: bool,
+    /// How long a server must not answer before the job it runs counts as lost: three health
+    /// checks, so that a server slow to answer one (loading a model) does not lose it.
+    lost_after: Duration,
     /// Held while a job is being given to ComfyUI: one hand-off at a time.
     handing: tokio::sync::Mutex<()>,
     /// Wakes the task that hands held jobs to ComfyUI.
@@ -241,6 +244,7 @@ impl Jobs {
             max_pending: config.max_pending_jobs,
             max_in_flight: usize::from(config.in_flight),
             requeue_lost: config.requeue_lost,
+            lost_after: config.probe_interval() * 3,
             handing: tokio::sync::Mutex::new(()),
             dispatch_wanted: Notify::new(),
             to_clean: std::sync::Mutex::default(),
@@ -332,8 +336,9 @@ impl Jobs {
 
     /// Records what a server's health check found. One that stops answering (a stopped process
     /// keeps its sockets open) is taken out: the jobs it had not started wait for another
-    /// server, and the one it ran is lost (or queued again with `--requeue-lost`). Devices are
-    /// told when no server is left, or one is back.
+    /// server at once, and the one it runs is lost (or queued again with `--requeue-lost`) if it
+    /// stays silent for [`Jobs::lost_after`]. Devices are told when no server is left, or one
+    /// is back.
     pub fn set_reachable(&self, backend: &Backend, reachable: bool) {
         let mut changed = false;
         self.announce(|| changed = backend.set_reachable(reachable));
@@ -344,7 +349,7 @@ impl Jobs {
         }
     }
 
-    /// Takes the relay's unfinished jobs away from `backend`, which stopped answering.
+    /// Takes the jobs `backend` had not started away from it: it stopped answering.
     fn take_out(&self, backend: &Backend) {
         let jobs = self.registry.on_backend_before(backend.index, u64::MAX);
         if jobs.is_empty() {
@@ -354,20 +359,44 @@ impl Jobs {
         // anything again.
         self.cleaning().insert(backend.index);
         for (id, running) in jobs {
-            if running && !self.requeue_lost {
-                self.registry.update(&id, |record| {
-                    record.lose(&format!(
-                        "The ComfyUI server at {} stopped answering while it ran this job. \
-                         Queue it again.",
-                        backend.upstream.base().as_str().trim_end_matches('/')
-                    ));
-                });
-                tracing::warn!(job = %id, backend = backend.key(), "its server stopped answering mid-run; marked lost");
-            } else {
-                self.registry.update(&id, JobRecord::start_over);
+            if !running {
                 self.registry.give_back(&id);
                 tracing::warn!(job = %id, backend = backend.key(), "its server stopped answering; held for another");
             }
+        }
+        self.dispatch_wanted.notify_one();
+    }
+
+    /// Ends (or, with `--requeue-lost`, queues again) the jobs running on servers that have not
+    /// answered for [`Jobs::lost_after`].
+    fn lose_stranded(&self) {
+        for backend in &self.backends {
+            if backend.down_for().is_none_or(|down| down < self.lost_after) {
+                continue;
+            }
+            for (id, running) in self.registry.on_backend_before(backend.index, u64::MAX) {
+                if running {
+                    self.strand(backend, &id);
+                }
+            }
+        }
+    }
+
+    /// Loses (or queues again) job `id`, which `backend` was running when it went silent.
+    fn strand(&self, backend: &Backend, id: &str) {
+        if self.requeue_lost {
+            self.registry.update(id, JobRecord::start_over);
+            self.registry.give_back(id);
+            tracing::warn!(job = %id, backend = backend.key(), "its server went silent mid-run; queued again");
+        } else {
+            self.registry.update(id, |record| {
+                record.lose(&format!(
+                    "The ComfyUI server at {} stopped answering while it ran this job. Queue it \
+                     again.",
+                    backend.upstream.base().as_str().trim_end_matches('/')
+                ));
+            });
+            tracing::warn!(job = %id, backend = backend.key(), "its server went silent mid-run; marked lost");
         }
         self.dispatch_wanted.notify_one();
     }
@@ -716,6 +745,7 @@ impl Jobs {
     /// is skipped, and its job held again.
     pub async fn hand_out(&self) {
         let _handing = self.handing.lock().await;
+        self.lose_stranded();
         // A server back after being taken out drops what went elsewhere at once, whether or
         // not it is given anything now.
         let to_clean: Vec<usize> = self.cleaning().iter().copied().collect();
