@@ -87,8 +87,8 @@ enum Placement {
     On(usize),
     /// Nowhere yet: the servers that can run it are busy or down.
     Wait,
-    /// Nowhere: every server answered, and none has what it needs.
-    Refused(Vec<InputProblem>),
+    /// Nowhere, by the kept schemas: every server answered, and none has what it needs.
+    Refused,
 }
 
 /// How often the retention is applied.
@@ -639,7 +639,6 @@ impl Jobs {
         let workflow = &record.prompt().prompt;
         let work = work(record);
         let mut best: Option<(usize, bool, usize)> = None;
-        let mut problems = Vec::new();
         let mut refused_by = 0;
         for backend in &self.backends {
             if !open(backend) {
@@ -657,16 +656,13 @@ impl Jobs {
                         best = Some(key);
                     }
                 }
-                Ok(found) => {
-                    refused_by += 1;
-                    problems.extend(located(backend, found));
-                }
+                Ok(_) => refused_by += 1,
                 Err(_) => {}
             }
         }
         match best {
             Some((_, _, index)) => Placement::On(index),
-            None if refused_by == self.backends.len() => Placement::Refused(problems),
+            None if refused_by == self.backends.len() => Placement::Refused,
             None => Placement::Wait,
         }
     }
@@ -770,12 +766,15 @@ impl Jobs {
                 let backend = match self.place(&record, &unreachable).await {
                     Placement::On(backend) => backend,
                     Placement::Wait => continue,
-                    Placement::Refused(problems) => {
-                        let summary: Vec<String> =
-                            problems.iter().map(InputProblem::describe).collect();
-                        self.fail(&record, &JobsError::BadInput(summary.join("; "), problems));
-                        continue 'pass;
-                    }
+                    // The kept schemas may predate a node or model installed since: the servers
+                    // are asked again before the job fails.
+                    Placement::Refused => match self.runnable(&record.prompt().prompt).await {
+                        Err(error @ JobsError::BadInput(..)) => {
+                            self.fail(&record, &error);
+                            continue 'pass;
+                        }
+                        _ => continue,
+                    },
                 };
                 let id = record.id();
                 let Some(record) = self.registry.take(id, backend) else {
