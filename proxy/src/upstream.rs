@@ -307,6 +307,11 @@ impl Upstream {
         now
     }
 
+    /// The base URL requests go to now as people read it: no trailing slash.
+    pub fn shown(&self) -> String {
+        self.base().as_str().trim_end_matches('/').to_owned()
+    }
+
     /// What ComfyUI said of itself (devices, memory) when it last answered.
     pub fn stats(&self) -> Option<SystemStats> {
         self.stats.read().expect("lock never poisoned").clone()
@@ -344,7 +349,7 @@ impl Upstream {
                     Reachability::Up { version } => tracing::info!(
                         "ComfyUI {} answers at {}",
                         version.as_deref().unwrap_or("(unknown version)"),
-                        self.base().as_str().trim_end_matches('/')
+                        self.shown()
                     ),
                     Reachability::Down { reason } => tracing::warn!(
                         "No ComfyUI answers at {} ({reason}); retrying every {} s. Start \
@@ -464,6 +469,6 @@ mod tests {
         let upstream = upstream(&url);
         let now = upstream.check(&reqwest::Client::new()).await;
         assert!(matches!(now, Reachability::Down { .. }), "{now:?}");
-        assert_eq!(upstream.base().as_str().trim_end_matches('/'), url);
+        assert_eq!(upstream.shown(), url);
     }
 }

@@ -230,20 +230,27 @@ impl ComfyClient {
             .await
     }
 
+    /// [`Self::send`], with any answer but a success an error naming its status.
+    async fn send_ok(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &url::Url,
+    ) -> Result<reqwest::Response, RelayError> {
+        let response = self.send(request, url).await?;
+        match response.status() {
+            status if status.is_success() => Ok(response),
+            status => Err(RelayError::Failed {
+                url: url.to_string(),
+                detail: format!("status {status}"),
+            }),
+        }
+    }
+
     /// `GET path`, its JSON answer read as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, RelayError> {
         let url = self.upstream.url_for(path);
-        let response = self
-            .send(self.request_to(Method::GET, url.clone()), &url)
-            .await?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(RelayError::Failed {
-                url: url.to_string(),
-                detail: format!("status {status}"),
-            });
-        }
-        response
+        self.send_ok(self.request_to(Method::GET, url.clone()), &url)
+            .await?
             .json()
             .await
             .map_err(|e| RelayError::from_upstream(&url, e, self.timeout.as_secs()))
@@ -254,36 +261,18 @@ impl ComfyClient {
         &self,
         file: &shared::comfy::ImageRef,
     ) -> Result<reqwest::Response, RelayError> {
-        let mut url = self.upstream.url_for("/view");
-        url.query_pairs_mut()
-            .append_pair("filename", &file.filename)
-            .append_pair("subfolder", &file.subfolder)
-            .append_pair("type", &file.kind);
-        let response = self
-            .send(self.request_to(Method::GET, url.clone()), &url)
-            .await?;
-        match response.status() {
-            status if status.is_success() => Ok(response),
-            status => Err(RelayError::Failed {
-                url: url.to_string(),
-                detail: format!("status {status}"),
-            }),
-        }
+        let url = self
+            .upstream
+            .url_for(&format!("/view?{}", file.view_query()));
+        self.send_ok(self.request_to(Method::GET, url.clone()), &url)
+            .await
     }
 
     async fn post_json(&self, path: &str, body: &impl serde::Serialize) -> Result<(), RelayError> {
         let url = self.upstream.url_for(path);
-        let response = self
-            .send(self.request_to(Method::POST, url.clone()).json(body), &url)
+        self.send_ok(self.request_to(Method::POST, url.clone()).json(body), &url)
             .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(RelayError::Failed {
-                url: url.to_string(),
-                detail: format!("status {}", response.status()),
-            })
-        }
+        Ok(())
     }
 
     /// Sends `request` (its method, headers and streamed body) to `path_and_query` over the

@@ -172,8 +172,7 @@ fn work(record: &JobRecord) -> String {
 
 /// `problems` found on `backend`, each saying where.
 fn located(backend: &Backend, problems: Vec<InputProblem>) -> impl Iterator<Item = InputProblem> {
-    let url = backend.upstream.base();
-    let url = url.as_str().trim_end_matches('/').to_owned();
+    let url = backend.upstream.shown();
     problems.into_iter().map(move |mut problem| {
         problem.message = format!("{} (on {url})", problem.message);
         problem
@@ -312,6 +311,12 @@ impl Jobs {
         &self.backends[made_on.unwrap_or(0)].comfy
     }
 
+    /// The client of the server `record` was handed to (the first, for a job kept by a relay
+    /// that knew one).
+    fn comfy_of(&self, record: &JobRecord) -> &ComfyClient {
+        &self.backends[record.backend().unwrap_or(0)].comfy
+    }
+
     /// Whether ComfyUI's events reach the relay: some server's socket is open and it answers.
     pub fn comfyui_connected(&self) -> bool {
         self.backends.iter().any(|backend| backend.is_up())
@@ -393,7 +398,7 @@ impl Jobs {
                 record.lose(&format!(
                     "The ComfyUI server at {} stopped answering while it ran this job. Queue it \
                      again.",
-                    backend.upstream.base().as_str().trim_end_matches('/')
+                    backend.upstream.shown()
                 ));
             });
             tracing::warn!(job = %id, backend = backend.key(), "its server went silent mid-run; marked lost");
@@ -998,9 +1003,8 @@ impl Jobs {
     /// Cancels a job of `device`: interrupts it if it runs, takes it off the queue if it waits.
     pub async fn cancel(&self, device: &DeviceId, id: &str) -> Result<Job, JobsError> {
         let record = self.owned_record(device, id)?;
-        let comfy = &self.backends[record.backend().unwrap_or(0)].comfy;
         match record.state() {
-            JobState::Running => comfy.interrupt(id).await?,
+            JobState::Running => self.comfy_of(&record).interrupt(id).await?,
             JobState::Queued => {
                 // Not while it is being given to ComfyUI.
                 let _handing = self.handing.lock().await;
@@ -1009,8 +1013,7 @@ impl Jobs {
                     return self.get(device, id);
                 }
                 // Where it is now: it may have been handed meanwhile.
-                let backend = self.registry.record(id).and_then(|r| r.backend());
-                let comfy = &self.backends[backend.unwrap_or(0)].comfy;
+                let comfy = self.comfy_of(&self.registry.record(id).unwrap_or(record));
                 comfy.delete_pending(&[id]).await?;
                 // It may have started between our look and the delete.
                 let queue = comfy.queue().await?;

@@ -481,17 +481,13 @@ impl Registry {
         backends: Vec<String>,
     ) -> Result<Self, StoreError> {
         let mut inner = Inner::default();
+        // Unfinished jobs handed to a server no longer configured.
+        let mut orphans = Vec::new();
         for stored in store.load(max_finished)? {
             let backend = backend_index(&backends, stored.backend.as_deref());
-            let mut record = JobRecord::restore(stored, backend.unwrap_or(0));
+            let record = JobRecord::restore(stored, backend.unwrap_or(0));
             if backend.is_none() && record.handed && !record.state.is_finished() {
-                record.lose(
-                    "The ComfyUI server that had this job is no longer one of the relay's. \
-                     Queue it again.",
-                );
-                if let Err(error) = store.save(&record.stored(&backends)) {
-                    tracing::error!(job = %record.id, %error, "a job's change was not recorded");
-                }
+                orphans.push(record.id.clone());
             }
             let id = record.id.clone();
             inner.order.push_back(id.clone());
@@ -514,6 +510,14 @@ impl Registry {
             ended: broadcast::channel(ENDED_BACKLOG).0,
         };
         registry.reposition_locked(&mut registry.lock());
+        for id in orphans {
+            registry.update(&id, |record| {
+                record.lose(
+                    "The ComfyUI server that had this job is no longer one of the relay's. \
+                     Queue it again.",
+                );
+            });
+        }
         Ok(registry)
     }
 
@@ -648,11 +652,6 @@ impl Registry {
     /// How many prompts in `backend`'s queue are not the relay's jobs, as last looked at.
     pub fn foreign_on(&self, backend: usize) -> usize {
         self.lock().foreign.get(&backend).copied().unwrap_or(0)
-    }
-
-    /// How many of the relay's jobs the backends have and have not ended.
-    pub fn in_flight(&self) -> usize {
-        in_comfyui(&self.lock()).count()
     }
 
     /// How many of the relay's jobs `backend` runs, and how many wait in its queue.
