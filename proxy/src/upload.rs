@@ -363,6 +363,18 @@ struct Form {
 }
 
 impl Form {
+    /// A form with a boundary of its own.
+    fn new() -> Self {
+        Self {
+            boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Its `Content-Type`, naming the boundary.
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
     fn file_head(&self, filename: &str, kind: ImageKind) -> Bytes {
         Bytes::from(format!(
             "--{}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n\
@@ -437,12 +449,10 @@ pub async fn stream_image(
         return Err(UploadError::TooLarge(limit));
     }
 
-    let form = Form {
-        boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
-    };
+    let form = Form::new();
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let url = state.first_backend().upstream.url_for(route.path());
-    let content_type = format!("multipart/form-data; boundary={}", form.boundary);
+    let content_type = form.content_type();
     let send = state.jobs.comfy().upload(
         route.path(),
         &content_type,
@@ -552,9 +562,7 @@ async fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
 /// copy overwrites only an older copy.
 pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result<(), UploadError> {
     let source = from.comfy.download(file).await?;
-    let form = Form {
-        boundary: format!("comfy-relay-{}", uuid::Uuid::new_v4().simple()),
-    };
+    let form = Form::new();
     let fields = FormFields {
         subfolder: file.subfolder.clone(),
         ..FormFields::default()
@@ -575,7 +583,7 @@ pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result
     let body = futures_util::stream::once(async { Ok::<_, reqwest::Error>(head) })
         .chain(source.bytes_stream())
         .chain(futures_util::stream::once(async { Ok(tail) }));
-    let content_type = format!("multipart/form-data; boundary={}", form.boundary);
+    let content_type = form.content_type();
     let response = to
         .comfy
         .upload(
