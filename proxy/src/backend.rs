@@ -48,6 +48,9 @@ pub struct Backend {
     last_ran: Mutex<Option<String>>,
     /// The input pictures uploaded through the relay that it is known to hold.
     inputs: Mutex<HashSet<ImageRef>>,
+    /// Held while a picture is copied to it, so that a copy for a job never writes a file that
+    /// an upload's copy is writing (a job could read it half written).
+    pub(crate) copying: tokio::sync::Mutex<()>,
 }
 
 impl Backend {
@@ -78,6 +81,7 @@ impl Backend {
             resubscribe: Notify::new(),
             last_ran: Mutex::new(None),
             inputs: Mutex::default(),
+            copying: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -529,23 +529,24 @@ pub async fn stream_image(
         })?;
     // The device may see what it uploaded, and only that of the input folder.
     state.jobs.files.grant(device, uploaded.file());
-    copy_to_other_servers(state, &uploaded.file()).await;
+    copy_to_other_servers(state, &uploaded.file());
     Ok((uploaded, options))
 }
 
 /// Copies a picture uploaded to the first ComfyUI server to every other one that answers, so
-/// that a job using it can run on any of them. A server that does not take it now (down, or
-/// failing) is given it when a job that uses it is handed to it ([`copy_input`]).
-async fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
+/// that a job using it can run on any of them. The copies go on in the background: the upload
+/// is answered once the first server has the picture, however slow the others are. A server
+/// that does not take it (down, failing, or not done yet) is given it when a job that uses it
+/// is handed to it ([`copy_input`]).
+fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
     let [first, others @ ..] = state.jobs.backends() else {
         return;
     };
     first.holds_input(file.clone());
-    let copies = others
-        .iter()
-        .filter(|backend| backend.is_reachable())
-        .map(|backend| async {
-            if let Err(error) = copy_input(first, backend, file).await {
+    for backend in others.iter().filter(|backend| backend.is_reachable()) {
+        let (first, backend, file) = (first.clone(), backend.clone(), file.clone());
+        state.tasks.spawn(async move {
+            if let Err(error) = copy_input(&first, &backend, &file).await {
                 tracing::warn!(
                     file = %file.filename,
                     to = backend.key(),
@@ -554,13 +555,18 @@ async fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
                 );
             }
         });
-    futures_util::future::join_all(copies).await;
+    }
 }
 
-/// Streams input picture `file` from `from`'s input folder into `to`'s under the same name.
-/// The first server chose the name and no other is sent uploads but through the relay, so the
-/// copy overwrites only an older copy.
+/// Streams input picture `file` from `from`'s input folder into `to`'s under the same name,
+/// unless `to` holds it by the time no other copy to `to` is under way. The first server chose
+/// the name and no other is sent uploads but through the relay, so the copy overwrites only
+/// an older copy.
 pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result<(), UploadError> {
+    let _copying = to.copying.lock().await;
+    if to.has_input(file) {
+        return Ok(());
+    }
     let source = from.comfy.download(file).await?;
     let form = Form::new();
     let fields = FormFields {

@@ -85,6 +85,22 @@ async fn until_server(device: &Device, index: usize, up: bool) -> Health {
     }
 }
 
+/// Waits until `double` holds an input picture named `name` with `bytes`.
+async fn until_holds(double: &FakeComfyUi, name: &str, bytes: &[u8]) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let files = double.files();
+        if files
+            .iter()
+            .any(|f| f.kind == "input" && f.name == name && f.bytes.as_ref() == bytes)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{}: {files:?}", double.url());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Job `id` of `device` once it has ended, asked by long poll.
 async fn ended(device: &Device, id: &str) -> Job {
     let deadline = Instant::now() + LIMIT;
@@ -355,10 +371,8 @@ async fn an_upload_is_on_every_server_and_an_output_is_read_from_the_server_that
     let mut events = phone.events().await;
     let uploaded = phone.upload_png("phone.png", fixtures::PHONE_PNG).await;
     for double in doubles(&stack) {
-        let files = double.files();
-        assert_eq!(files.len(), 1, "{}", double.url());
-        assert_eq!(files[0].name, uploaded.name);
-        assert_eq!(files[0].bytes.as_ref(), fixtures::PHONE_PNG);
+        until_holds(double, &uploaded.name, fixtures::PHONE_PNG).await;
+        assert_eq!(double.files().len(), 1, "{}", double.url());
     }
 
     let response = phone
@@ -517,6 +531,31 @@ async fn a_server_down_when_a_picture_was_uploaded_is_given_it_with_the_first_jo
             .any(|f| f.name == uploaded.name && f.bytes.as_ref() == fixtures::PHONE_PNG),
         "{copied:?}"
     );
+}
+
+#[tokio::test]
+async fn an_upload_is_answered_while_another_server_hangs_and_reaches_it_once_it_answers() {
+    // Health checks a minute apart: the hung server is not known to be down while the upload
+    // is answered, so only not waiting for its copy answers it.
+    let stack = spawn_stack_with(StackOptions {
+        comfyui: paced(0.1),
+        more_comfyuis: vec![paced(0.1)],
+        probe_interval_secs: 60,
+        ..StackOptions::default()
+    })
+    .await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let hung = &stack.more_comfyuis[0];
+    hung.stall(true);
+    let upload = phone.upload_png("hung.png", fixtures::PHONE_PNG);
+    let uploaded = tokio::time::timeout(Duration::from_secs(20), upload)
+        .await
+        .expect("the upload is answered without waiting for the hung server");
+    assert!(hung.files().is_empty());
+    until_holds(&stack.comfyui, &uploaded.name, fixtures::PHONE_PNG).await;
+
+    hung.stall(false);
+    until_holds(hung, &uploaded.name, fixtures::PHONE_PNG).await;
 }
 
 #[tokio::test]
