@@ -9,7 +9,7 @@ use shared::api::{
     DeviceLink, ErrorBody, HistoryPage, HistoryQuery, InputEdit, InputProblem, Job, JobRequest,
     MoveJob, Rename, SavedWorkflow, StarJob, WorkflowList,
 };
-use shared::comfy::{FeatureFlags, ImageRef};
+use shared::comfy::FeatureFlags;
 use shared::schema::NodeSchema;
 use shared::workflow::Workflow;
 use wasm_bindgen::JsValue;
@@ -228,14 +228,10 @@ pub async fn session() -> Option<bool> {
     }
 }
 
-/// Where the browser fetches an image ComfyUI holds.
-pub fn view_url(image: &ImageRef) -> String {
-    format!("/view?{}", image.view_query())
-}
-
-/// An image's bytes, as a blob (to upload it again as an input, or to share it).
-pub async fn image_blob(image: &ImageRef) -> Result<web_sys::Blob, ApiError> {
-    let response = send(Request::get(&view_url(image)).build()).await?;
+/// The bytes of the image at `url` (a [`shared::api::view_url`]), as a blob (to upload it
+/// again as an input, or to share it).
+pub async fn image_blob(url: &str) -> Result<web_sys::Blob, ApiError> {
+    let response = send(Request::get(url).build()).await?;
     let bytes = response.binary().await.map_err(network)?;
     let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes.as_slice()));
     web_sys::Blob::new_with_u8_array_sequence(&parts)

@@ -241,6 +241,9 @@ pub struct ViewQuery {
     kind: String,
     preview: Option<String>,
     channel: Option<String>,
+    /// The relay's job that made the file, as the app names it: the file is read from that
+    /// job's server. Not ComfyUI's; never sent to it.
+    job: Option<String>,
 }
 
 fn output() -> String {
@@ -299,7 +302,9 @@ pub async fn view(
     let (parts, _) = request.into_parts();
     let request = Request::from_parts(parts, Body::empty());
     // An output is on the server whose job made it.
-    let comfy = state.jobs.comfy_for(&device, &file.as_comfyui_opens());
+    let comfy = state
+        .jobs
+        .comfy_for(&device, &file.as_comfyui_opens(), query.job.as_deref());
     http_relay::forward(comfy, &target, request)
         .await
         .into_response()

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::comfy::Output;
+use crate::comfy::{ImageRef, Output};
 use crate::workflow::{InputError, Workflow};
 
 /// The JSON body of every error the relay itself answers: a sentence a person can read, and
@@ -399,9 +399,7 @@ impl PushMessage {
             }
         };
         let image = job.outputs.iter().find_map(|output| match output {
-            Output::Image(file) | Output::Animated(file) => {
-                Some(format!("/view?{}", file.view_query()))
-            }
+            Output::Image(file) | Output::Animated(file) => Some(view_url(file, Some(&job.id))),
             _ => None,
         });
         Some(Self {
@@ -412,6 +410,18 @@ impl PushMessage {
             image,
         })
     }
+}
+
+/// The relay's `GET /view` URL of `file`. `job`, the relay's job that made it, tells the relay
+/// which ComfyUI server holds it: each server numbers its outputs on its own, so two may hold
+/// files of the same name.
+pub fn view_url(file: &ImageRef, job: Option<&str>) -> String {
+    let mut url = format!("/view?{}", file.view_query());
+    if let Some(job) = job {
+        url.push_str("&job=");
+        url.push_str(&crate::comfy::ws::percent_encode(job));
+    }
+    url
 }
 
 /// What a finished job made, in a line.
@@ -554,7 +564,23 @@ pub struct InputProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::comfy::ImageRef;
+
+    #[test]
+    fn a_view_url_names_the_job_that_made_the_file_encoded_as_its_query() {
+        let file = ImageRef {
+            filename: "a&b.png".to_owned(),
+            subfolder: String::new(),
+            kind: "output".to_owned(),
+        };
+        assert_eq!(
+            view_url(&file, None),
+            "/view?filename=a%26b.png&subfolder=&type=output"
+        );
+        assert_eq!(
+            view_url(&file, Some("j 1&x=2")),
+            "/view?filename=a%26b.png&subfolder=&type=output&job=j%201%26x%3D2"
+        );
+    }
 
     fn job(state: JobState, outputs: Vec<Output>, error: Option<JobError>) -> Job {
         Job {
@@ -601,7 +627,7 @@ mod tests {
         assert_eq!(done.body, "Made 2 pictures, 1 video, 1 text.");
         assert_eq!(
             done.image.as_deref(),
-            Some("/view?filename=a.png&subfolder=a%20b&type=output")
+            Some("/view?filename=a.png&subfolder=a%20b&type=output&job=j1")
         );
         assert_eq!((done.job.as_str(), done.url.as_str()), ("j1", "/#/jobs"));
 

@@ -438,20 +438,68 @@ async fn outputs_of_the_same_name_on_two_servers_are_each_read_from_their_own_de
         file.filename, file.subfolder, file.kind
     );
     for (device, server) in [(&laptop, &stack.more_comfyuis[0]), (&phone, &stack.comfyui)] {
-        let asked = |server: &FakeComfyUi| server.requests_to("GET", "/view").len();
-        let before = [asked(&stack.comfyui), asked(&stack.more_comfyuis[0])];
-        assert_eq!(device.send(Method::GET, &path).await.status(), 200);
-        let after = [asked(&stack.comfyui), asked(&stack.more_comfyuis[0])];
-        let which = if after[0] > before[0] {
-            &stack.comfyui
-        } else {
-            &stack.more_comfyuis[0]
-        };
         assert_eq!(
-            which.url(),
+            viewed_on(&stack, device, &path).await.url(),
             server.url(),
             "each device sees the picture its own job made"
         );
+    }
+}
+
+/// The double asked for a `/view` by `device` of `path`.
+async fn viewed_on<'a>(stack: &'a Stack, device: &Device, path: &str) -> &'a FakeComfyUi {
+    let asked = |server: &FakeComfyUi| server.requests_to("GET", "/view").len();
+    let before: Vec<usize> = doubles(stack).into_iter().map(asked).collect();
+    assert_eq!(device.send(Method::GET, path).await.status(), 200, "{path}");
+    doubles(stack)
+        .into_iter()
+        .zip(before)
+        .find(|(server, before)| asked(server) > *before)
+        .map(|(server, _)| server)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_devices_outputs_of_the_same_name_on_two_servers_are_each_read_from_their_jobs_server()
+{
+    let stack = servers(vec![paced(1.0); 3], &["--in-flight=1"]).await;
+    let (phone, laptop) = (
+        Device::new(&stack.relay_url()).await,
+        Device::new(&stack.relay_url()).await,
+    );
+    let first = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let second = phone.submit_ok(fixtures::INVERT_SLOW).await;
+    let theirs = laptop.submit_ok(fixtures::INVERT_SLOW).await;
+    let [a, b, c] = doubles(&stack)[..] else {
+        unreachable!()
+    };
+    assert_eq!(given(a), [first.id.as_str()]);
+    assert_eq!(given(b), [second.id.as_str()]);
+    assert_eq!(given(c), [theirs.id.as_str()]);
+    let mut outputs = Vec::new();
+    for (device, job) in [(&phone, &first), (&phone, &second), (&laptop, &theirs)] {
+        outputs.push(
+            ended(device, &job.id).await.outputs[0]
+                .file()
+                .unwrap()
+                .clone(),
+        );
+    }
+    assert!(
+        outputs.iter().all(|file| *file == outputs[0]),
+        "each server numbers its outputs alone: {outputs:?}"
+    );
+    let file = &outputs[0];
+
+    // The app names the job whose output it shows, as every URL it builds does.
+    for (job, server) in [(&first, a), (&second, b)] {
+        let path = shared::api::view_url(file, Some(&job.id));
+        assert_eq!(viewed_on(&stack, &phone, &path).await.url(), server.url());
+    }
+    // Without a job, or naming another device's, the device's newest job decides.
+    for job in [None, Some(theirs.id.as_str())] {
+        let path = shared::api::view_url(file, job);
+        assert_eq!(viewed_on(&stack, &phone, &path).await.url(), b.url());
     }
 }
 

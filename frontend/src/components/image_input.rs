@@ -14,7 +14,7 @@ pub fn input_view_url(value: &str) -> String {
         subfolder: subfolder.to_owned(),
         kind: "input".to_owned(),
     };
-    crate::api::view_url(&image)
+    shared::api::view_url(&image, None)
 }
 
 /// Take a photo or choose a picture; it is uploaded at once and the input set to it.

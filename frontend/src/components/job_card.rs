@@ -155,7 +155,7 @@ pub fn JobCard(
             let outputs: String = job
                 .outputs
                 .iter()
-                .map(|output| output_markup::full(output, "result", "job-output", true))
+                .map(|output| output_markup::full(output, &job.id, "result", "job-output", true))
                 .collect();
             let nodes = job
                 .nodes

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use shared::api::view_url;
 use shared::comfy::{ImageRef, Output};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -24,15 +25,15 @@ fn navigator_function(name: &str) -> Option<js_sys::Function> {
         .ok()
 }
 
-/// Shares the image itself where the browser can share files, else its address.
-async fn share(image: ImageRef) -> Result<(), String> {
+/// Shares the image itself (at `url`) where the browser can share files, else its address.
+async fn share(image: ImageRef, url: String) -> Result<(), String> {
     let share = navigator_function("share").ok_or("This browser cannot share.")?;
     let data = js_sys::Object::new();
     let set = |key: &str, value: &JsValue| {
         let _ = js_sys::Reflect::set(&data, &JsValue::from_str(key), value);
     };
     set("title", &JsValue::from_str(&image.filename));
-    let blob = api::image_blob(&image).await.map_err(|e| e.to_string())?;
+    let blob = api::image_blob(&url).await.map_err(|e| e.to_string())?;
     let options = web_sys::FilePropertyBag::new();
     options.set_type("image/png");
     let file = web_sys::File::new_with_blob_sequence_and_options(
@@ -48,10 +49,7 @@ async fn share(image: ImageRef) -> Result<(), String> {
     if !can_share_files {
         let _ = js_sys::Reflect::delete_property(&data, &JsValue::from_str("files"));
         let origin = window().location().origin().unwrap_or_default();
-        set(
-            "url",
-            &JsValue::from_str(&format!("{origin}{}", api::view_url(&image))),
-        );
+        set("url", &JsValue::from_str(&format!("{origin}{url}")));
     }
     let promise: js_sys::Promise = share
         .call1(&window().navigator(), &data)
@@ -62,9 +60,11 @@ async fn share(image: ImageRef) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends `image` into the first image input of workflow `name`, then opens that workflow.
+/// Sends `image` (at `url`) into the first image input of workflow `name`, then opens that
+/// workflow.
 async fn use_as_input(
     image: ImageRef,
+    url: String,
     name: String,
     progress: RwSignal<Option<f64>>,
 ) -> Result<(), String> {
@@ -75,7 +75,7 @@ async fn use_as_input(
         .flat_map(|g| g.fields)
         .find(|f| f.kind == FieldKind::Image)
         .ok_or_else(|| format!("\"{name}\" has no image input."))?;
-    let blob = api::image_blob(&image).await.map_err(|e| e.to_string())?;
+    let blob = api::image_blob(&url).await.map_err(|e| e.to_string())?;
     progress.set(Some(0.0));
     let uploaded =
         upload::upload(&blob, &image.filename, move |done| progress.set(Some(done))).await;
@@ -119,11 +119,16 @@ pub fn Viewer(
     let can_share = navigator_function("share").is_some();
     // What the tools act on: the shot's file (a text has none), and only a picture goes into
     // an image input.
-    let shared_image = move || current().and_then(|s| s.output.file().cloned());
+    // Each with its URL, which names the job: that says which server holds the file.
+    let shared_image = move || {
+        current().and_then(|s| {
+            let file = s.output.file()?;
+            Some((file.clone(), view_url(file, Some(&s.job_id))))
+        })
+    };
     let picture = move || {
-        current().and_then(|s| match s.output {
-            Output::Image(file) | Output::Animated(file) => Some(file),
-            _ => None,
+        shared_image().filter(|_| {
+            current().is_some_and(|s| matches!(s.output, Output::Image(_) | Output::Animated(_)))
         })
     };
     view! {
@@ -159,7 +164,7 @@ pub fn Viewer(
                 <button class="button secondary small" data-testid="viewer-close" aria-label="Close" on:click=move |_| open.set(None)>"✕"</button>
             </div>
             {move || current().map(|shot| view! {
-                <div class="viewer-media" inner_html=output_markup::full(&shot.output, "viewer-image", "viewer-image", false)></div>
+                <div class="viewer-media" inner_html=output_markup::full(&shot.output, &shot.job_id, "viewer-image", "viewer-image", false)></div>
                 <p class="muted caption">
                     {format!("{}Job #{}{}", if shot.starred { "★ " } else { "" }, shot.job_number, shot.workflow_name.map(|n| format!(" · {n}")).unwrap_or_default())}
                 </p>
@@ -167,13 +172,13 @@ pub fn Viewer(
             <div class="viewer-tools">
                 <button class="button secondary" data-testid="viewer-previous" aria-label="Previous" on:click=move |_| turn(false)>"‹"</button>
                 <a class="button secondary" data-testid="viewer-download" hidden=move || shared_image().is_none()
-                    href=move || shared_image().map(|f| api::view_url(&f)).unwrap_or_default()
-                    download=move || shared_image().map(|f| f.filename).unwrap_or_default()>"Download"</a>
+                    href=move || shared_image().map(|(_, url)| url).unwrap_or_default()
+                    download=move || shared_image().map(|(f, _)| f.filename).unwrap_or_default()>"Download"</a>
                 {can_share.then(|| view! {
                     <button class="button secondary" data-testid="viewer-share" on:click=move |_| {
-                        if let Some(image) = shared_image() {
+                        if let Some((image, url)) = shared_image() {
                             spawn_local(async move {
-                                if let Err(message) = share(image).await {
+                                if let Err(message) = share(image, url).await {
                                     failure.set(Some(message));
                                 }
                             });
@@ -202,9 +207,9 @@ pub fn Viewer(
                 </select>
                 <button class="button primary" data-testid="use-as-input" disabled=move || target.with(String::is_empty) || progress.get().is_some()
                     on:click=move |_| {
-                        let (Some(image), name) = (picture(), target.get_untracked()) else { return };
+                        let (Some((image, url)), name) = (picture(), target.get_untracked()) else { return };
                         spawn_local(async move {
-                            if let Err(message) = use_as_input(image, name, progress).await {
+                            if let Err(message) = use_as_input(image, url, name, progress).await {
                                 failure.set(Some(message));
                             }
                         });

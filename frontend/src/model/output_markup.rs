@@ -9,14 +9,14 @@
 use shared::comfy::Output;
 use shared::html::escape;
 
-use crate::api::view_url;
+use shared::api::view_url;
 
 /// The constant attributes of a video or sound player.
 const PLAYER: &str = " controls playsinline preload=\"metadata\"";
 
-/// `output` in full, styled by `class` and found by tests as `test_id` (both constants of the
-/// caller); a picture links to itself full size when `linked`.
-pub fn full(output: &Output, class: &str, test_id: &str, linked: bool) -> String {
+/// `output` of job `job` in full, styled by `class` and found by tests as `test_id` (both
+/// constants of the caller); a picture links to itself full size when `linked`.
+pub fn full(output: &Output, job: &str, class: &str, test_id: &str, linked: bool) -> String {
     let media = output.media();
     let (tag, flags, class, file) = match output {
         Output::Text(text) => {
@@ -32,7 +32,7 @@ pub fn full(output: &Output, class: &str, test_id: &str, linked: bool) -> String
         Output::File(file) => ("a", "", "button secondary", file),
         Output::Image(file) | Output::Animated(file) => ("img", "", class, file),
     };
-    let (url, name) = (escape(&view_url(file)), escape(&file.filename));
+    let (url, name) = (escape(&view_url(file, Some(job))), escape(&file.filename));
     let head =
         format!("<{tag}{flags} class=\"{class}\" data-testid=\"{test_id}\" data-media=\"{media}\"");
     match output {
@@ -47,13 +47,13 @@ pub fn full(output: &Output, class: &str, test_id: &str, linked: bool) -> String
     }
 }
 
-/// A gallery tile's face: the picture, a video's first frame with a play mark, or the kind's
-/// mark and the file's name or the text's start.
-pub fn tile(output: &Output) -> String {
+/// A gallery tile's face for `output` of job `job`: the picture, a video's first frame with a
+/// play mark, or the kind's mark and the file's name or the text's start.
+pub fn tile(output: &Output, job: &str) -> String {
     let label = escape(&label(output));
     let url = output
         .file()
-        .map(|file| escape(&view_url(file)))
+        .map(|file| escape(&view_url(file, Some(job))))
         .unwrap_or_default();
     let mark = match output {
         Output::Image(_) | Output::Animated(_) => {
@@ -95,12 +95,18 @@ mod tests {
 
     #[test]
     fn each_kind_is_its_element_with_its_player() {
-        let video = full(&Output::Video(file("v.mp4")), "result", "job-output", true);
+        let video = full(
+            &Output::Video(file("v.mp4")),
+            "j1",
+            "result",
+            "job-output",
+            true,
+        );
         assert_eq!(
             video,
             "<video controls playsinline preload=\"metadata\" class=\"result\" \
              data-testid=\"job-output\" data-media=\"video\" \
-             src=\"/view?filename=v.mp4&amp;subfolder=video&amp;type=output\" \
+             src=\"/view?filename=v.mp4&amp;subfolder=video&amp;type=output&amp;job=j1\" \
              aria-label=\"v.mp4\"></video>"
         );
         // Each kind: linked or not, how it starts, and what it must hold.
@@ -137,7 +143,7 @@ mod tests {
             ),
         ];
         for (output, linked, start, holds) in cases {
-            let markup = full(&output, "result", "job-output", linked);
+            let markup = full(&output, "j1", "result", "job-output", linked);
             assert!(
                 markup.starts_with(start) && markup.contains(holds),
                 "{markup}"
@@ -167,27 +173,30 @@ mod tests {
         for kind in kinds {
             let (plain, attack) = (kind("plain"), kind(hostile));
             assert_eq!(
-                structure(full(&attack, "c", "t", true)),
-                structure(full(&plain, "c", "t", true))
+                structure(full(&attack, "j1", "c", "t", true)),
+                structure(full(&plain, "j1", "c", "t", true))
             );
-            assert_eq!(structure(tile(&attack)), structure(tile(&plain)));
+            assert_eq!(
+                structure(tile(&attack, "j1")),
+                structure(tile(&plain, "j1"))
+            );
         }
     }
 
     #[test]
     fn tiles_show_a_picture_a_frame_or_a_named_mark() {
-        assert!(tile(&Output::Image(file("p.png"))).starts_with("<img alt=\"p.png\""));
-        let video = tile(&Output::Video(file("v.mp4")));
+        assert!(tile(&Output::Image(file("p.png")), "j1").starts_with("<img alt=\"p.png\""));
+        let video = tile(&Output::Video(file("v.mp4")), "j1");
         assert!(
             video.starts_with("<video muted") && video.contains("▶"),
             "{video}"
         );
         let text = "t".repeat(100);
-        let tile_text = tile(&Output::Text(text.clone()));
+        let tile_text = tile(&Output::Text(text.clone()), "j1");
         assert!(
             tile_text.contains(&format!("</b> {}</span>", "t".repeat(60))),
             "{tile_text}"
         );
-        assert!(tile(&Output::Audio(file("s.flac"))).contains("♪</b> s.flac"));
+        assert!(tile(&Output::Audio(file("s.flac")), "j1").contains("♪</b> s.flac"));
     }
 }

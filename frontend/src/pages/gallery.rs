@@ -44,7 +44,7 @@ pub fn GalleryPage() -> impl IntoView {
             {move || shots.get().into_iter().enumerate().map(|(index, shot)| view! {
                 <button class="tile" data-testid="gallery-item" data-media=shot.output.media()
                     aria-label=format!("Open {}", output_markup::label(&shot.output))
-                    inner_html=output_markup::tile(&shot.output)
+                    inner_html=output_markup::tile(&shot.output, &shot.job_id)
                     on:click=move |_| open.set(Some(index))>
                 </button>
             }).collect_view()}

@@ -296,19 +296,26 @@ impl Jobs {
         &self.backends[0].comfy
     }
 
-    /// The client of the server that has `device`'s `file`: the one whose job of `device` made
-    /// it, else the first (where uploads land, and which raw clients reach).
-    pub fn comfy_for(&self, device: &DeviceId, file: &ImageRef) -> &ComfyClient {
-        let kept = || match self.registry.store().made_on(device, file) {
-            Ok(Some(key)) => self.registry.backend_of(key.as_deref()),
-            Ok(None) => None,
-            Err(error) => {
-                tracing::error!(%error, "cannot look up where a file was made");
-                None
-            }
+    /// The client of the server that has `device`'s `file`: the one where `job` (the app names
+    /// the job whose output it shows) made it, else where the device's newest job that made it
+    /// ran, else the first (where uploads land, and which raw clients reach). A `job` not the
+    /// device's, or that did not make `file`, names nothing.
+    pub fn comfy_for(&self, device: &DeviceId, file: &ImageRef, job: Option<&str>) -> &ComfyClient {
+        let made_on = |job| {
+            let kept = || match self.registry.store().made_on(device, file, job) {
+                Ok(Some(key)) => self.registry.backend_of(key.as_deref()),
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::error!(%error, "cannot look up where a file was made");
+                    None
+                }
+            };
+            self.registry.made_on(device, file, job).or_else(kept)
         };
-        let made_on = self.registry.made_on(device, file).or_else(kept);
-        &self.backends[made_on.unwrap_or(0)].comfy
+        let index = job
+            .and_then(|job| made_on(Some(job)))
+            .or_else(|| made_on(None));
+        &self.backends[index.unwrap_or(0)].comfy
     }
 
     /// The client of the server `record` was handed to (the first, for a job kept by a relay

@@ -1007,14 +1007,15 @@ impl Registry {
             .collect()
     }
 
-    /// The backend that ran `device`'s newest job in memory that made `file`. Servers name
-    /// their outputs alone, so two of them may each make a file of the same name: only the
-    /// device's own jobs say which one it means.
-    pub fn made_on(&self, device: &DeviceId, file: &ImageRef) -> Option<usize> {
+    /// The backend that ran `device`'s newest job in memory that made `file` (job `job`, when
+    /// given). Servers name their outputs alone, so two of them may each make a file of the
+    /// same name: only the device's own jobs say which one it means.
+    pub fn made_on(&self, device: &DeviceId, file: &ImageRef, job: Option<&str>) -> Option<usize> {
         let inner = self.lock();
         inner.order.iter().rev().find_map(|id| {
             let record = &inner.jobs.get(id)?.record;
             (record.device == *device
+                && job.is_none_or(|job| record.id == job)
                 && record.run.outputs().iter().any(|o| o.file() == Some(file)))
             .then(|| record.backend())
             .flatten()

@@ -360,21 +360,30 @@ impl Store {
         )?)
     }
 
-    /// The URL of the ComfyUI server that ran `device`'s newest job that made `file`, if the
-    /// store knows; `Some(None)` for a job kept by a relay that knew one ComfyUI.
+    /// The URL of the ComfyUI server that ran `device`'s newest job that made `file` (job
+    /// `job`, when given), if the store knows; `Some(None)` for a job kept by a relay that knew
+    /// one ComfyUI.
     pub fn made_on(
         &self,
         device: &DeviceId,
         file: &ImageRef,
+        job: Option<&str>,
     ) -> Result<Option<Option<String>>, StoreError> {
         let connection = self.connection();
         let mut statement = connection.prepare_cached(
             "SELECT jobs.backend FROM job_files JOIN jobs ON jobs.id = job_files.job
              WHERE filename = ?1 AND subfolder = ?2 AND type = ?3 AND device = ?4
+               AND (?5 IS NULL OR jobs.id = ?5)
              ORDER BY jobs.created_at DESC LIMIT 1",
         )?;
         let mut rows = statement.query_map(
-            params![file.filename, file.subfolder, file.kind, device.as_str()],
+            params![
+                file.filename,
+                file.subfolder,
+                file.kind,
+                device.as_str(),
+                job
+            ],
             |row| row.get::<_, Option<String>>(0),
         )?;
         Ok(rows.next().transpose()?)
@@ -763,6 +772,36 @@ pub(crate) mod tests {
         assert!(!store.delete("renamed").unwrap());
         assert_eq!(store.find("renamed").unwrap(), None);
         assert!(!store.made(&phone, &made_file("a.png")).unwrap());
+    }
+
+    #[test]
+    fn where_a_file_was_made_is_its_devices_newest_job_or_the_job_named() {
+        let store = Store::in_memory();
+        let (phone, laptop) = (
+            DeviceSecret::generate().device(),
+            DeviceSecret::generate().device(),
+        );
+        for (id, at, device, server) in [
+            ("first", 1, &phone, "http://a:8188/"),
+            ("second", 2, &phone, "http://b:8188/"),
+            ("theirs", 3, &laptop, "http://c:8188/"),
+        ] {
+            let mut made = job(id, at, JobState::Succeeded);
+            made.device = device.clone();
+            made.backend = Some(server.to_owned());
+            made.outputs = vec![Output::Image(made_file("ComfyUI_00001_.png"))];
+            store.save(&made).unwrap();
+        }
+        let file = made_file("ComfyUI_00001_.png");
+        let on = |job| store.made_on(&phone, &file, job).unwrap();
+        assert_eq!(on(None), Some(Some("http://b:8188/".to_owned())));
+        assert_eq!(on(Some("first")), Some(Some("http://a:8188/".to_owned())));
+        assert_eq!(
+            on(Some("theirs")),
+            None,
+            "another device's job names nothing"
+        );
+        assert_eq!(on(Some("gone")), None);
     }
 
     #[test]
