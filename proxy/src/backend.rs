@@ -5,7 +5,7 @@
 //! there first); jobs go to whichever answers, can run them and has the least to do
 //! ([`crate::jobs::Jobs::hand_out`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,8 +46,9 @@ pub struct Backend {
     /// What it was last given to run (a saved workflow's name, or its node classes), so the
     /// same work goes back where its models are loaded.
     last_ran: Mutex<Option<String>>,
-    /// The input pictures uploaded through the relay that it is known to hold.
-    inputs: Mutex<HashSet<ImageRef>>,
+    /// The input pictures uploaded through the relay that it is known to hold, each as the
+    /// first server named it, with the name it has here (it may hold another of that name).
+    inputs: Mutex<HashMap<ImageRef, ImageRef>>,
     /// Held while a picture is copied to it, so that a copy for a job never writes a file that
     /// an upload's copy is writing (a job could read it half written).
     pub(crate) copying: tokio::sync::Mutex<()>,
@@ -152,20 +153,21 @@ impl Backend {
         *self.last_ran() = Some(work);
     }
 
-    fn inputs(&self) -> std::sync::MutexGuard<'_, HashSet<ImageRef>> {
+    fn inputs(&self) -> std::sync::MutexGuard<'_, HashMap<ImageRef, ImageRef>> {
         self.inputs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records that it holds uploaded input picture `file`.
-    pub(crate) fn holds_input(&self, file: ImageRef) {
-        self.inputs().insert(file);
+    /// Records that it holds uploaded input picture `file` (as the first server named it) as
+    /// `named`.
+    pub(crate) fn holds_input(&self, file: ImageRef, named: ImageRef) {
+        self.inputs().insert(file, named);
     }
 
-    /// Whether it is known to hold uploaded input picture `file`.
-    pub(crate) fn has_input(&self, file: &ImageRef) -> bool {
-        self.inputs().contains(file)
+    /// The name it holds uploaded input picture `file` under, if it is known to hold it.
+    pub(crate) fn input_named(&self, file: &ImageRef) -> Option<ImageRef> {
+        self.inputs().get(file).cloned()
     }
 
     /// Its state for `/api/health`: asks it now, with `http`; `running` and `waiting` are

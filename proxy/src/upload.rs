@@ -384,7 +384,7 @@ impl Form {
         ))
     }
 
-    fn tail(&self, options: &FormFields, overwrite: bool) -> Bytes {
+    fn tail(&self, options: &FormFields) -> Bytes {
         let mut tail = String::from("\r\n");
         // As stated: ComfyUI reads a folder mark in it as the relay judged it.
         let original = options
@@ -397,8 +397,7 @@ impl Form {
                 original
                     .as_deref()
                     .map(|original| ("original_ref", original)),
-            )
-            .chain(overwrite.then_some(("overwrite", "true")));
+            );
         for (name, value) in fields {
             tail.push_str(&format!(
                 "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n",
@@ -495,7 +494,7 @@ pub async fn stream_image(
             .and_then(|()| check_original(state, device, &options, route == UploadRoute::Mask));
         match complete {
             Ok(()) => {
-                let _ = tx.send(Ok(form.tail(&options, false))).await;
+                let _ = tx.send(Ok(form.tail(&options))).await;
             }
             Err(error) => refused = Some(error),
         }
@@ -510,23 +509,7 @@ pub async fn stream_image(
         Some(answer) => answer,
         None => send.await,
     };
-    let response = sent?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| RelayError::Failed {
-        url: url.to_string(),
-        detail: error_chain(&e),
-    })?;
-    if !status.is_success() {
-        return Err(UploadError::ComfyUi {
-            status: status.as_u16(),
-            text,
-        });
-    }
-    let uploaded: UploadedImage =
-        serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
-            status: status.as_u16(),
-            text,
-        })?;
+    let uploaded = stored(sent?, &url).await?;
     // The device may see what it uploaded, and only that of the input folder.
     state.jobs.files.grant(device, uploaded.file());
     copy_to_other_servers(state, &uploaded.file());
@@ -542,7 +525,7 @@ fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
     let [first, others @ ..] = state.jobs.backends() else {
         return;
     };
-    first.holds_input(file.clone());
+    first.holds_input(file.clone(), file.clone());
     for backend in others.iter().filter(|backend| backend.is_reachable()) {
         let (first, backend, file) = (first.clone(), backend.clone(), file.clone());
         state.tasks.spawn(async move {
@@ -558,14 +541,19 @@ fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
     }
 }
 
-/// Streams input picture `file` from `from`'s input folder into `to`'s under the same name,
-/// unless `to` holds it by the time no other copy to `to` is under way. The first server chose
-/// the name and no other is sent uploads but through the relay, so the copy overwrites only
-/// an older copy.
-pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result<(), UploadError> {
+/// Streams input picture `file` from `from`'s input folder into `to`'s, unless `to` holds it
+/// by the time no other copy to it is under way, and returns the name `to` holds it under.
+/// Nothing is overwritten: people may upload to a server directly, and a server that holds
+/// another picture of that name keeps it and names the copy anew (`phone (1).png`), as
+/// ComfyUI does with any upload; the same picture keeps its name.
+pub async fn copy_input(
+    from: &Backend,
+    to: &Backend,
+    file: &ImageRef,
+) -> Result<ImageRef, UploadError> {
     let _copying = to.copying.lock().await;
-    if to.has_input(file) {
-        return Ok(());
+    if let Some(named) = to.input_named(file) {
+        return Ok(named);
     }
     let source = from.comfy.download(file).await?;
     let form = Form::new();
@@ -585,7 +573,7 @@ pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result
         })
         .unwrap_or(ImageKind::Png);
     let head = form.file_head(&file.filename, kind);
-    let tail = form.tail(&fields, true);
+    let tail = form.tail(&fields);
     let body = futures_util::stream::once(async { Ok::<_, reqwest::Error>(head) })
         .chain(source.bytes_stream())
         .chain(futures_util::stream::once(async { Ok(tail) }));
@@ -598,15 +586,38 @@ pub async fn copy_input(from: &Backend, to: &Backend, file: &ImageRef) -> Result
             reqwest::Body::wrap_stream(body),
         )
         .await?;
+    let named = stored(response, &to.upstream.url_for(UploadRoute::Image.path()))
+        .await?
+        .file();
+    if named != *file {
+        tracing::info!(
+            file = %file.filename,
+            to = to.key(),
+            named = %named.filename,
+            "another ComfyUI server holds another picture of an upload's name: the copy is named anew"
+        );
+    }
+    to.holds_input(file.clone(), named.clone());
+    Ok(named)
+}
+
+/// What ComfyUI (at `url`) says it stored, from its answer to an upload.
+async fn stored(response: reqwest::Response, url: &url::Url) -> Result<UploadedImage, UploadError> {
     let status = response.status();
+    let text = response.text().await.map_err(|e| RelayError::Failed {
+        url: url.to_string(),
+        detail: error_chain(&e),
+    })?;
     if !status.is_success() {
         return Err(UploadError::ComfyUi {
             status: status.as_u16(),
-            text: response.text().await.unwrap_or_default(),
+            text,
         });
     }
-    to.holds_input(file.clone());
-    Ok(())
+    serde_json::from_str(&text).map_err(|_| UploadError::ComfyUi {
+        status: status.as_u16(),
+        text,
+    })
 }
 
 /// A receiver as a stream, without pulling in tokio-stream.

@@ -607,6 +607,53 @@ async fn an_upload_is_answered_while_another_server_hangs_and_reaches_it_once_it
 }
 
 #[tokio::test]
+async fn a_server_holding_another_picture_of_an_uploads_name_keeps_it_and_its_job_loads_the_copy() {
+    let stack = servers(vec![paced(1.0), paced(0.1)], &["--in-flight=1"]).await;
+    let second = &stack.more_comfyuis[0];
+    // Someone at the second server uploaded another picture of that name there, in ComfyUI.
+    let theirs = reqwest::multipart::Part::bytes(fixtures::OUTPUT_PNG)
+        .file_name("phone.png")
+        .mime_str("image/png")
+        .unwrap();
+    reqwest::Client::new()
+        .post(format!("{}/upload/image", second.url()))
+        .multipart(reqwest::multipart::Form::new().part("image", theirs))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    let uploaded = phone.upload_png("phone.png", fixtures::PHONE_PNG).await;
+    assert_eq!(uploaded.name, "phone.png");
+    until_holds(second, "phone (1).png", fixtures::PHONE_PNG).await;
+    let jobs = two_inverting(&phone, &uploaded).await;
+    for job in &jobs {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert_eq!(given(second), [jobs[1].id.as_str()]);
+    assert_eq!(
+        second.queued_prompts()[0]["prompt"]["1"]["inputs"]["image"],
+        "phone (1).png",
+        "the job on the second server loads the copy"
+    );
+    assert!(
+        second
+            .files()
+            .iter()
+            .any(|f| f.name == "phone.png" && f.bytes.as_ref() == fixtures::OUTPUT_PNG),
+        "the second server's own picture is kept"
+    );
+    assert_eq!(
+        stack.comfyui.queued_prompts()[0]["prompt"]["1"]["inputs"]["image"],
+        "phone.png"
+    );
+}
+
+#[tokio::test]
 async fn a_server_silent_for_less_than_three_health_checks_keeps_the_job_it_runs() {
     // One server, as most teams have: a few seconds without an answer (a model loading) must not
     // lose a long run.

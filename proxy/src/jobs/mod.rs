@@ -694,7 +694,7 @@ impl Jobs {
                 url: backend.upstream.base().to_string(),
             }));
         }
-        self.place_inputs(backend, &prompt.prompt).await?;
+        self.place_inputs(backend, &mut request.prompt).await?;
         backend
             .comfy
             .queue_prompt(&request)
@@ -709,40 +709,53 @@ impl Jobs {
     }
 
     /// Copies to `backend` the uploaded pictures `workflow` loads that it is not known to hold
-    /// (it was down when they were uploaded, or the copy failed), from the first server, where
-    /// every upload lands. A copy that fails counts as the server failing to take the job.
-    async fn place_inputs(&self, backend: &Backend, workflow: &Workflow) -> Result<(), JobsError> {
+    /// (it was down when they were uploaded, the copy failed, or is under way), from the first
+    /// server, where every upload lands, and has `workflow` load each under the name it has
+    /// there (a server holding another picture of that name names the copy anew). A copy that
+    /// fails counts as the server failing to take the job.
+    async fn place_inputs(
+        &self,
+        backend: &Backend,
+        workflow: &mut Workflow,
+    ) -> Result<(), JobsError> {
         let first = &self.backends[0];
         if backend.index == first.index {
             return Ok(());
         }
-        for node in workflow
-            .nodes_in_display_order()
-            .into_iter()
-            .map(|(_, node)| node)
-        {
+        let mut renamed = Vec::new();
+        for (id, node) in workflow.nodes_in_display_order() {
             let Ok(Some(schema)) = first.object_info.schema(&node.class_type).await else {
                 continue;
             };
-            let value = schema
-                .image_input()
-                .and_then(|input| node.inputs.get(input))
-                .and_then(serde_json::Value::as_str);
-            let Some(file) = value.map(ImageRef::from_load_image_value) else {
+            let Some(input) = schema.image_input() else {
                 continue;
             };
-            if first.has_input(&file) && !backend.has_input(&file) {
-                crate::upload::copy_input(first, backend, &file)
-                    .await
-                    .map_err(|error| match error {
-                        crate::upload::UploadError::Upstream(error) => error,
-                        other => RelayError::Failed {
-                            url: backend.upstream.base().to_string(),
-                            detail: other.to_string(),
-                        },
-                    })?;
-                tracing::info!(file = %file.filename, to = backend.key(), "copied an upload for a job");
+            let Some(file) = node
+                .inputs
+                .get(input)
+                .and_then(serde_json::Value::as_str)
+                .map(ImageRef::from_load_image_value)
+                .filter(|file| first.input_named(file).is_some())
+            else {
+                continue;
+            };
+            let named = crate::upload::copy_input(first, backend, &file)
+                .await
+                .map_err(|error| match error {
+                    crate::upload::UploadError::Upstream(error) => error,
+                    other => RelayError::Failed {
+                        url: backend.upstream.base().to_string(),
+                        detail: other.to_string(),
+                    },
+                })?;
+            if named != file {
+                renamed.push((id.to_owned(), input.to_owned(), named.load_image_value()));
             }
+        }
+        for (id, input, value) in renamed {
+            workflow
+                .set_input(&id, &input, value.into())
+                .expect("a picture input of the workflow takes a picture's name");
         }
         Ok(())
     }
