@@ -555,6 +555,13 @@ pub async fn copy_input(
     if let Some(named) = to.input_named(file) {
         return Ok(named);
     }
+    // Found down while this copy waited its turn: the copies queued behind a hung server do
+    // not each wait for it; the first job handed to it once it is back brings the picture.
+    if !to.is_reachable() {
+        return Err(UploadError::Upstream(RelayError::Stalled {
+            url: to.upstream.shown(),
+        }));
+    }
     let source = from.comfy.download(file).await?;
     let form = Form::new();
     let fields = FormFields {
