@@ -117,9 +117,9 @@ pub fn Viewer(
     let progress = RwSignal::new(None::<f64>);
     let failure = RwSignal::new(None::<String>);
     let can_share = navigator_function("share").is_some();
-    // What the tools act on: the shot's file (a text has none), and only a picture goes into
-    // an image input.
-    // Each with its URL, which names the job: that says which server holds the file.
+    // What the tools act on: the shot's file with its URL, which names the job (so the relay
+    // reads it from the server that made it); a text has none, and only a picture goes into an
+    // image input.
     let shared_image = move || {
         current().and_then(|s| {
             let file = s.output.file()?;
@@ -127,9 +127,9 @@ pub fn Viewer(
         })
     };
     let picture = move || {
-        shared_image().filter(|_| {
-            current().is_some_and(|s| matches!(s.output, Output::Image(_) | Output::Animated(_)))
-        })
+        let is_picture =
+            current().is_some_and(|s| matches!(s.output, Output::Image(_) | Output::Animated(_)));
+        shared_image().filter(|_| is_picture)
     };
     view! {
         <div
