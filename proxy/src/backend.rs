@@ -1,9 +1,9 @@
 //! The ComfyUI servers the relay runs jobs on: one per `--comfyui-url`, each with its own
 //! client, health, event socket and node schemas.
 //!
-//! The first is the one raw clients reach (`/prompt`, `/ws`, `/queue`, `/history`, uploads land
-//! there first); jobs go to whichever answers, can run them and has the least to do
-//! ([`crate::jobs::Jobs::hand_out`]).
+//! The first is the one raw clients reach (`/prompt`, `/ws`, `/queue`, `/history`), and uploads
+//! land there while it answers ([`crate::jobs::Jobs::landing`]); jobs go to whichever answers,
+//! can run them and has the least to do ([`crate::jobs::Jobs::hand_out`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +33,8 @@ pub struct Backend {
     key: String,
     /// Whether the relay's socket to it is open.
     connected: AtomicBool,
+    /// Whether that socket closed and has not opened again.
+    socket_closed: AtomicBool,
     /// Whether it answers its health check.
     reachable: AtomicBool,
     /// Since when it has not answered, in milliseconds since the epoch (0 while it answers).
@@ -75,6 +77,7 @@ impl Backend {
             upstream,
             key,
             connected: AtomicBool::new(false),
+            socket_closed: AtomicBool::new(false),
             reachable: AtomicBool::new(true),
             down_since_ms: AtomicU64::new(0),
             last_event_ms: AtomicU64::new(0),
@@ -103,6 +106,14 @@ impl Backend {
 
     pub(crate) fn set_connected(&self, connected: bool) {
         self.connected.store(connected, Ordering::SeqCst);
+        self.socket_closed.store(!connected, Ordering::SeqCst);
+    }
+
+    /// Whether it may be sent an upload: it answers its health check, and its socket has not
+    /// closed without opening again (a server that stops closes it at once, and fails its
+    /// health check only at the next one).
+    pub(crate) fn takes_uploads(&self) -> bool {
+        self.is_reachable() && !self.socket_closed.load(Ordering::SeqCst)
     }
 
     /// Records what its health check found; whether that is a change.

@@ -443,16 +443,24 @@ pub async fn stream_image(
         }
     }
     let kind = sniff(&head).map_err(UploadError::NotAnImage)?;
-    let filename = safe_filename(image.file_name().unwrap_or_default(), kind);
     if head.len() as u64 > limit {
         return Err(UploadError::TooLarge(limit));
     }
+    // A mask goes to the first server, which opens the picture under it.
+    let landing = match route {
+        UploadRoute::Image => state.jobs.landing(),
+        UploadRoute::Mask => &state.jobs.backends()[0],
+    };
+    let filename = landing_name(
+        safe_filename(image.file_name().unwrap_or_default(), kind),
+        landing.index == 0,
+    );
 
     let form = Form::new();
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
-    let url = state.first_backend().upstream.url_for(route.path());
+    let url = landing.upstream.url_for(route.path());
     let content_type = form.content_type();
-    let send = state.jobs.comfy().upload(
+    let send = landing.comfy.upload(
         route.path(),
         &content_type,
         reqwest::Body::wrap_stream(receiver_stream(rx)),
@@ -512,24 +520,41 @@ pub async fn stream_image(
     let uploaded = stored(sent?, &url).await?;
     // The device may see what it uploaded, and only that of the input folder.
     state.jobs.files.grant(device, uploaded.file());
-    copy_to_other_servers(state, &uploaded.file());
+    copy_to_other_servers(state, landing, &uploaded.file());
     Ok((uploaded, options))
 }
 
-/// Copies a picture uploaded to the first ComfyUI server to every other one that answers, so
-/// that a job using it can run on any of them. The copies go on in the background: the upload
-/// is answered once the first server has the picture, however slow the others are. A server
-/// that does not take it (down, failing, or not done yet) is given it when a job that uses it
-/// is handed to it ([`copy_input`]).
-fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
-    let [first, others @ ..] = state.jobs.backends() else {
-        return;
-    };
-    first.holds_input(file.clone(), file.clone());
-    for backend in others.iter().filter(|backend| backend.is_reachable()) {
-        let (first, backend, file) = (first.clone(), backend.clone(), file.clone());
+/// The name to upload a picture named `name` under: itself on the first server. Another server
+/// takes uploads only while the first does not answer, and the first may hold another picture
+/// of that name, which the relay would then know by the same name as this one; so there the
+/// name gets a random mark (`phone-3f9a07c2.png`).
+fn landing_name(name: String, on_first: bool) -> String {
+    if on_first {
+        return name;
+    }
+    let mark = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    match name.rsplit_once('.') {
+        Some((stem, extension)) => format!("{stem}-{mark}.{extension}"),
+        None => format!("{name}-{mark}"),
+    }
+}
+
+/// Copies a picture uploaded to `landing` to every other server that answers, so that a job
+/// using it can run on any of them. The copies go on in the background: the upload is
+/// answered once `landing` has the picture, however slow the others are. A server that does
+/// not take it (down, failing, or not done yet) is given it when a job that uses it is handed
+/// to it ([`copy_input`]).
+fn copy_to_other_servers(state: &AppState, landing: &std::sync::Arc<Backend>, file: &ImageRef) {
+    landing.holds_input(file.clone(), file.clone());
+    let others = state
+        .jobs
+        .backends()
+        .iter()
+        .filter(|backend| backend.index != landing.index && backend.is_reachable());
+    for backend in others {
+        let (landing, backend, file) = (landing.clone(), backend.clone(), file.clone());
         state.tasks.spawn(async move {
-            if let Err(error) = copy_input(&first, &backend, &file).await {
+            if let Err(error) = copy_input(&landing, &backend, &file).await {
                 tracing::warn!(
                     file = %file.filename,
                     to = backend.key(),
@@ -541,7 +566,8 @@ fn copy_to_other_servers(state: &AppState, file: &ImageRef) {
     }
 }
 
-/// Streams input picture `file` from `from`'s input folder into `to`'s, unless `to` holds it
+/// Streams uploaded input picture `file` from `from`'s input folder (under the name `from`
+/// holds it by) into `to`'s, unless `to` holds it
 /// by the time no other copy to it is under way, and returns the name `to` holds it under.
 /// Nothing is overwritten: people may upload to a server directly, and a server that holds
 /// another picture of that name keeps it and names the copy anew (`phone (1).png`), as
@@ -562,7 +588,10 @@ pub async fn copy_input(
             url: to.upstream.shown(),
         }));
     }
-    let source = from.comfy.download(file).await?;
+    let source = from
+        .comfy
+        .download(&from.input_named(file).unwrap_or_else(|| file.clone()))
+        .await?;
     let form = Form::new();
     let fields = FormFields {
         subfolder: file.subfolder.clone(),
@@ -672,6 +701,22 @@ pub async fn upload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_upload_to_another_server_than_the_first_is_named_anew_keeping_its_extension() {
+        assert_eq!(landing_name("phone.png".to_owned(), true), "phone.png");
+        let marked = landing_name("phone.png".to_owned(), false);
+        let mark = marked
+            .strip_prefix("phone-")
+            .and_then(|rest| rest.strip_suffix(".png"))
+            .unwrap();
+        assert!(
+            mark.len() == 8 && mark.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{marked}"
+        );
+        assert_ne!(marked, landing_name("phone.png".to_owned(), false));
+        assert!(landing_name("upload".to_owned(), false).starts_with("upload-"));
+    }
 
     #[test]
     fn the_four_formats_comfyui_reads_are_recognised_by_their_bytes() {

@@ -654,6 +654,43 @@ async fn a_server_holding_another_picture_of_an_uploads_name_keeps_it_and_its_jo
 }
 
 #[tokio::test]
+async fn with_the_first_server_down_an_upload_lands_on_another_and_follows_its_jobs_back() {
+    let mut stack = servers(vec![paced(0.1), paced(1.0)], &["--in-flight=1"]).await;
+    let phone = Device::new(&stack.relay_url()).await;
+    let mut events = phone.events().await;
+    stack.comfyui.kill().await;
+    until_server(&phone, 0, false).await;
+
+    let uploaded = phone.upload_png("phone.png", fixtures::PHONE_PNG).await;
+    // The first server may hold another `phone.png`: this one gets a name of its own.
+    let mark = uploaded
+        .name
+        .strip_prefix("phone-")
+        .and_then(|rest| rest.strip_suffix(".png"))
+        .unwrap_or_else(|| panic!("{}", uploaded.name));
+    assert_eq!(mark.len(), 8, "{}", uploaded.name);
+    let second = &stack.more_comfyuis[0];
+    until_holds(second, &uploaded.name, fixtures::PHONE_PNG).await;
+    let thumbnail = phone
+        .send(Method::GET, &shared::api::view_url(&uploaded.file(), None))
+        .await;
+    assert_eq!(thumbnail.status(), 200);
+    assert_eq!(thumbnail.bytes().await.unwrap(), fixtures::PHONE_PNG);
+
+    // Back: one server at a time each, so one job goes to the first, with the picture.
+    stack.comfyui.restart().await;
+    until_server(&phone, 0, true).await;
+    let jobs = two_inverting(&phone, &uploaded).await;
+    for job in &jobs {
+        let done = events.wait_for(&job.id, LIMIT, finished).await;
+        assert_eq!(done.state, JobState::Succeeded, "{done:?}");
+    }
+    assert_eq!(given(second).len(), 1);
+    assert_eq!(given(&stack.comfyui).len(), 1);
+    until_holds(&stack.comfyui, &uploaded.name, fixtures::PHONE_PNG).await;
+}
+
+#[tokio::test]
 async fn a_server_silent_for_less_than_three_health_checks_keeps_the_job_it_runs() {
     // One server, as most teams have: a few seconds without an answer (a model loading) must not
     // lose a long run.

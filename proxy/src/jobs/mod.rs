@@ -296,10 +296,27 @@ impl Jobs {
         &self.backends[0].comfy
     }
 
+    /// The server pictures are uploaded to: the first, or while it does not take uploads,
+    /// the first that does, so that jobs that load a picture can still run.
+    pub fn landing(&self) -> &Arc<Backend> {
+        self.backends
+            .iter()
+            .find(|backend| backend.takes_uploads())
+            .unwrap_or(&self.backends[0])
+    }
+
+    /// A server that answers and holds uploaded picture `file` under that very name, the first
+    /// such: where the picture is read from and copied from.
+    fn holder_of(&self, file: &ImageRef) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|backend| {
+            backend.is_reachable() && backend.input_named(file).as_ref() == Some(file)
+        })
+    }
+
     /// The client of the server that has `device`'s `file`: the one where `job` (the app names
     /// the job whose output it shows) made it, else where the device's newest job that made it
-    /// ran, else the first (where uploads land, and which raw clients reach). A `job` not the
-    /// device's, or that did not make `file`, names nothing.
+    /// ran, else for an upload one that holds it, else the first (which raw clients reach). A
+    /// `job` not the device's, or that did not make `file`, names nothing.
     pub fn comfy_for(&self, device: &DeviceId, file: &ImageRef, job: Option<&str>) -> &ComfyClient {
         let made_on = |job| {
             let kept = || match self.registry.store().made_on(device, file, job) {
@@ -314,7 +331,8 @@ impl Jobs {
         };
         let index = job
             .and_then(|job| made_on(Some(job)))
-            .or_else(|| made_on(None));
+            .or_else(|| made_on(None))
+            .or_else(|| self.holder_of(file).map(|backend| backend.index));
         &self.backends[index.unwrap_or(0)].comfy
     }
 
@@ -709,22 +727,18 @@ impl Jobs {
     }
 
     /// Copies to `backend` the uploaded pictures `workflow` loads that it is not known to hold
-    /// (it was down when they were uploaded, the copy failed, or is under way), from the first
-    /// server, where every upload lands, and has `workflow` load each under the name it has
-    /// there (a server holding another picture of that name names the copy anew). A copy that
-    /// fails counts as the server failing to take the job.
+    /// (it was down when they were uploaded, the copy failed, or is under way), from a server
+    /// that holds them, and has `workflow` load each under the name it has there (a server
+    /// holding another picture of that name names the copy anew). A copy that fails counts as
+    /// the server failing to take the job.
     async fn place_inputs(
         &self,
         backend: &Backend,
         workflow: &mut Workflow,
     ) -> Result<(), JobsError> {
-        let first = &self.backends[0];
-        if backend.index == first.index {
-            return Ok(());
-        }
         let mut renamed = Vec::new();
         for (id, node) in workflow.nodes_in_display_order() {
-            let Ok(Some(schema)) = first.object_info.schema(&node.class_type).await else {
+            let Ok(Some(schema)) = backend.object_info.schema(&node.class_type).await else {
                 continue;
             };
             let Some(input) = schema.image_input() else {
@@ -735,19 +749,28 @@ impl Jobs {
                 .get(input)
                 .and_then(serde_json::Value::as_str)
                 .map(ImageRef::from_load_image_value)
-                .filter(|file| first.input_named(file).is_some())
             else {
                 continue;
             };
-            let named = crate::upload::copy_input(first, backend, &file)
-                .await
-                .map_err(|error| match error {
-                    crate::upload::UploadError::Upstream(error) => error,
-                    other => RelayError::Failed {
-                        url: backend.upstream.base().to_string(),
-                        detail: other.to_string(),
-                    },
-                })?;
+            let named = match backend.input_named(&file) {
+                Some(named) => named,
+                None => {
+                    // Pictures the relay did not upload, or none that answers holds, are
+                    // ComfyUI's business.
+                    let Some(holder) = self.holder_of(&file) else {
+                        continue;
+                    };
+                    crate::upload::copy_input(holder, backend, &file)
+                        .await
+                        .map_err(|error| match error {
+                            crate::upload::UploadError::Upstream(error) => error,
+                            other => RelayError::Failed {
+                                url: backend.upstream.base().to_string(),
+                                detail: other.to_string(),
+                            },
+                        })?
+                }
+            };
             if named != file {
                 renamed.push((id.to_owned(), input.to_owned(), named.load_image_value()));
             }
