@@ -111,6 +111,19 @@ async fn over_https_the_app_installs_and_opens_with_its_last_jobs_when_the_relay
         )
         .await;
     let shown = shown.as_array().unwrap();
+    if shown.is_empty() {
+        // What the page knew, for the next time this fails (it once did, in CI only).
+        let page = browser
+            .eval_async(
+                "const worker = await navigator.serviceWorker.ready;
+                 const jobs = [...document.querySelectorAll('[data-testid=job]')];
+                 return { permission: Notification.permission, visibility: document.visibilityState,
+                          worker: !!worker.active, notify: typeof window.comfyRelayNotify,
+                          jobs: jobs.map((j) => j.textContent.slice(0, 80)) };",
+            )
+            .await;
+        panic!("no notification was shown; the page: {page}");
+    }
     assert_eq!(shown.len(), 1, "{shown:?}");
     assert!(
         shown[0][0].as_str().unwrap().starts_with("Done: "),
