@@ -134,19 +134,12 @@ async fn image_nodes(
     state: &AppState,
     workflow: &Workflow,
 ) -> Result<Vec<(String, String)>, AutomationError> {
-    let mut nodes = Vec::new();
-    for (id, node) in workflow.nodes_in_display_order() {
-        let schema = state
-            .first_backend()
-            .object_info
-            .schema(&node.class_type)
-            .await
-            .map_err(JobsError::from)?;
-        if let Some(input) = schema.as_ref().and_then(|s| s.image_input()) {
-            nodes.push((id.to_owned(), input.to_owned()));
-        }
-    }
-    Ok(nodes)
+    Ok(state
+        .first_backend()
+        .object_info
+        .image_inputs(workflow)
+        .await
+        .map_err(JobsError::from)?)
 }
 
 /// `POST /api/workflows/{name}/image` query.

@@ -158,10 +158,21 @@ impl ObjectInfo {
         }))
     }
 
-    /// The schema of one class, if ComfyUI has it.
-    pub async fn schema(&self, class: &str) -> Result<Option<NodeSchema>, RelayError> {
+    /// The nodes of `workflow` that take an uploaded picture (LoadImage and its kin), in
+    /// display order, each with the input that names the picture.
+    pub async fn image_inputs(
+        &self,
+        workflow: &Workflow,
+    ) -> Result<Vec<(String, String)>, RelayError> {
         let snapshot = self.current(false).await?;
-        Ok(snapshot.schemas.get(class).cloned())
+        Ok(workflow
+            .nodes_in_display_order()
+            .into_iter()
+            .filter_map(|(id, node)| {
+                let input = snapshot.schemas.get(&node.class_type)?.image_input()?;
+                Some((id.to_owned(), input.to_owned()))
+            })
+            .collect())
     }
 }
 

@@ -585,7 +585,7 @@ pub async fn copy_input(
     // not each wait for it; the first job handed to it once it is back brings the picture.
     if !to.is_reachable() {
         return Err(UploadError::Upstream(RelayError::Stalled {
-            url: to.upstream.shown(),
+            url: to.upstream.base().to_string(),
         }));
     }
     let source = from

@@ -391,13 +391,7 @@ async fn an_upload_is_on_every_server_and_an_output_is_read_from_the_server_that
 
     let views_before = stack.comfyui.requests_to("GET", "/view").len();
     let viewed = phone
-        .send(
-            Method::GET,
-            &format!(
-                "/view?filename={}&subfolder={}&type={}",
-                output.filename, output.subfolder, output.kind
-            ),
-        )
+        .send(Method::GET, &shared::api::view_url(&output, None))
         .await;
     assert_eq!(viewed.status(), 200);
     let bytes = viewed.bytes().await.unwrap();
@@ -432,11 +426,7 @@ async fn outputs_of_the_same_name_on_two_servers_are_each_read_from_their_own_de
     }
     // Each server numbers its outputs alone: both made the same name.
     assert_eq!(outputs[0], outputs[1]);
-    let file = &outputs[0];
-    let path = format!(
-        "/view?filename={}&subfolder={}&type={}",
-        file.filename, file.subfolder, file.kind
-    );
+    let path = shared::api::view_url(&outputs[0], None);
     for (device, server) in [(&laptop, &stack.more_comfyuis[0]), (&phone, &stack.comfyui)] {
         assert_eq!(
             viewed_on(&stack, device, &path).await.url(),

@@ -736,17 +736,15 @@ impl Jobs {
         backend: &Backend,
         workflow: &mut Workflow,
     ) -> Result<(), JobsError> {
+        // Without schemas there is nothing to place by: ComfyUI is the judge.
+        let Ok(image_inputs) = backend.object_info.image_inputs(workflow).await else {
+            return Ok(());
+        };
         let mut renamed = Vec::new();
-        for (id, node) in workflow.nodes_in_display_order() {
-            let Ok(Some(schema)) = backend.object_info.schema(&node.class_type).await else {
-                continue;
-            };
-            let Some(input) = schema.image_input() else {
-                continue;
-            };
-            let Some(file) = node
-                .inputs
-                .get(input)
+        for (id, input) in image_inputs {
+            let Some(file) = workflow
+                .node(&id)
+                .and_then(|node| node.inputs.get(&input))
                 .and_then(serde_json::Value::as_str)
                 .map(ImageRef::from_load_image_value)
             else {
@@ -772,7 +770,7 @@ impl Jobs {
                 }
             };
             if named != file {
-                renamed.push((id.to_owned(), input.to_owned(), named.load_image_value()));
+                renamed.push((id, input, named.load_image_value()));
             }
         }
         for (id, input, value) in renamed {
